@@ -1,0 +1,234 @@
+"""Throughput, memory and utilisation benchmark of the CILMP network (random weights, any open_clip shape).
+
+Everything is measured in one process so that the ratios mean something on any machine: the achieved GFLOP/s
+(FLOPs counted by ``torch.utils.flop_counter`` on the operations actually executed) against a dense matmul peak
+measured right before, and our throughput against a full-context run of the same network (what the reference
+code executes: every prompt padded to CLIP's 77 tokens).
+
+    python -m monai_cilmp.bench --batch-size 4 --classes 4 --knowledge-length 16 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["REFERENCE_CPU", "add_arguments", "main", "run_benchmark"]
+
+# The reference implementation (github usr922/cilmp, patched to run fp32 on CPU) measured on the development
+# machine class (2 cores, fp32, 2 threads, ViT-B/16 shape, B=4, C=4, L=16); see DESIGN.md.
+REFERENCE_CPU = {"train_images_per_s": 1.5, "infer_images_per_s": 4.0, "peak_memory_gb": 3.1}
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
+    """Dense ``size x size`` matmul throughput in GFLOP/s, the best of repeated timed runs."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    best, spent = 0.0, 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        took = time.perf_counter() - start
+        spent += took
+        best = max(best, 4 * 2 * size**3 / took / 1e9)
+    return best
+
+
+def _count_flops(fn: Callable[[], Any]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+def _build(args: argparse.Namespace, device: torch.device, truncate: bool):
+    from monai_cilmp.knowledge import KnowledgeBank
+    from monai_cilmp.networks import CILMP, load_backbone
+
+    generator = torch.Generator().manual_seed(0)
+    classes = [f"disease number {i}" for i in range(args.classes)]
+    bank = KnowledgeBank.from_tensors(
+        {c: torch.randn(args.knowledge_length, args.knowledge_dim, generator=generator) for c in classes},
+        source_model="random (benchmark)",
+    )
+    backbone = load_backbone(args.backbone, None)
+    net = CILMP(classes, bank, backbone, conditional=not args.unconditional, truncate_context=truncate)
+    net.text_tower.grad_checkpointing = net.vision_tower.grad_checkpointing = args.grad_checkpointing
+    return net.to(device)
+
+
+def _measure(net, args, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    images = torch.randn(args.batch_size, 3, net.image_size, net.image_size, device=device)
+    labels = torch.arange(args.batch_size, device=device) % args.classes
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=1e-6, momentum=0.9)
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+    def train_step() -> None:
+        net.train()
+        with autocast:
+            loss = F.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer_step() -> None:
+        net.eval()
+        with torch.inference_mode(), autocast:
+            net(images)
+
+    train_flops = _count_flops(train_step)
+    # the flop counter's module tracker cannot hook parameters that need grad inside inference mode
+    for p in trainable:
+        p.requires_grad_(False)
+    infer_flops = _count_flops(infer_step)
+    for p in trainable:
+        p.requires_grad_(True)
+    train_s = _time(train_step, args.steps, args.warmup, device)
+    infer_s = _time(infer_step, args.steps, args.warmup, device)
+    return {
+        "train_images_per_s": args.batch_size / train_s,
+        "infer_images_per_s": args.batch_size / infer_s,
+        "train_step_s": train_s,
+        "infer_step_s": infer_s,
+        "train_gflop_per_step": train_flops / 1e9,
+        "infer_gflop_per_step": infer_flops / 1e9,
+        "train_gflops": train_flops / train_s / 1e9,
+        "infer_gflops": infer_flops / infer_s / 1e9,
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark described by ``args`` (see :func:`add_arguments`) and return the report."""
+    device = torch.device(args.device)
+    dtype = _DTYPES[args.dtype]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    peak = matmul_peak_gflops(device, dtype)
+    net = _build(args, device, truncate=True)
+    ours = _measure(net, args, device, dtype)
+    ours["peak_memory_gb"] = _peak_memory_gb(device)
+    report: dict[str, Any] = {
+        "config": {
+            "backbone": args.backbone,
+            "batch_size": args.batch_size,
+            "classes": args.classes,
+            "knowledge_length": args.knowledge_length,
+            "knowledge_dim": args.knowledge_dim,
+            "dtype": args.dtype,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "conditional": not args.unconditional,
+            "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "text_tokens_per_prompt": int(net.prompt_ids.shape[1]),
+            "torch": torch.__version__,
+        },
+        "matmul_peak_gflops": peak,
+        "cilmp": ours,
+        "utilisation": {
+            "train": ours["train_gflops"] / peak,
+            "infer": ours["infer_gflops"] / peak,
+        },
+    }
+    if device.type == "cuda":
+        report["config"]["gpu"] = torch.cuda.get_device_name(device)
+    if args.full_context:
+        del net
+        full = _measure(_build(args, device, truncate=False), args, device, dtype)
+        report["full_context"] = full
+        report["speedup_vs_full_context"] = {
+            "train": ours["train_images_per_s"] / full["train_images_per_s"],
+            "infer": ours["infer_images_per_s"] / full["infer_images_per_s"],
+            "flops_train": full["train_gflop_per_step"] / ours["train_gflop_per_step"],
+        }
+    setting = (args.backbone, args.batch_size, args.classes, args.knowledge_length, args.dtype, device.type)
+    if setting == ("ViT-B-16", 4, 4, 16, "fp32", "cpu") and torch.get_num_threads() == 2:
+        report["vs_reference_cpu_figures"] = {
+            "note": "ratios to the reference code's figures on the 2-core machine class (same setting)",
+            "train": ours["train_images_per_s"] / REFERENCE_CPU["train_images_per_s"],
+            "infer": ours["infer_images_per_s"] / REFERENCE_CPU["infer_images_per_s"],
+            "memory": ours["peak_memory_gb"] / REFERENCE_CPU["peak_memory_gb"],
+        }
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the benchmark's options to ``parser``."""
+    parser.add_argument("--backbone", default="ViT-B-16", help="open_clip model shape (random weights)")
+    parser.add_argument("--batch-size", "-B", type=int, default=4)
+    parser.add_argument("--classes", "-C", type=int, default=4)
+    parser.add_argument("--knowledge-length", "-L", type=int, default=16)
+    parser.add_argument("--knowledge-dim", "-D", type=int, default=4096, help="LLM hidden size")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="autocast dtype (fp32: none)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--unconditional", action="store_true", help="benchmark the unconditional variant")
+    parser.add_argument("--grad-checkpointing", action="store_true", help="recompute encoder blocks in backward")
+    parser.add_argument(
+        "--full-context", action="store_true", help="also run every prompt at the full context, for the ratio"
+    )
+    parser.add_argument("--out", help="also write the JSON report to this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args(argv)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = run_benchmark(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

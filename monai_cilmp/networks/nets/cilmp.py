@@ -1,0 +1,239 @@
+"""CILMP: Conditional Intervention of Large language models for Medical image Prompt tuning (Du et al., IEEE TMI 2025).
+
+See ``METHOD.md`` (section 1) for the method. In short: each class's LLM knowledge ``K_c`` (a knowledge bank) is
+edited by low-rank interventions conditioned on the image, projected into CLIP's text space and placed in the
+class prompt at every text layer, next to deep learnable context tokens; the image side gets deep visual
+prompts. Only those prompts, interventions and projections train; CLIP stays frozen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cilmp.knowledge import KnowledgeBank
+from monai_cilmp.networks.backbones import Backbone, load_backbone
+from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
+from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
+
+__all__ = ["CILMP"]
+
+
+class CILMP(nn.Module):
+    """The CILMP classifier on a frozen open_clip backbone.
+
+    Args:
+        class_names: class names in label order (label ``i`` is ``class_names[i]``); ``_`` reads as a space.
+        knowledge: a :class:`~monai_cilmp.knowledge.KnowledgeBank` or the path of a saved one; it must hold
+            exactly ``class_names``.
+        backbone: open_clip model name, ``hf-hub:`` id, local folder, or an already loaded
+            :class:`~monai_cilmp.networks.backbones.Backbone`.
+        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
+        offline: never download backbone weights.
+        cache_dir: where backbone weights are cached.
+        n_ctx: number of learnable text context tokens.
+        ctx_init: text whose token embeddings initialise the input context (``None``: random init); it must have
+            ``n_ctx`` tokens.
+        text_prompt_depth: number of text layers that get their own context and knowledge tokens (>= 1).
+        vision_prompt_depth: number of image layers that get their own visual prompts (0 disables them).
+        n_ctx_vision: number of visual prompt tokens.
+        prefix_length: knowledge positions edited by the prefix intervention.
+        suffix_length: knowledge positions (the last of each class) edited by the suffix intervention.
+        rank: rank of the interventions and of the projection.
+        dropout: dropout after each intervention, in training.
+        conditional: condition the interventions on the image embedding (CILMP); ``False`` gives one prompt per
+            class shared by all images (and runs the text encoder ``B`` times less).
+        truncate_context: run the text encoder only up to the longest prompt (exact, as CLIP's text attention
+            is causal); ``False`` runs the full context, for checking.
+
+    Raises:
+        KnowledgeClassMismatchError: the bank's classes are not ``class_names``.
+        ValueError: a hyper-parameter does not fit the backbone (depths, prompt length, ``ctx_init``).
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        knowledge: KnowledgeBank | str | os.PathLike,
+        backbone: str | Backbone = "ViT-B-16",
+        pretrained: str | None = "openai",
+        *,
+        offline: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        n_ctx: int = 4,
+        ctx_init: str | None = "a photo of a",
+        text_prompt_depth: int = 12,
+        vision_prompt_depth: int = 12,
+        n_ctx_vision: int = 4,
+        prefix_length: int = 4,
+        suffix_length: int = 4,
+        rank: int = 8,
+        dropout: float = 0.1,
+        conditional: bool = True,
+        truncate_context: bool = True,
+    ) -> None:
+        super().__init__()
+        class_names = [str(n) for n in class_names]
+        if not class_names or len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}.")
+        bank = knowledge if isinstance(knowledge, KnowledgeBank) else KnowledgeBank.load(knowledge)
+        bank.check_classes(class_names)
+        if not isinstance(backbone, Backbone):
+            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir)
+        self.class_names = class_names
+        self.image_size = backbone.image_size
+        self.image_mean, self.image_std = tuple(backbone.mean), tuple(backbone.std)
+        self.backbone_name, self.backbone_pretrained = backbone.name, backbone.pretrained
+        self.text_tower = build_text_tower(backbone.model, backbone.tokenizer)
+        self.vision_tower = build_vision_tower(backbone.model)
+        self.register_buffer("logit_scale", backbone.model.logit_scale.detach().clone().float(), persistent=False)
+        self.n_ctx, self.conditional = int(n_ctx), bool(conditional)
+        self.text_prompt_depth, self.vision_prompt_depth = int(text_prompt_depth), int(vision_prompt_depth)
+        self._check_depths(n_ctx_vision)
+
+        width = self.text_tower.width
+        padded, lengths = bank.padded(class_names)
+        texts = [f"{name.replace('_', ' ')}." for name in class_names]
+        layout = self.text_tower.layout(texts, (self.n_ctx + lengths).tolist(), truncate=truncate_context)
+        self.slot_start, self.max_knowledge = layout.slot_start, int(lengths.max())
+        self.register_buffer("prompt_ids", layout.token_ids, persistent=False)
+        self.register_buffer("pool_index", layout.pool_index, persistent=False)
+
+        self.text_prompts = nn.Parameter(self._init_text_prompts(ctx_init, width))
+        self.vision_prompts = (
+            nn.Parameter(torch.randn(self.vision_prompt_depth, n_ctx_vision, self.vision_tower.width) * 0.02)
+            if self.vision_prompt_depth and n_ctx_vision
+            else None
+        )
+        embed_dim = self._embed_dim(backbone.model)
+        self.knowledge = KnowledgePrompt(
+            padded,
+            lengths,
+            out_dim=width,
+            num_layers=self.text_prompt_depth,
+            prefix_length=prefix_length,
+            suffix_length=suffix_length,
+            rank=rank,
+            cond_dim=embed_dim if conditional else None,
+            dropout=dropout,
+        )
+        self.knowledge_metadata: dict[str, Any] = {k: v for k, v in bank.metadata.items() if k != "texts"}
+
+    @staticmethod
+    def _embed_dim(model: nn.Module) -> int:
+        proj = model.visual.proj
+        return int(proj.shape[1]) if proj is not None else int(model.visual.output_dim)
+
+    def _check_depths(self, n_ctx_vision: int) -> None:
+        text_layers, vision_layers = self.text_tower.num_layers, self.vision_tower.num_layers
+        if not 1 <= self.text_prompt_depth <= text_layers:
+            raise ValueError(
+                f"text_prompt_depth must be between 1 and the text encoder's {text_layers} layers, "
+                f"got {self.text_prompt_depth}."
+            )
+        if not 0 <= self.vision_prompt_depth <= vision_layers:
+            raise ValueError(
+                f"vision_prompt_depth must be between 0 and the image encoder's {vision_layers} layers, "
+                f"got {self.vision_prompt_depth}."
+            )
+        if self.n_ctx < 0 or n_ctx_vision < 0:
+            raise ValueError(f"n_ctx and n_ctx_vision must be >= 0, got {self.n_ctx} and {n_ctx_vision}.")
+
+    def _init_text_prompts(self, ctx_init: str | None, width: int) -> torch.Tensor:
+        prompts = torch.randn(self.text_prompt_depth, self.n_ctx, width) * 0.02
+        if ctx_init:
+            ids = self.text_tower.encode(ctx_init.replace("_", " "))
+            if len(ids) != self.n_ctx:
+                raise ValueError(
+                    f"ctx_init '{ctx_init}' has {len(ids)} tokens but n_ctx is {self.n_ctx}: give a ctx_init of "
+                    f"{self.n_ctx} tokens or ctx_init=None for a random initialisation."
+                )
+            with torch.no_grad():
+                prompts[0] = self.text_tower.embed(torch.tensor(ids)).float()
+        return prompts
+
+    def train(self, mode: bool = True) -> CILMP:
+        """Set training mode for the prompt modules; the frozen towers always stay in eval mode."""
+        super().train(mode)
+        self.text_tower.eval()
+        self.vision_tower.eval()
+        return self
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised embeddings ``(B, embed_dim)`` of a normalised ``(B, 3, H, W)`` batch, with visual prompts."""
+        return F.normalize(self.vision_tower(images, self.vision_prompts), dim=-1)
+
+    def encode_prompts(self, image_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised class text features ``(B, C, embed_dim)``, or ``(1, C, embed_dim)`` when unconditional.
+
+        Args:
+            image_embeddings: ``(B, embed_dim)`` normalised image embeddings; needed when conditional.
+        """
+        z = image_embeddings if self.conditional else None
+        if self.conditional and z is None:
+            raise ValueError("A conditional CILMP needs the image embeddings to build its prompts.")
+        n_img = 1 if z is None else z.shape[0]
+        n_cls, length = self.prompt_ids.shape
+        embeddings = self.text_tower.embed(self.prompt_ids)
+
+        def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
+            if layer >= self.text_prompt_depth:
+                return x
+            return self._inject(x.view(n_img, n_cls, length, -1), layer, z).flatten(0, 1)
+
+        x = self._inject(embeddings.expand(n_img, -1, -1, -1), 0, z).flatten(0, 1)
+        features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
+        return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
+
+    def _inject(self, x: torch.Tensor, layer: int, z: torch.Tensor | None) -> torch.Tensor:
+        """Put layer ``layer``'s context and knowledge tokens into ``x`` of shape ``(B, C, T, width)``."""
+        n_img = x.shape[0]
+        start, stop = self.slot_start + self.n_ctx, self.slot_start + self.n_ctx + self.max_knowledge
+        ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, x.shape[1], -1, -1)
+        tokens = self.knowledge(layer, z).to(x.dtype)
+        knowledge = torch.where(self.knowledge.valid[None, :, :, None], tokens, x[:, :, start:stop])
+        return torch.cat([x[:, :, : self.slot_start], ctx, knowledge, x[:, :, stop:]], dim=2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, C)`` for a normalised image batch ``(B, 3, H, W)``."""
+        z = self.encode_image(images)
+        text = self.encode_prompts(z)
+        scale = self.logit_scale.exp()
+        if self.conditional:
+            return scale * torch.einsum("be,bce->bc", z, text.to(z.dtype))
+        return scale * z @ text[0].to(z.dtype).T
+
+    # ----- trainable state -----------------------------------------------------------------------------------
+
+    def prompt_parameter_names(self) -> list[str]:
+        """Names of the prompt parameters (averaged by Gaussian prompt aggregation); interventions are not."""
+        return [n for n, _ in self.named_parameters() if n in ("text_prompts", "vision_prompts")]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained parameters (prompts, interventions, projections), detached; CLIP is not included."""
+        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load what :meth:`trainable_state_dict` returned.
+
+        Raises:
+            ValueError: keys or shapes differ; the message lists them.
+        """
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        wrong = [n for n in params if n in state and tuple(state[n].shape) != tuple(params[n].shape)]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"The trained state does not fit this CILMP: missing {missing or 'none'}, unexpected "
+                f"{unexpected or 'none'}, wrong shapes {wrong or 'none'}; build the network with the same classes, "
+                "knowledge bank and hyper-parameters as the run that saved it."
+            )
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state[n])

@@ -1,0 +1,52 @@
+"""The monai-cilmp command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from monai_cilmp.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main([]) == 0
+    assert "bench" in capsys.readouterr().out
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "monai_cilmp", "--help"], capture_output=True, text=True, check=True)
+    assert "usage: monai-cilmp" in out.stdout
+
+
+def test_bench_reports_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--backbone",
+            "CILMP-Tiny",
+            "-B",
+            "2",
+            "-C",
+            "3",
+            "-L",
+            "5",
+            "-D",
+            "16",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--full-context",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["classes"] == 3
+    for key in ("train_images_per_s", "infer_images_per_s", "peak_memory_gb", "train_gflops"):
+        assert report["cilmp"][key] > 0
+    assert 0 < report["utilisation"]["train"] < 1.5
+    assert report["speedup_vs_full_context"]["flops_train"] > 1
