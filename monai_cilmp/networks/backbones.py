@@ -146,6 +146,7 @@ def load_backbone(
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    quick_gelu: bool | None = None,
 ) -> Backbone:
     """Load an open_clip model, its tokenizer and preprocessing facts.
 
@@ -158,6 +159,8 @@ def load_backbone(
         cache_dir: where downloads go and cached weights are looked up (default: the Hugging Face cache).
         device: device the model is moved to.
         precision: open_clip precision string (``"fp32"``, ``"bf16"``, ``"fp16"``, ...).
+        quick_gelu: force the QuickGELU activation on or off; ``None`` follows the pretrained tag (OpenAI's weights
+            need it) or the model config.
 
     Returns:
         the loaded :class:`Backbone`, model in eval mode.
@@ -215,6 +218,8 @@ def load_backbone(
                     )
                 checkpoint = str(path)
 
+    if quick_gelu is not None:
+        create_kwargs["force_quick_gelu"] = quick_gelu
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
         if source.startswith("local-dir:"):

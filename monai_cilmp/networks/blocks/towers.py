@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -22,6 +23,8 @@ __all__ = [
     "PromptLayout",
     "build_text_tower",
     "build_vision_tower",
+    "quick_gelu",
+    "run_block",
 ]
 
 LayerHook = Callable[[int, torch.Tensor], torch.Tensor]
@@ -50,6 +53,62 @@ def _frozen(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP's ``x * sigmoid(1.702 x)``, written as ``silu(1.702 x) / 1.702``.
+
+    Same function, but SiLU's fused kernels make fewer passes over the MLP's widest tensor and autograd keeps one
+    copy of it instead of two (the input and the sigmoid).
+    """
+    return F.silu(x * 1.702) / 1.702
+
+
+def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    hidden = mlp.c_fc(x)
+    hidden = quick_gelu(hidden) if type(mlp.gelu).__name__ == "QuickGELU" else mlp.gelu(hidden)
+    return mlp.c_proj(hidden)
+
+
+def _is_standard_block(block: nn.Module) -> bool:
+    """open_clip's default ``ResidualAttentionBlock`` (self-attention through ``nn.MultiheadAttention``)."""
+    attn = getattr(block, "attn", None)
+    return (
+        isinstance(attn, nn.MultiheadAttention)
+        and attn._qkv_same_embed_dim
+        and attn.in_proj_bias is not None
+        and not attn.add_zero_attn
+        and attn.bias_k is None
+        and not hasattr(block, "ln_1_kv")
+        and all(hasattr(block, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+        and all(hasattr(block.mlp, n) for n in ("c_fc", "gelu", "c_proj"))
+    )
+
+
+def run_block(block: nn.Module, x: torch.Tensor, causal: bool, batch_first: bool = True) -> torch.Tensor:
+    """Run one frozen transformer block on batch-first ``x`` of shape ``(N, T, width)``.
+
+    For open_clip's standard block this computes exactly what the block computes, but with the projections as
+    2-D matmuls over all ``N * T`` tokens and attention through ``scaled_dot_product_attention``. Called on a
+    batch-first tensor, ``nn.MultiheadAttention`` works on a transposed view and its input projection degrades
+    to ``T`` small matmuls of ``N`` rows each, which wastes most of a CPU's matmul throughput.
+    """
+    if not _is_standard_block(block):
+        mask = None
+        if causal:
+            mask = torch.full((x.shape[1], x.shape[1]), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
+        if not batch_first:
+            return block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+        return block(x, attn_mask=mask)
+    attn = block.attn
+    n, length, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    out = out.transpose(1, 2).reshape(n, length, width)
+    x = x + block.ls_1(attn.out_proj(out))
+    return x + block.ls_2(_mlp(block.mlp, block.ln_2(x)))
+
+
 class OpenCLIPTextTower(nn.Module):
     """open_clip's own causal text transformer (OpenAI CLIP, LAION CLIP and alike) with per-layer injection.
 
@@ -64,12 +123,16 @@ class OpenCLIPTextTower(nn.Module):
     def __init__(self, model: nn.Module, tokenizer) -> None:
         super().__init__()
         pool = getattr(model, "text_pool_type", "argmax")
-        if pool not in ("argmax", "eos") or getattr(model, "attn_mask", None) is None:
+        mask = getattr(model, "attn_mask", None)
+        causal = mask is not None and torch.equal(mask, torch.full_like(mask, float("-inf")).triu(1))
+        if pool not in ("argmax", "eos") or not causal:
             raise ValueError(
                 f"The text tower of this backbone pools with '{pool}' or is not causal; prompt injection supports "
                 "CLIP-style causal text encoders pooled at the end-of-text token."
             )
-        self.token_embedding = _frozen(model.token_embedding)
+        # The token table (a quarter of the text tower) is only needed while prompts are built: it is kept as a
+        # plain attribute, so it is not registered, moved or saved with the tower, and the caller can drop it.
+        self.__dict__["token_embedding"] = _frozen(model.token_embedding)
         self.transformer = _frozen(model.transformer)
         self.ln_final = _frozen(model.ln_final)
         self.positional_embedding = model.positional_embedding
@@ -79,7 +142,6 @@ class OpenCLIPTextTower(nn.Module):
                 p.requires_grad_(False)
         if isinstance(self.text_projection, nn.Module):
             _frozen(self.text_projection)
-        self.register_buffer("attn_mask", model.attn_mask.clone(), persistent=False)
         self.tokenizer = tokenizer
         self.width = int(self.transformer.width)
         self.num_layers = len(self.transformer.resblocks)
@@ -122,8 +184,15 @@ class OpenCLIPTextTower(nn.Module):
         return PromptLayout(token_ids, torch.tensor(pools), 1, self.context_length)
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings (no position), ``(..., T, width)``."""
-        return self.token_embedding(token_ids)
+        """Token embeddings (no position), ``(..., T, width)``; available until :meth:`release_embeddings`."""
+        table = self.__dict__.get("token_embedding")
+        if table is None:
+            raise RuntimeError("The token embedding table was released; embed prompts before releasing it.")
+        return table(token_ids.to(table.weight.device))
+
+    def release_embeddings(self) -> None:
+        """Drop the reference to the token table (its memory is freed once the backbone model is gone too)."""
+        self.__dict__.pop("token_embedding", None)
 
     def forward(self, x: torch.Tensor, pool_index: torch.Tensor, hook: LayerHook | None = None) -> torch.Tensor:
         """Encode input embeddings.
@@ -138,25 +207,20 @@ class OpenCLIPTextTower(nn.Module):
         """
         length = x.shape[1]
         x = x + self.positional_embedding[:length].to(x.dtype)
-        mask = self.attn_mask[:length, :length]
         for j, block in enumerate(self.transformer.resblocks):
             if hook is not None and j > 0:
                 x = hook(j, x)
-            x = self._run_block(block, x, mask)
+            x = self._run_block(block, x)
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pool_index]
         if isinstance(self.text_projection, nn.Module):
             return self.text_projection(x)
         return x @ self.text_projection.to(x.dtype)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not self.batch_first:
-            x = x.transpose(0, 1)
+    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, None, None, mask, use_reentrant=False)
-        else:
-            x = block(x, attn_mask=mask)
-        return x if self.batch_first else x.transpose(0, 1)
+            return checkpoint(run_block, block, x, True, self.batch_first, use_reentrant=False)
+        return run_block(block, x, True, self.batch_first)
 
 
 class OpenCLIPVisionTower(nn.Module):
@@ -206,13 +270,9 @@ class OpenCLIPVisionTower(nn.Module):
         return pooled @ v.proj if v.proj is not None else pooled
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not self.batch_first:
-            x = x.transpose(0, 1)
         if self.grad_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, use_reentrant=False)
-        else:
-            x = block(x)
-        return x if self.batch_first else x.transpose(0, 1)
+            return checkpoint(run_block, block, x, False, self.batch_first, use_reentrant=False)
+        return run_block(block, x, False, self.batch_first)
 
 
 def build_text_tower(model: nn.Module, tokenizer) -> nn.Module:

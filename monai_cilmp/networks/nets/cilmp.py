@@ -101,10 +101,13 @@ class CILMP(nn.Module):
         texts = [f"{name.replace('_', ' ')}." for name in class_names]
         layout = self.text_tower.layout(texts, (self.n_ctx + lengths).tolist(), truncate=truncate_context)
         self.slot_start, self.max_knowledge = layout.slot_start, int(lengths.max())
-        self.register_buffer("prompt_ids", layout.token_ids, persistent=False)
         self.register_buffer("pool_index", layout.pool_index, persistent=False)
-
+        # Frozen token embeddings of the prompts, kept (and saved with the frozen weights) instead of the whole
+        # token table, which nothing else needs.
+        with torch.no_grad():
+            self.register_buffer("prompt_embeddings", self.text_tower.embed(layout.token_ids).float())
         self.text_prompts = nn.Parameter(self._init_text_prompts(ctx_init, width))
+        self.text_tower.release_embeddings()
         self.vision_prompts = (
             nn.Parameter(torch.randn(self.vision_prompt_depth, n_ctx_vision, self.vision_tower.width) * 0.02)
             if self.vision_prompt_depth and n_ctx_vision
@@ -178,15 +181,14 @@ class CILMP(nn.Module):
         if self.conditional and z is None:
             raise ValueError("A conditional CILMP needs the image embeddings to build its prompts.")
         n_img = 1 if z is None else z.shape[0]
-        n_cls, length = self.prompt_ids.shape
-        embeddings = self.text_tower.embed(self.prompt_ids)
+        n_cls, length, _ = self.prompt_embeddings.shape
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
             if layer >= self.text_prompt_depth:
                 return x
             return self._inject(x.view(n_img, n_cls, length, -1), layer, z).flatten(0, 1)
 
-        x = self._inject(embeddings.expand(n_img, -1, -1, -1), 0, z).flatten(0, 1)
+        x = self._inject(self.prompt_embeddings.expand(n_img, -1, -1, -1), 0, z).flatten(0, 1)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
 
