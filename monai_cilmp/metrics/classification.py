@@ -1,0 +1,179 @@
+"""The classification metrics medical imaging papers report, their files, and summaries over seeds.
+
+Computed from all predictions of a split at once with scikit-learn (MONAI and Ignite have no balanced accuracy,
+Cohen's kappa or per-class precision/recall over a whole split); MONAI's ``ROCAUCMetric`` is used for the AUC so
+that the value matches what MONAI's evaluation handlers log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["classification_metrics", "save_confusion_matrix", "save_metrics", "summarise_seeds"]
+
+
+def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC; NaN when some class is absent from ``labels`` (AUC undefined)."""
+    import torch
+    from monai.metrics import ROCAUCMetric
+
+    n_cls = probs.shape[1]
+    if len(np.unique(labels)) < n_cls:
+        return float("nan")
+    metric = ROCAUCMetric(average="macro")
+    y = torch.nn.functional.one_hot(torch.as_tensor(labels), n_cls)
+    metric(torch.as_tensor(probs), y)
+    return float(metric.aggregate())
+
+
+def classification_metrics(
+    labels: Sequence[int] | np.ndarray,
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
+    class_names: Sequence[str],
+    ordinal: bool = False,
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1, macro one-vs-rest AUC, Cohen's kappa and per-class precision/recall.
+
+    Args:
+        labels: true labels ``(N,)``.
+        probabilities: class probabilities ``(N, C)`` (rows sum to one); the prediction is their argmax.
+        class_names: names of the ``C`` classes, in label order.
+        ordinal: the classes are ordered grades; kappa then uses quadratic weights (e.g. diabetic retinopathy).
+
+    Returns:
+        JSON-serialisable metrics; ``confusion_matrix`` is indexed ``[true][predicted]``.
+    """
+    from sklearn import metrics as skm
+
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    if p.ndim != 2 or p.shape[0] != y.shape[0] or p.shape[1] != len(class_names):
+        raise ValueError(
+            f"Expected probabilities of shape ({y.shape[0]}, {len(class_names)}) for {y.shape[0]} labels and "
+            f"{len(class_names)} classes, got {p.shape}."
+        )
+    if y.size == 0:
+        raise ValueError("No predictions to evaluate: the split is empty.")
+    pred = p.argmax(axis=1)
+    all_labels = list(range(len(class_names)))
+    precision, recall, _, support = skm.precision_recall_fscore_support(y, pred, labels=all_labels, zero_division=0)
+    return {
+        "n": int(y.size),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
+        "macro_f1": float(skm.f1_score(y, pred, labels=all_labels, average="macro", zero_division=0)),
+        "macro_auc": _auc(y, p),
+        "kappa": float(skm.cohen_kappa_score(y, pred, labels=all_labels, weights="quadratic" if ordinal else None)),
+        "kappa_weights": "quadratic" if ordinal else "none",
+        "per_class": {
+            name: {"precision": float(pr), "recall": float(rc), "support": int(n)}
+            for name, pr, rc, n in zip(class_names, precision, recall, support)
+        },
+        "confusion_matrix": skm.confusion_matrix(y, pred, labels=all_labels).tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``metrics`` as JSON, atomically (NaN is written as ``null``)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, Mapping):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(clean(dict(metrics)), f, indent=2)
+            f.write("\n")
+
+    return _atomic_write(Path(path), write)
+
+
+def save_confusion_matrix(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], out_prefix: str | os.PathLike
+) -> tuple[Path, Path]:
+    """Write a confusion matrix as ``<prefix>.csv`` (rows: true class) and ``<prefix>.png``.
+
+    Returns:
+        the CSV and PNG paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=int)
+    prefix = Path(out_prefix)
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["true \\ predicted", *class_names])
+            for name, row in zip(class_names, m):
+                writer.writerow([name, *row.tolist()])
+
+    def write_png(tmp: str) -> None:
+        size = max(4.0, 0.6 * len(class_names) + 2)
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+        shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if shown[i, j] > 0.5 else "black")
+        fig.colorbar(image, ax=ax, label="fraction of the true class")
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=120)
+        plt.close(fig)
+
+    csv_path = _atomic_write(prefix.with_suffix(".csv"), write_csv)
+    png_path = _atomic_write(prefix.with_suffix(".png"), write_png)
+    return csv_path, png_path
+
+
+def summarise_seeds(runs: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> dict[str, dict]:
+    """Mean and sample standard deviation of scalar metrics over runs (e.g. seeds 1-3).
+
+    Returns:
+        ``{metric: {"mean": m, "std": s, "n": k, "text": "m ± s"}}`` for every scalar present in all runs.
+    """
+    if not runs:
+        raise ValueError("No runs to summarise.")
+    keys = keys or [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k != "n"]
+    out: dict[str, dict] = {}
+    for key in keys:
+        values = np.array([float(r[key]) if r.get(key) is not None else np.nan for r in runs])
+        mean = float(np.mean(values))
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        out[key] = {"mean": mean, "std": std, "n": len(values), "text": f"{100 * mean:.2f} ± {100 * std:.2f}"}
+    return out
