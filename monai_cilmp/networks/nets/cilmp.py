@@ -203,6 +203,8 @@ class CILMP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, C)`` for a normalised image batch ``(B, 3, H, W)``."""
+        if hasattr(images, "as_tensor"):  # a MONAI MetaTensor: its metadata tracking would only slow every op down
+            images = images.as_tensor()
         z = self.encode_image(images)
         text = self.encode_prompts(z)
         scale = self.logit_scale.exp()

@@ -1,0 +1,22 @@
+"""Training and evaluation on MONAI's Ignite engines, with the paper's recipe."""
+
+from __future__ import annotations
+
+from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
+from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
+from .trainer import create_evaluator, create_trainer, default_device, predict, reseed
+
+__all__ = [
+    "TrainingCheckpoint",
+    "TrainingRecipe",
+    "atomic_torch_save",
+    "build_optimizer",
+    "build_scheduler",
+    "create_evaluator",
+    "create_trainer",
+    "default_device",
+    "load_checkpoint",
+    "lr_factor",
+    "predict",
+    "reseed",
+]

@@ -1,0 +1,140 @@
+"""Training checkpoints: trainable state, optimiser, scheduler, GPA and engine state, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["TrainingCheckpoint", "atomic_torch_save", "load_checkpoint"]
+
+CHECKPOINT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :class:`TrainingCheckpoint` (tensors and plain containers only).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a monai-cilmp checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint '{path}' does not exist: train first or point to a run's checkpoint.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"'{path}' is not a readable checkpoint ({e}); it may be from another tool.") from e
+    if not isinstance(state, dict) or "network" not in state:
+        raise ValueError(f"'{path}' is not a monai-cilmp checkpoint (no 'network' entry).")
+    return state
+
+
+class TrainingCheckpoint:
+    """Save (and restore) everything a run needs to continue, but not the frozen backbone.
+
+    After every epoch writes ``<dir>/last.pt`` atomically with the network's trainable state, the optimiser,
+    the scheduler, the GPA aggregate and the engine's epoch/iteration; when training completes it also writes
+    ``<dir>/final.pt`` (after GPA has installed its aggregate). Random streams need no saving: the trainer
+    reseeds them at every epoch start from the run's seed and the epoch number.
+
+    Args:
+        directory: where checkpoints go.
+        network: a network with ``trainable_state_dict`` / ``load_trainable_state_dict`` (e.g. CILMP).
+        optimizer: the optimiser.
+        scheduler: the learning-rate scheduler, if any.
+        gpa: the :class:`~monai_cilmp.handlers.GaussianPromptAggregation` handler, if any.
+        metadata: JSON-able facts stored with every checkpoint (class names, backbone, hyper-parameters, ...).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any | None = None,
+        gpa: Any | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.network, self.optimizer, self.scheduler, self.gpa = network, optimizer, scheduler, gpa
+        self.metadata = dict(metadata or {})
+
+    @property
+    def last_path(self) -> Path:
+        return self.directory / "last.pt"
+
+    @property
+    def final_path(self) -> Path:
+        return self.directory / "final.pt"
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_last)
+        engine.add_event_handler(Events.COMPLETED, self.save_final)
+
+    def state(self, engine: Engine | None) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "network": self.network.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "gpa": None if self.gpa is None else self.gpa.state_dict(),
+            "engine": None
+            if engine is None
+            else {
+                "epoch": engine.state.epoch,
+                "iteration": engine.state.iteration,
+                "max_epochs": engine.state.max_epochs,
+            },
+            "metadata": self.metadata,
+        }
+
+    def save_last(self, engine: Engine) -> Path:
+        return atomic_torch_save(self.state(engine), self.last_path)
+
+    def save_final(self, engine: Engine) -> Path | None:
+        if engine.state.epoch < engine.state.max_epochs:
+            return None  # terminated early: last.pt is what resume needs
+        return atomic_torch_save(self.state(engine), self.final_path)
+
+    def restore(self, engine: Engine, path: str | os.PathLike | None = None) -> int:
+        """Load ``path`` (default ``last.pt``) into the network, optimiser, scheduler, GPA and ``engine``.
+
+        Returns:
+            the epoch the run continues after.
+        """
+        state = load_checkpoint(path or self.last_path)
+        self.network.load_trainable_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.gpa is not None and state.get("gpa") is not None:
+            self.gpa.load_state_dict(state["gpa"])
+        if state.get("engine"):
+            engine.state.epoch = int(state["engine"]["epoch"])
+            engine.state.iteration = int(state["engine"]["iteration"])
+        return engine.state.epoch

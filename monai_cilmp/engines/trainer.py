@@ -1,0 +1,222 @@
+"""MONAI Ignite engines for CILMP: a ``SupervisedTrainer`` with the paper's recipe and a ``SupervisedEvaluator``.
+
+The trainer's handlers, in the order they run at the end of an epoch: learning-rate schedule, validation, GPA
+(accumulate; at the end install the aggregate), checkpoint (so ``final.pt`` holds the aggregated prompts), logs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from monai_cilmp.engines.checkpoint import TrainingCheckpoint
+from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
+from monai_cilmp.handlers import GaussianPromptAggregation
+from monai_cilmp.utils import release_cpu_memory
+
+__all__ = ["create_evaluator", "create_trainer", "default_device", "predict", "reseed"]
+
+
+def default_device() -> torch.device:
+    """The first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def reseed(seed: int, dataset: Any | None = None) -> None:
+    """Seed Python, NumPy, torch and the random transforms of ``dataset`` (if it has any)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    transform = getattr(dataset, "transform", None)
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed=seed % 2**32)
+
+
+def _amp_kwargs(device: torch.device, amp: bool | str | None) -> tuple[bool, dict]:
+    """Mixed precision on GPU only: bf16 where supported, else fp16; the CPU path stays fp32."""
+    if device.type != "cuda" or amp is False:
+        return False, {}
+    if amp in (None, True, "auto"):
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return True, {"dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}[str(amp)]}
+
+
+def create_evaluator(
+    network: nn.Module,
+    data_loader: Any,
+    device: torch.device | str | None = None,
+    amp: bool | str | None = None,
+    handlers: Sequence[Any] = (),
+    with_metric: bool = True,
+):
+    """A ``SupervisedEvaluator`` whose ``val_accuracy`` key metric drives validation logs.
+
+    Args:
+        network: the classifier.
+        data_loader: batches of ``{"image": (B, 3, H, W), "label": (B,)}``.
+        device: where to run (default: GPU if any).
+        amp: ``None``/``True``: bf16 (or fp16) autocast on GPU; ``False``: fp32.
+        handlers: extra evaluation handlers.
+        with_metric: compute the accuracy (needs labels); ``False`` for unlabelled data.
+    """
+    from ignite.metrics import Accuracy
+    from monai.engines import SupervisedEvaluator
+    from monai.handlers import from_engine
+
+    device = torch.device(device) if device is not None else default_device()
+    use_amp, amp_kwargs = _amp_kwargs(device, amp)
+
+    def to_classes(output):
+        pred, label = from_engine(["pred", "label"])(output)
+        return torch.stack([p.argmax() for p in pred]), torch.stack([torch.as_tensor(t).view(()) for t in label])
+
+    return SupervisedEvaluator(
+        device=device,
+        val_data_loader=data_loader,
+        network=network,
+        key_val_metric={"val_accuracy": Accuracy(output_transform=to_classes)} if with_metric else None,
+        val_handlers=list(handlers),
+        amp=use_amp,
+        amp_kwargs=amp_kwargs,
+    )
+
+
+def create_trainer(
+    network: nn.Module,
+    train_loader: Any,
+    out_dir: str | os.PathLike,
+    recipe: TrainingRecipe | None = None,
+    val_loader: Any | None = None,
+    device: torch.device | str | None = None,
+    amp: bool | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+):
+    """A MONAI ``SupervisedTrainer`` for ``network`` with the paper's recipe and the toolkit's handlers.
+
+    Args:
+        network: a CILMP-like network (``trainable_state_dict``, ``prompt_parameter_names``).
+        train_loader: training batches of ``{"image", "label"}``.
+        out_dir: run folder (checkpoints in ``checkpoints/``, TensorBoard logs in ``tensorboard/``).
+        recipe: training hyper-parameters (default: the paper's).
+        val_loader: validation batches; validated every ``recipe.val_interval`` epochs.
+        device: where to train (default: GPU if any).
+        amp: ``None``/``True``: bf16 (or fp16) autocast on GPU; ``False``: fp32. CPU always trains in fp32.
+        metadata: facts stored in every checkpoint (class names, backbone, ...).
+        progress: show a progress bar.
+        resume: continue from ``out_dir/checkpoints/last.pt``.
+
+    Returns:
+        the trainer; ``trainer.checkpoint`` is its :class:`TrainingCheckpoint`, ``trainer.evaluator`` the
+        validation evaluator (or ``None``).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
+    """
+    from ignite.engine import Events
+    from monai.engines import SupervisedTrainer
+    from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
+
+    recipe = recipe or TrainingRecipe()
+    device = torch.device(device) if device is not None else default_device()
+    out_dir = Path(out_dir)
+    reseed(recipe.seed)
+    network = network.to(device)
+    optimizer = build_optimizer(network, recipe)
+    scheduler = build_scheduler(optimizer, recipe)
+    use_amp, amp_kwargs = _amp_kwargs(device, amp)
+
+    loss_output = from_engine(["loss"], first=True)
+    handlers: list[Any] = [LrScheduleHandler(lr_scheduler=scheduler, print_lr=True, epoch_level=True)]
+    evaluator = None
+    if val_loader is not None and recipe.val_interval > 0:
+        evaluator = create_evaluator(
+            network,
+            val_loader,
+            device,
+            amp,
+            handlers=[
+                StatsHandler(iteration_log=False),
+                TensorBoardStatsHandler(log_dir=str(out_dir / "tensorboard"), iteration_log=False),
+            ],
+        )
+        handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
+    gpa = GaussianPromptAggregation(network, mean=recipe.gpa_mean, std=recipe.gpa_std) if recipe.gpa_std > 0 else None
+    if gpa is not None:
+        handlers.append(gpa)
+    checkpoint = TrainingCheckpoint(
+        out_dir / "checkpoints",
+        network,
+        optimizer,
+        scheduler,
+        gpa,
+        metadata={"recipe": recipe.to_dict(), **(metadata or {})},
+    )
+    handlers += [
+        checkpoint,
+        StatsHandler(tag_name="train_loss", output_transform=loss_output, iteration_log=False),
+        TensorBoardStatsHandler(
+            log_dir=str(out_dir / "tensorboard"), tag_name="train_loss", output_transform=loss_output
+        ),
+    ]
+
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=recipe.max_epochs,
+        train_data_loader=train_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=nn.CrossEntropyLoss(),
+        train_handlers=handlers,
+        amp=use_amp,
+        amp_kwargs=amp_kwargs,
+        optim_set_to_none=True,
+    )
+    dataset = getattr(train_loader, "dataset", None)
+    # Each epoch's shuffling, augmentation and dropout depend only on (seed, epoch): a resumed run replays exactly
+    # what an uninterrupted one would have done.
+    trainer.add_event_handler(
+        Events.EPOCH_STARTED, lambda engine: reseed(recipe.seed * 100_003 + engine.state.epoch, dataset)
+    )
+    if device.type == "cpu":
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: release_cpu_memory())
+    if progress:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": loss_output(output)})
+    if resume:
+        checkpoint.restore(trainer)
+    trainer.checkpoint, trainer.evaluator = checkpoint, evaluator
+    return trainer
+
+
+def predict(
+    network: nn.Module, data_loader: Any, device: torch.device | str | None = None, amp: bool | str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(N, C)`` and labels ``(N,)`` (``-1`` where a batch has none) over ``data_loader``.
+
+    Runs a MONAI ``SupervisedEvaluator`` and collects its outputs.
+    """
+    from ignite.engine import Events
+
+    evaluator = create_evaluator(network, data_loader, device, amp, with_metric=False)
+    probs: list[np.ndarray] = []
+    labels: list[int] = []
+
+    def collect(engine) -> None:
+        for item in engine.state.output:
+            probs.append(torch.softmax(torch.as_tensor(item["pred"]).float(), dim=-1).cpu().numpy())
+            label = item.get("label")
+            labels.append(int(torch.as_tensor(label).view(-1)[0]) if label is not None else -1)
+
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
+    evaluator.run()
+    return np.stack(probs), np.asarray(labels)
