@@ -1,0 +1,260 @@
+"""MONAI classification datalists: building, validating, splitting, summarising, reading and writing them.
+
+A datalist is MONAI's decathlon-style JSON (readable with ``monai.data.load_decathlon_datalist``)::
+
+    {"name": "kvasir", "class_names": ["dyed lifted polyps", ...], "preset": "endoscopy",
+     "training": [{"image": "/data/kvasir/polyps/0001.jpg", "label": 6}, ...],
+     "validation": [...], "test": [...]}
+
+``label`` is the index into ``class_names``. Paths are written absolute; relative paths in a datalist read with
+:func:`load_datalist` are taken relative to the datalist's folder, as MONAI does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_cilmp.transforms.presets import get_preset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SPLITS",
+    "load_datalist",
+    "make_datalist",
+    "match_label",
+    "missing_images_error",
+    "stratified_split",
+    "summarize_datalist",
+    "validate_datalist",
+    "write_datalist",
+]
+
+SPLITS = ("training", "validation", "test")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz")
+
+Item = tuple[str, int]
+
+
+def _normalise(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").replace("-", " ").casefold().split())
+
+
+def match_label(label: Any, class_names: Sequence[str], where: str) -> int:
+    """The index of ``label`` in ``class_names``, compared without case, ``_``/``-`` versus spaces.
+
+    Args:
+        label: a class name (or a label index already, for integer labels).
+        class_names: the valid class names, in label order.
+        where: where the label was found, for the message (``"line 3 of labels.csv"``).
+
+    Raises:
+        ValueError: the label is not one of the classes; the message lists the valid ones.
+    """
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        if 0 <= int(label) < len(class_names):
+            return int(label)
+        raise ValueError(f"Label {label} in {where} is out of range for {len(class_names)} classes.")
+    wanted = _normalise(label)
+    for index, name in enumerate(class_names):
+        if _normalise(name) == wanted:
+            return index
+    close = difflib.get_close_matches(str(label), list(class_names), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ValueError(f"Unknown label '{label}' in {where}{hint}; valid labels: {', '.join(class_names)}.")
+
+
+def missing_images_error(missing: Sequence[str], source: str) -> FileNotFoundError:
+    """One-sentence error listing (the first few of) the image files ``source`` refers to that do not exist."""
+    shown = ", ".join(f"'{m}'" for m in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    noun = "image file listed" if len(missing) == 1 else "image files listed"
+    verb = "does" if len(missing) == 1 else "do"
+    return FileNotFoundError(f"{len(missing)} {noun} in {source} {verb} not exist: {shown}{more}.")
+
+
+def make_datalist(
+    splits: Mapping[str, Iterable[Item]],
+    class_names: Sequence[str],
+    *,
+    name: str | None = None,
+    preset: str | None = None,
+    source: str = "the data",
+    **metadata: Any,
+) -> dict[str, Any]:
+    """A validated datalist from ``(image path, label index)`` pairs per split.
+
+    Args:
+        splits: ``{"training": [...], "validation": [...], "test": [...]}`` (missing splits are empty).
+        class_names: class names in label order.
+        name: dataset name stored in the datalist.
+        preset: modality preset stored in the datalist (a name or alias of :func:`monai_cilmp.transforms.get_preset`).
+        source: what the data came from, for error messages.
+        metadata: more top-level keys (e.g. ``few_shot``).
+
+    Raises:
+        ValueError: an unknown split or preset, a label out of range, or a class without training images.
+    """
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"Unknown split(s) {sorted(unknown)}; a datalist has {', '.join(SPLITS)}.")
+    datalist: dict[str, Any] = {}
+    if name:
+        datalist["name"] = name
+    datalist["class_names"] = [str(c) for c in class_names]
+    if preset:
+        datalist["preset"] = str(get_preset(preset).name)  # validates it and stores the name, not an alias
+    datalist.update(metadata)
+    for split in SPLITS:
+        datalist[split] = [{"image": str(path), "label": int(label)} for path, label in splits.get(split, ())]
+    return validate_datalist(datalist, source=source)
+
+
+def validate_datalist(datalist: Mapping[str, Any], *, source: str = "the datalist") -> dict[str, Any]:
+    """Check a datalist: ``class_names``, items with an ``image`` and an in-range integer ``label``, no empty class.
+
+    Returns:
+        the datalist (as a ``dict``) with every split present.
+
+    Raises:
+        ValueError: a missing or duplicated class name, a malformed item, a label out of range, or a class with no
+            training image (an empty class cannot be learnt).
+    """
+    class_names = datalist.get("class_names")
+    if not class_names:
+        raise ValueError(f"{source} has no 'class_names'.")
+    duplicates = sorted(n for n, c in Counter(class_names).items() if c > 1)
+    if duplicates:
+        raise ValueError(f"{source} repeats class name(s) {', '.join(duplicates)}.")
+    out = dict(datalist)
+    for split in SPLITS:
+        items = out.setdefault(split, [])
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping) or "image" not in item or "label" not in item:
+                raise ValueError(f"Item {i} of the {split} split of {source} needs an 'image' and a 'label'.")
+            label = item["label"]
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise ValueError(f"Item {i} of the {split} split of {source} has a non-integer label {label!r}.")
+            if not 0 <= int(label) < len(class_names):
+                raise ValueError(
+                    f"Item {i} of the {split} split of {source} has label {label}, out of range for "
+                    f"{len(class_names)} classes."
+                )
+    counts = Counter(int(item["label"]) for item in out["training"])
+    for index, name in enumerate(class_names):
+        if not counts[index]:
+            raise ValueError(f"Class '{name}' has no images in the training split of {source}.")
+    return out
+
+
+def stratified_split(
+    items: Sequence[Item], val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, list[Item]]:
+    """Split ``(path, label)`` pairs into training, validation and test, class by class, reproducibly.
+
+    Each class is shuffled with a generator seeded by ``(seed, label)`` after sorting by path, so the result does
+    not depend on file-system order and adding a class does not change the others' splits; each class gets
+    ``round(n * fraction)`` validation and test items, keeping at least one training item.
+
+    Raises:
+        ValueError: fractions outside ``[0, 1)`` or summing to 1 or more.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction and test_fraction must be in [0, 1) and sum to less than 1, got {val_fraction} and "
+            f"{test_fraction}."
+        )
+    by_class: dict[int, list[Item]] = {}
+    for path, label in items:
+        by_class.setdefault(int(label), []).append((str(path), int(label)))
+    splits: dict[str, list[Item]] = {split: [] for split in SPLITS}
+    for label in sorted(by_class):
+        group = sorted(by_class[label])
+        order = np.random.default_rng([seed, label]).permutation(len(group))
+        n_test = round(len(group) * test_fraction)
+        n_val = round(len(group) * val_fraction)
+        while n_val + n_test >= len(group) and (n_val or n_test):  # keep one training image per class
+            if n_test >= n_val:
+                n_test -= 1
+            else:
+                n_val -= 1
+        shuffled = [group[i] for i in order]
+        splits["test"] += shuffled[:n_test]
+        splits["validation"] += shuffled[n_test : n_test + n_val]
+        splits["training"] += shuffled[n_test + n_val :]
+    return {split: sorted(v, key=lambda item: (item[1], item[0])) for split, v in splits.items()}
+
+
+def summarize_datalist(datalist: Mapping[str, Any]) -> str:
+    """Counts per split and class, one line per split, e.g. ``training: 700 images (normal 350, pneumonia 350)``."""
+    names = datalist["class_names"]
+    lines = []
+    for split in SPLITS:
+        items = datalist.get(split, [])
+        counts = Counter(int(item["label"]) for item in items)
+        per_class = ", ".join(f"{names[i]} {counts[i]}" for i in range(len(names)))
+        lines.append(f"{split}: {len(items)} image{'' if len(items) == 1 else 's'} ({per_class})")
+    return "\n".join(lines)
+
+
+def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write a validated datalist as JSON atomically: a temporary file in the same folder, then ``os.replace``.
+
+    Either the whole file is written or, on any error, nothing (an existing file is left as it was).
+
+    Returns:
+        the path written.
+    """
+    data = validate_datalist(datalist, source=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_datalist(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Read and validate a datalist, making relative image paths absolute (relative to the file's folder).
+
+    Args:
+        path: the JSON file.
+        class_names: class names to use when the file has none (a plain MONAI datalist).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not JSON or not a valid datalist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Datalist '{path}' does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"Datalist '{path}' is not valid JSON ({e}).") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"Datalist '{path}' must hold a JSON object with 'training', 'validation' and 'test' lists.")
+    if class_names is not None and not data.get("class_names"):
+        data["class_names"] = list(class_names)
+    base = path.resolve().parent
+    for split in SPLITS:
+        for item in data.get(split, []):
+            if isinstance(item, dict) and isinstance(item.get("image"), str):
+                item["image"] = str(base / item["image"])  # an absolute path stays as it is
+    return validate_datalist(data, source=f"datalist '{path}'")

@@ -1,0 +1,535 @@
+"""Medical image readers for MONAI's ``LoadImage``: photographs (PIL), DICOM (pydicom) and NIfTI (nibabel).
+
+The readers are :class:`monai.data.ImageReader` subclasses, so they can be registered with MONAI's own
+``LoadImage``/``LoadImaged``. :class:`LoadMedicalImage` (``LoadMedicalImaged``) registers all three and picks one by
+file type, so that a file that cannot be read fails with one sentence naming it (MONAI's loader would try every
+reader in turn and report a wall of tracebacks).
+
+Conventions of the arrays they return (before ``EnsureChannelFirst``):
+
+- photographs and single-frame DICOM images are ``(rows, columns[, 3])``, the orientation CLIP was trained on
+  (MONAI's ``PILReader`` transposes 2D images by default; for a CLIP backbone upright images matter);
+- multi-frame DICOM files and DICOM series folders are ``(rows, columns, frames[, 3])``, so that the frame axis is
+  the last spatial axis, like the slice axis of a NIfTI volume;
+- NIfTI images keep nibabel's voxel order, reoriented to the closest canonical (RAS) orientation by default, so
+  that the last axis of a volume is the axial (inferior to superior) one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.config import KeysCollection, PathLike
+from monai.data import ImageReader, NibabelReader, NumpyReader
+from monai.data.utils import is_supported_format
+from monai.transforms import LoadImage, LoadImaged, MapTransform
+from monai.utils import PostFix, ensure_tuple, ensure_tuple_rep, optional_import
+
+pydicom, has_pydicom = optional_import("pydicom")
+PILImage, has_pil = optional_import("PIL.Image")
+ImageOps, _ = optional_import("PIL.ImageOps")
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "DicomReader",
+    "ImageReadError",
+    "LoadMedicalImage",
+    "LoadMedicalImageD",
+    "LoadMedicalImageDict",
+    "LoadMedicalImaged",
+    "NIFTI_SUFFIXES",
+    "NiftiReader",
+    "PHOTO_SUFFIXES",
+    "PhotoReader",
+    "SUPPORTED_PHOTOMETRIC_INTERPRETATIONS",
+]
+
+PHOTO_SUFFIXES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
+DICOM_SUFFIXES = ("dcm", "dicom", "dic", "ima")
+NIFTI_SUFFIXES = ("nii", "nii.gz")
+SUPPORTED_PHOTOMETRIC_INTERPRETATIONS = (
+    "MONOCHROME1",
+    "MONOCHROME2",
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "PALETTE COLOR",
+)
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be read; the message is one sentence naming the file."""
+
+
+def _reason(error: BaseException, path: str = "") -> str:
+    """The first line of an exception's message, without its final full stop or the file name (already in the
+    sentence), to quote inside a sentence."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if path:
+        text = text.replace(f" '{path}'", "").replace(f' "{path}"', "").replace(f" {path}", "")
+    return text.rstrip(".: ")
+
+
+def _single(data: Sequence[PathLike] | PathLike, reader: str) -> str:
+    names = ensure_tuple(data)
+    if len(names) != 1:
+        raise ValueError(f"{reader} reads one file (or one DICOM series folder) at a time, got {len(names)}.")
+    path = os.fspath(names[0])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Image file '{path}' does not exist.")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """A pydicom value as a plain Python number or string (MONAI's loader only accepts plain metadata)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return _plain(value[0]) if len(value) else None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return str(value)
+
+
+class PhotoReader(ImageReader):
+    """Read PNG, JPEG, TIFF and BMP files with Pillow.
+
+    Palette, bi-level and other colour modes become RGB or grayscale; an alpha channel is dropped; 16-bit and
+    floating-point grayscale images keep their values. JPEG EXIF orientation is applied (camera photos of skin
+    lesions often carry it). The array is ``(rows, columns)`` or ``(rows, columns, 3)``.
+
+    Args:
+        mode: ``"RGB"`` or ``"L"`` to convert every image to that Pillow mode, ``None`` to keep the image's own
+            channels (use ``None`` for grayscale modalities so that 16-bit images keep their bit depth).
+        exif_transpose: apply the EXIF orientation tag.
+        reverse_indexing: return ``(columns, rows)`` like MONAI's ``PILReader`` (``False`` keeps images upright).
+
+    Raises:
+        ImageReadError: the file is corrupt or not an image of a supported format.
+    """
+
+    def __init__(self, mode: str | None = None, exif_transpose: bool = True, reverse_indexing: bool = False) -> None:
+        super().__init__()
+        if mode not in (None, "RGB", "L"):
+            raise ValueError(f"mode must be None, 'RGB' or 'L', got {mode!r}.")
+        self.mode, self.exif_transpose, self.reverse_indexing = mode, exif_transpose, reverse_indexing
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        return has_pil and is_supported_format(filename, PHOTO_SUFFIXES)
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
+        path = _single(data, type(self).__name__)
+        try:
+            with PILImage.open(path) as image:
+                image.load()
+                if self.exif_transpose:
+                    ImageOps.exif_transpose(image, in_place=True)
+                image = self._convert(image)
+                image.load()
+        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as e:
+            kind = Path(path).suffix.lstrip(".").upper() or "image"
+            raise ImageReadError(
+                f"Cannot read '{path}': the file is corrupt or not a valid {kind} image ({_reason(e, path)})."
+            ) from e
+        image.info["filename"] = path
+        return image
+
+    def _convert(self, image: Any) -> Any:
+        if self.mode is not None:
+            return image if image.mode == self.mode else image.convert(self.mode)
+        if image.mode in ("L", "RGB", "F") or image.mode.startswith("I"):
+            return image
+        if image.mode in ("1", "LA", "La"):
+            return image.convert("L")
+        return image.convert("RGB")  # P, PA, RGBA, RGBa, CMYK, YCbCr, LAB, HSV
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        array = np.array(img)  # a writable copy: torch warns about (and cannot use) read-only arrays
+        if self.reverse_indexing:
+            array = np.moveaxis(array, 0, 1)
+        spatial = array.shape[:2]
+        meta = {
+            "format": str(img.format or ""),
+            "mode": str(img.mode),
+            "spatial_shape": np.asarray(spatial),
+            "original_channel_dim": -1 if array.ndim == 3 else float("nan"),
+            "PhotometricInterpretation": "RGB" if array.ndim == 3 else "MONOCHROME2",
+        }
+        return array, meta
+
+
+class _DicomImage:
+    """What :meth:`DicomReader.read` returns: the source path and its datasets (one per file, in slice order)."""
+
+    def __init__(self, path: str, datasets: list) -> None:
+        self.path, self.datasets = path, datasets
+
+
+class DicomReader(ImageReader):
+    """Read DICOM files, multi-frame files and single-series folders with pydicom.
+
+    Steps, in the order DICOM defines them: decode the pixel data (pydicom converts YBR colour to RGB); expand
+    ``PALETTE COLOR`` through its lookup table; apply the modality LUT (``RescaleSlope``/``RescaleIntercept``, so
+    CT values are Hounsfield units); optionally apply the VOI LUT or window stored in the header (values then lie
+    in ``[0, 1]``); invert ``MONOCHROME1`` images (where bright means low values, as in many radiographs) so that
+    all grayscale images read as ``MONOCHROME2``. Colour images are returned in the ``[0, 255]`` range.
+
+    The metadata carries ``Modality``, ``PhotometricInterpretation`` (after inversion),
+    ``OriginalPhotometricInterpretation``, ``WindowCenter``/``WindowWidth`` (first window in the header, when
+    there is one), ``VOIApplied``, ``Inverted`` and ``NumberOfFrames``.
+
+    Args:
+        rescale: apply the modality LUT (rescale slope and intercept).
+        voi_lut: apply the header's VOI LUT or window when there is one (radiographs are usually read this way;
+            CT is better windowed by name with :class:`~monai_cilmp.transforms.CTWindow`).
+        invert_monochrome1: invert ``MONOCHROME1`` images.
+
+    Raises:
+        ImageReadError: the file is corrupt or not DICOM, has no pixel data, has an unsupported photometric
+            interpretation, its pixel data cannot be decoded, or a folder holds no or several series.
+    """
+
+    def __init__(self, rescale: bool = True, voi_lut: bool = False, invert_monochrome1: bool = True) -> None:
+        super().__init__()
+        self.rescale, self.voi_lut, self.invert_monochrome1 = rescale, voi_lut, invert_monochrome1
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        names = ensure_tuple(filename)
+        if not has_pydicom or len(names) != 1:
+            return False
+        path = Path(os.fspath(names[0]))
+        if path.is_dir():
+            return any(_looks_like_dicom(p) for p in sorted(path.iterdir())[:16] if p.is_file())
+        return is_supported_format(names, DICOM_SUFFIXES) or _looks_like_dicom(path)
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> _DicomImage:
+        path = _single(data, type(self).__name__)
+        if os.path.isdir(path):
+            return _DicomImage(path, self._read_series(path))
+        return _DicomImage(path, [self._read_file(path)])
+
+    @staticmethod
+    def _read_file(path: str) -> Any:
+        from pydicom.errors import InvalidDicomError
+
+        corrupt = f"Cannot read '{path}': the file is corrupt or not DICOM"
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError as e:
+            # files written without the 128-byte preamble and file meta are still DICOM data sets
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except Exception:
+                raise ImageReadError(f"{corrupt} (no DICOM header).") from e
+            if not any(tag in ds for tag in ("SOPClassUID", "Modality", "Rows", "PixelData")):
+                raise ImageReadError(f"{corrupt} (no DICOM header).") from e
+        except Exception as e:
+            raise ImageReadError(f"{corrupt} ({_reason(e, path)}).") from e
+        if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            raise ImageReadError(f"Cannot read '{path}': the DICOM file has no pixel data.")
+        interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if interpretation not in SUPPORTED_PHOTOMETRIC_INTERPRETATIONS:
+            raise ImageReadError(
+                f"Cannot read '{path}': photometric interpretation '{interpretation}' is not supported "
+                f"(supported: {', '.join(SUPPORTED_PHOTOMETRIC_INTERPRETATIONS)})."
+            )
+        ds.filename = path
+        return ds
+
+    def _read_series(self, folder: str) -> list:
+        files = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+        files = [
+            f for f in files if os.path.isfile(f) and (is_supported_format(f, DICOM_SUFFIXES) or _looks_like_dicom(f))
+        ]
+        if not files:
+            raise ImageReadError(f"Cannot read '{folder}': the folder holds no DICOM files.")
+        datasets = [self._read_file(f) for f in files]
+        series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+        if len(series) > 1:
+            raise ImageReadError(
+                f"Cannot read '{folder}': the folder holds {len(series)} DICOM series; point to one series folder."
+            )
+        if len({(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in datasets}) > 1:
+            raise ImageReadError(f"Cannot read '{folder}': the DICOM series mixes images of different sizes.")
+        if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets) and len(datasets) > 1:
+            raise ImageReadError(f"Cannot read '{folder}': a series folder must hold single-frame files only.")
+        return sorted(datasets, key=_slice_position)
+
+    def get_data(self, img: _DicomImage) -> tuple[np.ndarray, dict]:
+        frames = [self._pixels(ds) for ds in img.datasets]
+        first = img.datasets[0]
+        original = str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        array, interpretation, voi, inverted = frames[0] if len(frames) == 1 else _stack_series(frames)
+        colour = interpretation == "RGB"
+        n_frames = int(first.get("NumberOfFrames", 1) or 1) if len(frames) == 1 else len(frames)
+        if len(frames) == 1 and n_frames > 1:
+            array = np.moveaxis(array, 0, 2)  # (frames, rows, cols[, 3]) -> (rows, cols, frames[, 3])
+        meta: dict[str, Any] = {
+            "Modality": str(first.get("Modality", "")),
+            "PhotometricInterpretation": interpretation,
+            "OriginalPhotometricInterpretation": original,
+            "VOIApplied": voi,
+            "Inverted": inverted,
+            "NumberOfFrames": n_frames,
+            "spatial_shape": np.asarray(array.shape[:-1] if colour else array.shape),
+            "original_channel_dim": -1 if colour else float("nan"),
+        }
+        center, width = _window(first)
+        if center is not None and width is not None:
+            meta["WindowCenter"], meta["WindowWidth"] = center, width
+        spacing = _plain(first.get("PixelSpacing"))
+        if spacing is not None:
+            meta["PixelSpacing"] = tuple(float(s) for s in first.PixelSpacing)
+        return array, meta
+
+    def _pixels(self, ds: Any) -> tuple[np.ndarray, str, bool, bool]:
+        """Decoded, rescaled, windowed and inverted pixels of one data set, its interpretation and the flags."""
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+        path = str(ds.filename)
+        interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        try:
+            array = ds.pixel_array
+        except Exception as e:
+            reason = _reason(e, path)
+            if "missing dependencies" in reason:
+                reason += "; install pydicom's optional decoders, e.g. pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg"
+            raise ImageReadError(f"Cannot read '{path}': its pixel data cannot be decoded ({reason}).") from e
+        if interpretation == "PALETTE COLOR":
+            array = apply_color_lut(array, ds)
+            array = array / 257.0 if array.dtype == np.uint16 else array
+            return array.astype(np.float32), "RGB", False, False
+        if interpretation not in ("MONOCHROME1", "MONOCHROME2"):  # RGB and YBR (pydicom converts YBR to RGB)
+            bits = int(ds.get("BitsStored", 8) or 8)
+            array = array.astype(np.float32)
+            return (array * (255.0 / (2**bits - 1)) if bits > 8 else array), "RGB", False, False
+        array = array.astype(np.float64)
+        if self.rescale:
+            if "ModalityLUTSequence" in ds:
+                array = apply_modality_lut(array, ds)
+            else:
+                slope, intercept = _rescale(ds)
+                array = array * slope + intercept
+        voi = False
+        if self.voi_lut and ("VOILUTSequence" in ds or "WindowCenter" in ds):
+            bits = _voi_output_bits(ds)
+            low = 0.0 if "VOILUTSequence" in ds or not int(ds.get("PixelRepresentation", 0)) else -(2.0 ** (bits - 1))
+            array = apply_voi_lut(array, ds, index=0)
+            array = np.clip((array - low) / (2.0**bits - 1), 0.0, 1.0)
+            voi = True
+        inverted = False
+        if interpretation == "MONOCHROME1" and self.invert_monochrome1:
+            lo, hi = (0.0, 1.0) if voi else (float(array.min()), float(array.max()))
+            array = lo + hi - array
+            interpretation, inverted = "MONOCHROME2", True
+        return array.astype(np.float32), interpretation, voi, inverted
+
+
+def _looks_like_dicom(path: PathLike) -> bool:
+    """Whether a file starts with the DICOM preamble and ``DICM`` magic."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _rescale(ds: Any) -> tuple[float, float]:
+    """Rescale slope and intercept from the data set or, for enhanced multi-frame objects, its shared groups."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    try:
+        item = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
+        return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+    except (AttributeError, IndexError, KeyError):
+        return 1.0, 0.0
+
+
+def _window(ds: Any) -> tuple[float | None, float | None]:
+    center, width = _plain(ds.get("WindowCenter")), _plain(ds.get("WindowWidth"))
+    if center is None:
+        try:
+            item = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+            center, width = _plain(item.get("WindowCenter")), _plain(item.get("WindowWidth"))
+        except (AttributeError, IndexError, KeyError):
+            return None, None
+    return center, width
+
+
+def _voi_output_bits(ds: Any) -> int:
+    """Bit depth of the output of pydicom's ``apply_voi_lut`` (the LUT's entries, or ``BitsStored`` for a window)."""
+    if "VOILUTSequence" in ds:
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        return int(descriptor[2])
+    return int(ds.get("BitsStored", 16) or 16)
+
+
+def _slice_position(ds: Any) -> tuple[float, float, str]:
+    """Sort key of a slice: position along the slice normal, then instance number, then file name."""
+    position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    distance = 0.0
+    if position is not None and orientation is not None and len(orientation) == 6:
+        normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+        distance = float(np.dot(normal, np.asarray(position, float)))
+    return distance, float(ds.get("InstanceNumber", 0) or 0), str(ds.filename)
+
+
+def _stack_series(frames: list[tuple[np.ndarray, str, bool, bool]]) -> tuple[np.ndarray, str, bool, bool]:
+    # slices go on axis 2: (rows, cols, slices) or (rows, cols, slices, 3)
+    return np.stack([f[0] for f in frames], axis=2), frames[0][1], frames[0][2], frames[0][3]
+
+
+class NiftiReader(NibabelReader):
+    """Read NIfTI-1/NIfTI-2 images (2D, 3D, or 4D with the last axis as channels) with nibabel.
+
+    MONAI's :class:`~monai.data.NibabelReader` with clear errors and, by default, reorientation to the closest
+    canonical (RAS) orientation so that the last axis of every volume is the axial one.
+
+    Args:
+        as_closest_canonical: reorient to the closest canonical orientation.
+        kwargs: passed to :class:`~monai.data.NibabelReader`.
+
+    Raises:
+        ImageReadError: the file is corrupt or not NIfTI.
+    """
+
+    def __init__(self, as_closest_canonical: bool = True, **kwargs) -> None:
+        super().__init__(as_closest_canonical=as_closest_canonical, **kwargs)
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        return is_supported_format(filename, NIFTI_SUFFIXES)
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
+        path = _single(data, type(self).__name__)
+        try:
+            return super().read(path, **kwargs)
+        except Exception as e:
+            raise ImageReadError(f"Cannot read '{path}': the file is corrupt or not NIfTI ({_reason(e, path)}).") from e
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        try:
+            return super().get_data(img)
+        except Exception as e:
+            path = img.get_filename() or "NIfTI image"
+            raise ImageReadError(f"Cannot read '{path}': the file is corrupt or not NIfTI ({_reason(e, path)}).") from e
+
+
+class LoadMedicalImage(LoadImage):
+    """MONAI's ``LoadImage`` with :class:`PhotoReader`, :class:`DicomReader` and :class:`NiftiReader` registered.
+
+    The reader is chosen by file type: photographs by suffix, NIfTI by suffix, DICOM by suffix or by the ``DICM``
+    magic of a file without one, and a folder is read as one DICOM series; ``.npy``/``.npz`` go to MONAI's
+    ``NumpyReader``. Failures are one sentence naming the file.
+
+    Args:
+        photo_mode: ``PhotoReader`` mode: ``"RGB"``, ``"L"`` or ``None`` (keep the image's channels).
+        dicom_rescale: apply DICOM rescale slope and intercept.
+        dicom_voi_lut: apply the VOI LUT or window from the DICOM header when present.
+        invert_monochrome1: invert ``MONOCHROME1`` DICOM images.
+        nifti_canonical: reorient NIfTI images to the closest canonical orientation.
+        image_only: return only the image ``MetaTensor`` (else image and metadata).
+        dtype: data type of the loaded image.
+        ensure_channel_first: move or add the channel dimension first (``(C, H, W[, D])``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageReadError: the file cannot be read (see the readers) or its type is not supported.
+    """
+
+    def __init__(
+        self,
+        photo_mode: str | None = None,
+        dicom_rescale: bool = True,
+        dicom_voi_lut: bool = False,
+        invert_monochrome1: bool = True,
+        nifti_canonical: bool = True,
+        image_only: bool = True,
+        dtype: Any = np.float32,
+        ensure_channel_first: bool = True,
+    ) -> None:
+        # LoadImage.__init__ would instantiate every reader MONAI knows (ITK, nvImageCodec, ...), logging warnings
+        # about the absent ones, only for them to be bypassed here: set its attributes directly instead.
+        self.auto_select, self.image_only, self.dtype = True, image_only, dtype
+        self.ensure_channel_first, self.simple_keys, self.expanduser = ensure_channel_first, False, True
+        self.pattern, self.sep = None, "."
+        self.readers: list[ImageReader] = []
+        for reader in (
+            NumpyReader(),
+            NiftiReader(as_closest_canonical=nifti_canonical),
+            DicomReader(rescale=dicom_rescale, voi_lut=dicom_voi_lut, invert_monochrome1=invert_monochrome1),
+            PhotoReader(mode=photo_mode),
+        ):
+            self.register(reader)
+
+    def __call__(self, filename: Sequence[PathLike] | PathLike, reader: ImageReader | None = None) -> Any:
+        names = tuple(os.path.expanduser(os.fspath(n)) for n in ensure_tuple(filename))
+        for name in names:
+            if not os.path.exists(name):
+                raise FileNotFoundError(f"Image file '{name}' does not exist.")
+        if reader is None:
+            reader = next((r for r in reversed(self.readers) if r.verify_suffix(names)), None)
+        if reader is None:
+            suffixes = ", ".join(f".{s}" for s in (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, *NIFTI_SUFFIXES, "npy", "npz"))
+            kind = "".join(Path(names[0]).suffixes) or "without a suffix"
+            raise ImageReadError(
+                f"Cannot read '{names[0]}': unsupported file type '{kind}' "
+                f"(supported: {suffixes}, DICOM files without a suffix and DICOM series folders)."
+            )
+        # a reader given at call time bypasses LoadImage's try-every-reader loop, so its one-sentence error surfaces
+        return super().__call__(names if len(names) > 1 else names[0], reader)
+
+
+class LoadMedicalImaged(LoadImaged):
+    """Dictionary-based :class:`LoadMedicalImage`.
+
+    Args:
+        keys: keys of the items holding file paths.
+        photo_mode: see :class:`LoadMedicalImage`.
+        dicom_rescale: see :class:`LoadMedicalImage`.
+        dicom_voi_lut: see :class:`LoadMedicalImage`.
+        invert_monochrome1: see :class:`LoadMedicalImage`.
+        nifti_canonical: see :class:`LoadMedicalImage`.
+        image_only: store only the image ``MetaTensor`` (else also ``{key}_meta_dict``).
+        dtype: data type of the loaded image.
+        ensure_channel_first: move or add the channel dimension first.
+        allow_missing_keys: don't raise an exception when a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        photo_mode: str | None = None,
+        dicom_rescale: bool = True,
+        dicom_voi_lut: bool = False,
+        invert_monochrome1: bool = True,
+        nifti_canonical: bool = True,
+        image_only: bool = True,
+        dtype: Any = np.float32,
+        ensure_channel_first: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        # LoadImaged.__init__ builds a default LoadImage (see LoadMedicalImage): set what its __call__ uses instead
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self._loader = LoadMedicalImage(
+            photo_mode=photo_mode,
+            dicom_rescale=dicom_rescale,
+            dicom_voi_lut=dicom_voi_lut,
+            invert_monochrome1=invert_monochrome1,
+            nifti_canonical=nifti_canonical,
+            image_only=image_only,
+            dtype=dtype,
+            ensure_channel_first=ensure_channel_first,
+        )
+        self.meta_keys = ensure_tuple_rep(None, len(self.keys))
+        self.meta_key_postfix = ensure_tuple_rep(PostFix.meta(), len(self.keys))
+        self.overwriting = False
+
+
+LoadMedicalImageD = LoadMedicalImageDict = LoadMedicalImaged

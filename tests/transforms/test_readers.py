@@ -1,0 +1,209 @@
+"""Readers: photographs, DICOM (pydicom's real test files) and NIfTI (nibabel's), and their one-sentence errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import LoadImaged
+
+from monai_cilmp.transforms import DicomReader, ImageReadError, LoadMedicalImage, LoadMedicalImaged
+
+from .conftest import dicom_file, nibabel_file, pydicom, write_image
+
+
+@pytest.fixture(scope="module")
+def load():
+    return LoadMedicalImage()
+
+
+def test_png_grayscale_16bit_keeps_values_and_orientation(tmp_path, load):
+    array = np.arange(12 * 20, dtype=np.uint16).reshape(12, 20) * 200  # values above 8 bits
+    image = load(write_image(tmp_path / "x.png", array))
+    assert image.shape == (1, 12, 20)  # (C, rows, columns): upright, not transposed like MONAI's PILReader
+    np.testing.assert_array_equal(image[0].numpy(), array.astype(np.float32))
+
+
+def test_jpeg_rgb_and_tiff_and_palette(tmp_path, load):
+    rgb = np.zeros((10, 16, 3), np.uint8)
+    rgb[..., 0] = 200
+    jpg = load(write_image(tmp_path / "x.jpg", rgb))
+    assert jpg.shape == (3, 10, 16)
+    assert jpg[0].mean() > 150 and jpg[2].mean() < 50
+    tif = load(write_image(tmp_path / "x.tif", rgb))
+    np.testing.assert_array_equal(tif.numpy(), np.moveaxis(rgb, -1, 0).astype(np.float32))
+
+    from PIL import Image
+
+    palette = Image.fromarray(rgb).convert("P")
+    palette.save(tmp_path / "p.png")
+    assert load(str(tmp_path / "p.png")).shape == (3, 10, 16)
+    rgba = np.dstack([rgb, np.full((10, 16), 255, np.uint8)])
+    assert load(write_image(tmp_path / "a.png", rgba)).shape == (3, 10, 16)  # alpha dropped
+
+
+def test_ct_dicom_is_in_hounsfield_units(load):
+    path = dicom_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    image = load(path)
+    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert image.shape == (1, 128, 128)
+    np.testing.assert_allclose(image[0].numpy(), expected)
+    assert image.min() < -800 and image.max() > 1000  # air and bone in HU
+    assert image.meta["Modality"] == "CT" and image.meta["PhotometricInterpretation"] == "MONOCHROME2"
+
+
+def test_header_window_is_applied_when_asked():
+    path = dicom_file("MR_small.dcm")
+    ds = pydicom.dcmread(path)
+    raw = ds.pixel_array.astype(np.float64)
+    windowed = LoadMedicalImage(dicom_voi_lut=True)(path)[0].numpy()
+    assert windowed.min() >= 0 and windowed.max() <= 1
+    center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    inside = (raw > center - width / 2 + 1) & (raw < center + width / 2 - 1)
+    # a linear window: monotone in the raw values, saturated above the window
+    order = np.argsort(raw[inside])
+    assert np.all(np.diff(windowed[inside][order]) >= -1e-6)
+    assert np.allclose(windowed[raw >= center + width / 2], 1.0)
+    assert LoadMedicalImage()(path).meta["WindowCenter"] == center
+
+
+def test_monochrome1_is_inverted(load, monochrome1_dicom):
+    plain = load(dicom_file("MR_small.dcm"))[0]
+    image = load(monochrome1_dicom)
+    inverted = image[0]
+    torch.testing.assert_close(inverted, plain.max() + plain.min() - plain)
+    assert image.meta["PhotometricInterpretation"] == "MONOCHROME2"
+    assert image.meta["OriginalPhotometricInterpretation"] == "MONOCHROME1" and bool(image.meta["Inverted"])
+    kept = LoadMedicalImage(invert_monochrome1=False)(monochrome1_dicom)
+    torch.testing.assert_close(kept[0], plain)
+    assert kept.meta["PhotometricInterpretation"] == "MONOCHROME1"
+
+
+def test_multiframe_dicom_frames_on_the_last_axis(load):
+    path = dicom_file("rtdose.dcm")
+    frames = pydicom.dcmread(path).pixel_array  # (15, 10, 10)
+    image = load(path)
+    assert image.shape == (1, 10, 10, 15)
+    np.testing.assert_allclose(image[0, :, :, 3].numpy(), frames[3].astype(np.float32))
+    colour = load(dicom_file("SC_rgb_rle_2frame.dcm"))
+    assert colour.shape == (3, 100, 100, 2)
+    assert colour.meta["NumberOfFrames"] == 2
+
+
+def test_palette_and_ybr_colour_dicom_become_rgb(load):
+    palette = load(dicom_file("examples_palette.dcm"))
+    assert palette.shape[0] == 3 and palette.min() >= 0 and palette.max() <= 255
+    ybr = load(dicom_file("SC_ybr_full_422_uncompressed.dcm"))
+    assert ybr.shape == (3, 100, 100) and ybr.meta["PhotometricInterpretation"] == "RGB"
+
+
+def test_dicom_series_folder_is_sorted_along_the_slice_normal(tmp_path, load):
+    series = os.path.join(os.path.dirname(dicom_file("CT_small.dcm")), "dicomdirtests", "77654033", "CT2")
+    names = sorted(os.listdir(series))
+    # copy the files under names whose order is the reverse of their slice positions
+    for i, name in enumerate(names):
+        shutil.copy(os.path.join(series, name), tmp_path / f"{len(names) - i:02d}.dcm")
+    volume = load(str(tmp_path))
+    expected = [pydicom.dcmread(os.path.join(series, n)) for n in names]
+    expected.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    assert volume.shape == (1, 16, 16, len(names))
+    for z, ds in enumerate(expected):
+        np.testing.assert_allclose(volume[0, :, :, z].numpy(), ds.pixel_array + float(ds.RescaleIntercept))
+
+
+def test_nifti_3d_4d_and_2d(tmp_path, load):
+    import nibabel as nib
+
+    anatomical = load(nibabel_file("anatomical.nii"))
+    assert anatomical.shape == (1, 33, 41, 25)
+    np.testing.assert_allclose(
+        anatomical[0].numpy(), np.asanyarray(nib.as_closest_canonical(nib.load(nibabel_file("anatomical.nii"))).dataobj)
+    )
+    four_d = load(nibabel_file("example4d.nii.gz"))
+    assert four_d.shape == (2, 128, 96, 24)  # the time axis becomes channels
+    flat = np.arange(30, dtype=np.float32).reshape(5, 6)
+    nib.save(nib.Nifti1Image(flat, np.eye(4)), tmp_path / "flat.nii.gz")
+    image = load(str(tmp_path / "flat.nii.gz"))
+    assert image.squeeze().shape == (5, 6)
+    np.testing.assert_allclose(image.squeeze().numpy(), flat)
+
+
+@pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")  # MONAI's own DICOM readers, instantiated by LoadImage
+def test_readers_register_with_monai_loadimage():
+    path = dicom_file("CT_small.dcm")
+    loaded = LoadImaged("image", reader=DicomReader(), ensure_channel_first=True)({"image": path})["image"]
+    assert loaded.shape == (1, 128, 128) and loaded.min() < -800
+    dictionary = LoadMedicalImaged("image", image_only=False)({"image": path})
+    assert dictionary["image_meta_dict"]["Modality"] == "CT"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# failures: one sentence naming the file
+# ----------------------------------------------------------------------------------------------------------------
+def test_corrupt_png_and_truncated_jpeg(tmp_path, load):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    with pytest.raises(ImageReadError) as e:
+        load(str(bad))
+    assert str(e.value).startswith(f"Cannot read '{bad}': the file is corrupt or not a valid PNG image (")
+    assert "\n" not in str(e.value) and str(e.value).count(str(bad)) == 1
+
+    good = write_image(tmp_path / "good.jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(Path(good).read_bytes()[:400])
+    with pytest.raises(
+        ImageReadError, match=r"^Cannot read '.*truncated\.jpg': the file is corrupt or not a valid JPG"
+    ):
+        load(str(truncated))
+
+
+def test_dicom_failures(tmp_path, load, monochrome1_dicom):
+    noise = tmp_path / "noise.dcm"
+    noise.write_bytes(os.urandom(500))
+    with pytest.raises(ImageReadError) as e:
+        load(str(noise))
+    assert str(e.value) == f"Cannot read '{noise}': the file is corrupt or not DICOM (no DICOM header)."
+
+    no_pixels = os.path.join(
+        os.path.dirname(dicom_file("CT_small.dcm")), "dicomdirtests", "TINY_ALPHA", "PT000000", "ST000000"
+    )
+    no_pixels = os.path.join(no_pixels, "SE000000", "IM000000")
+    with pytest.raises(ImageReadError) as e:
+        load(no_pixels)
+    assert str(e.value) == f"Cannot read '{no_pixels}': the DICOM file has no pixel data."
+
+    ds = pydicom.dcmread(monochrome1_dicom)
+    ds.PhotometricInterpretation = "ARGB"
+    argb = tmp_path / "argb.dcm"
+    ds.save_as(argb)
+    with pytest.raises(ImageReadError) as e:
+        load(str(argb))
+    assert str(e.value) == (
+        f"Cannot read '{argb}': photometric interpretation 'ARGB' is not supported (supported: MONOCHROME1, "
+        "MONOCHROME2, RGB, YBR_FULL, YBR_FULL_422, YBR_ICT, YBR_RCT, PALETTE COLOR)."
+    )
+
+    truncated = dicom_file("MR_truncated.dcm")
+    with pytest.raises(ImageReadError, match=r"^Cannot read '.*MR_truncated\.dcm': its pixel data cannot be decoded"):
+        load(truncated)
+
+
+def test_nifti_missing_and_unsupported_failures(tmp_path, load):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(Path(nibabel_file("example4d.nii.gz")).read_bytes()[:300])
+    with pytest.raises(ImageReadError, match=r"^Cannot read '.*broken\.nii\.gz': the file is corrupt or not NIfTI \("):
+        load(str(broken))
+
+    with pytest.raises(FileNotFoundError) as e:
+        load(str(tmp_path / "absent.png"))
+    assert str(e.value) == f"Image file '{tmp_path / 'absent.png'}' does not exist."
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(ImageReadError, match=r"^Cannot read '.*notes\.txt': unsupported file type '\.txt' \("):
+        load(str(text))
