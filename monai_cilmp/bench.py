@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-
-from monai_cilmp.utils import release_cpu_memory
 
 __all__ = ["REFERENCE_CPU", "add_arguments", "main", "run_benchmark"]
 
@@ -72,15 +71,12 @@ def _count_flops(fn: Callable[[], Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def _time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
+def _time(fn: Callable[[], Any], device: torch.device) -> float:
     _sync(device)
     start = time.perf_counter()
-    for _ in range(steps):
-        fn()
+    fn()
     _sync(device)
-    return (time.perf_counter() - start) / steps
+    return time.perf_counter() - start
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -90,7 +86,8 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
-def _build(args: argparse.Namespace, device: torch.device, truncate: bool):
+def _build(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """CILMP (and, with ``--full-context``, the same network at the full context) on one shared random backbone."""
     from monai_cilmp.knowledge import KnowledgeBank
     from monai_cilmp.networks import CILMP, load_backbone
 
@@ -101,65 +98,97 @@ def _build(args: argparse.Namespace, device: torch.device, truncate: bool):
         source_model="random (benchmark)",
     )
     backbone = load_backbone(args.backbone, None, quick_gelu=args.activation == "quick_gelu")
-    net = CILMP(classes, bank, backbone, conditional=not args.unconditional, truncate_context=truncate)
-    net.text_tower.grad_checkpointing = net.vision_tower.grad_checkpointing = args.grad_checkpointing
-    return net.to(device)
+    variants = {"cilmp": True, "full_context": False} if args.full_context else {"cilmp": True}
+    nets = {}
+    for name, truncate in variants.items():
+        torch.manual_seed(0)
+        net = CILMP(classes, bank, backbone, conditional=not args.unconditional, truncate_context=truncate)
+        net.text_tower.grad_checkpointing = net.vision_tower.grad_checkpointing = args.grad_checkpointing
+        nets[name] = net.to(device)
+    return nets
 
 
-def _measure(net, args, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
-    images = torch.randn(args.batch_size, 3, net.image_size, net.image_size, device=device)
-    labels = torch.arange(args.batch_size, device=device) % args.classes
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=1e-6, momentum=0.9)
-    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+class _Steps:
+    """One network's training step and inference step on a fixed batch."""
 
-    def train_step() -> None:
-        net.train()
-        with autocast:
-            loss = F.cross_entropy(net(images), labels)
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self, net, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
+        self.net = net
+        self.images = torch.randn(args.batch_size, 3, net.image_size, net.image_size, device=device)
+        self.labels = torch.arange(args.batch_size, device=device) % args.classes
+        self.trainable = [p for p in net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(self.trainable, lr=1e-6, momentum=0.9)
+        self.autocast = (
+            (lambda: torch.autocast(device_type=device.type, dtype=dtype)) if dtype != torch.float32 else nullcontext
+        )
+
+    def train(self) -> None:
+        self.net.train()
+        with self.autocast():
+            loss = F.cross_entropy(self.net(self.images), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if device.type == "cpu":
-            release_cpu_memory()  # as the training engine does after every CPU iteration
+        self.optimizer.step()
 
-    def infer_step() -> None:
-        net.eval()
-        with torch.inference_mode(), autocast:
-            net(images)
+    def infer(self) -> None:
+        self.net.eval()
+        with torch.inference_mode(), self.autocast():
+            self.net(self.images)
 
-    train_flops = _count_flops(train_step)
-    # the flop counter's module tracker cannot hook parameters that need grad inside inference mode
-    for p in trainable:
-        p.requires_grad_(False)
-    infer_flops = _count_flops(infer_step)
-    for p in trainable:
-        p.requires_grad_(True)
-    train_s = _time(train_step, args.steps, args.warmup, device)
-    infer_s = _time(infer_step, args.steps, args.warmup, device)
-    return {
-        "train_images_per_s": args.batch_size / train_s,
-        "infer_images_per_s": args.batch_size / infer_s,
-        "train_step_s": train_s,
-        "infer_step_s": infer_s,
-        "train_gflop_per_step": train_flops / 1e9,
-        "infer_gflop_per_step": infer_flops / 1e9,
-        "train_gflops": train_flops / train_s / 1e9,
-        "infer_gflops": infer_flops / infer_s / 1e9,
-    }
+    def flops(self) -> tuple[float, float]:
+        train = _count_flops(self.train)
+        # the flop counter's module tracker cannot hook parameters that need grad inside inference mode
+        for p in self.trainable:
+            p.requires_grad_(False)
+        try:
+            infer = _count_flops(self.infer)
+        finally:
+            for p in self.trainable:
+                p.requires_grad_(True)
+        return train, infer
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark described by ``args`` (see :func:`add_arguments`) and return the report."""
+    """Run the benchmark described by ``args`` (see :func:`add_arguments`) and return the report.
+
+    Timings alternate between the variants round by round and report medians, so that their ratios hold even on a
+    machine whose speed drifts; the matmul peak is the best of a measurement before and after.
+    """
     device = torch.device(args.device)
     dtype = _DTYPES[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peak = matmul_peak_gflops(device, dtype)
-    net = _build(args, device, truncate=True)
-    ours = _measure(net, args, device, dtype)
-    ours["peak_memory_gb"] = _peak_memory_gb(device)
+    peak_before = matmul_peak_gflops(device, dtype)
+    steps = {name: _Steps(net, args, device, dtype) for name, net in _build(args, device).items()}
+    for name, step in steps.items():  # warm-up, ours first so that the peak memory is ours alone
+        step.train()
+        step.infer()
+        if name == "cilmp":
+            peak_memory_gb = _peak_memory_gb(device)
+    times: dict[str, dict[str, list[float]]] = {name: {"train": [], "infer": []} for name in steps}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            for kind in ("train", "infer"):
+                times[name][kind].append(_time(getattr(step, kind), device))
+    peak = max(peak_before, matmul_peak_gflops(device, dtype))
+
+    results: dict[str, dict[str, float]] = {}
+    for name, step in steps.items():
+        train_flops, infer_flops = step.flops()
+        train_s, infer_s = statistics.median(times[name]["train"]), statistics.median(times[name]["infer"])
+        results[name] = {
+            "train_images_per_s": args.batch_size / train_s,
+            "infer_images_per_s": args.batch_size / infer_s,
+            "train_step_s": train_s,
+            "infer_step_s": infer_s,
+            "train_gflop_per_step": train_flops / 1e9,
+            "infer_gflop_per_step": infer_flops / 1e9,
+            "train_gflops": train_flops / train_s / 1e9,
+            "infer_gflops": infer_flops / infer_s / 1e9,
+        }
+    ours = results["cilmp"]
+    ours["peak_memory_gb"] = peak_memory_gb
+    net = steps["cilmp"].net
     report: dict[str, Any] = {
         "config": {
             "backbone": args.backbone,
@@ -171,6 +200,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "dtype": args.dtype,
             "device": str(device),
             "threads": torch.get_num_threads(),
+            "rounds": args.steps,
             "conditional": not args.unconditional,
             "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
             "text_tokens_per_prompt": int(net.prompt_embeddings.shape[1]),
@@ -178,26 +208,24 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "matmul_peak_gflops": peak,
         "cilmp": ours,
-        "utilisation": {
-            "train": ours["train_gflops"] / peak,
-            "infer": ours["infer_gflops"] / peak,
-        },
+        "utilisation": {"train": ours["train_gflops"] / peak, "infer": ours["infer_gflops"] / peak},
     }
     if device.type == "cuda":
         report["config"]["gpu"] = torch.cuda.get_device_name(device)
-    if args.full_context:
-        del net
-        full = _measure(_build(args, device, truncate=False), args, device, dtype)
+    if "full_context" in results:
+        full = results["full_context"]
         report["full_context"] = full
         report["speedup_vs_full_context"] = {
             "train": ours["train_images_per_s"] / full["train_images_per_s"],
             "infer": ours["infer_images_per_s"] / full["infer_images_per_s"],
-            "flops_train": full["train_gflop_per_step"] / ours["train_gflop_per_step"],
+            "train_flops": full["train_gflop_per_step"] / ours["train_gflop_per_step"],
+            "infer_flops": full["infer_gflop_per_step"] / ours["infer_gflop_per_step"],
         }
     setting = (args.backbone, args.batch_size, args.classes, args.knowledge_length, args.dtype, device.type)
     if setting == ("ViT-B-16", 4, 4, 16, "fp32", "cpu") and torch.get_num_threads() == 2:
         report["vs_reference_cpu_figures"] = {
-            "note": "ratios to the reference code's figures on the 2-core machine class (same setting)",
+            "note": "ratios to the reference code's figures on the 2-core machine class (same setting); compare "
+            "matmul_peak_gflops with the 260-310 GFLOP/s that machine measured before trusting them",
             "train": ours["train_images_per_s"] / REFERENCE_CPU["train_images_per_s"],
             "infer": ours["infer_images_per_s"] / REFERENCE_CPU["infer_images_per_s"],
             "memory": ours["peak_memory_gb"] / REFERENCE_CPU["peak_memory_gb"],
@@ -221,8 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="autocast dtype (fp32: none)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--unconditional", action="store_true", help="benchmark the unconditional variant")
     parser.add_argument("--grad-checkpointing", action="store_true", help="recompute encoder blocks in backward")
     parser.add_argument(

@@ -19,7 +19,6 @@ from torch import nn
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
 from monai_cilmp.handlers import GaussianPromptAggregation
-from monai_cilmp.utils import release_cpu_memory
 
 __all__ = ["create_evaluator", "create_trainer", "default_device", "predict", "reseed"]
 
@@ -186,8 +185,6 @@ def create_trainer(
     trainer.add_event_handler(
         Events.EPOCH_STARTED, lambda engine: reseed(recipe.seed * 100_003 + engine.state.epoch, dataset)
     )
-    if device.type == "cpu":
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: release_cpu_memory())
     if progress:
         from ignite.handlers import ProgressBar
 
