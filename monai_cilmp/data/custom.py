@@ -8,11 +8,12 @@ listing thousands of files takes a moment.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from monai_cilmp.utils.files import read_json
 
 from .datalist import IMAGE_EXTENSIONS, SPLITS, make_datalist, match_label, missing_images_error, stratified_split
 
@@ -298,12 +299,7 @@ def datalist_from_datalist(
         data, base, source = datalist, Path.cwd(), "the datalist"
     else:
         path = Path(datalist)
-        if not path.is_file():
-            raise FileNotFoundError(f"Datalist '{path}' does not exist.")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"Datalist '{path}' is not valid JSON ({e}).") from e
+        data = read_json(path, "Datalist")
         base, source = path.resolve().parent, f"'{path}'"
     if not isinstance(data, dict) or not isinstance(data.get("training"), list):
         raise ValueError(f"{source} is not a MONAI datalist: it needs a 'training' list of {{image, label}} items.")

@@ -13,9 +13,7 @@ A datalist is MONAI's decathlon-style JSON (readable with ``monai.data.load_deca
 from __future__ import annotations
 
 import difflib
-import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from monai_cilmp.transforms.presets import get_preset
+from monai_cilmp.utils.files import read_json, write_json
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -213,21 +212,7 @@ def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path
     Returns:
         the path written.
     """
-    data = validate_datalist(datalist, source=str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, validate_datalist(datalist, source=str(path)), indent=1)
 
 
 def load_datalist(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -242,12 +227,7 @@ def load_datalist(path: str | os.PathLike, class_names: Sequence[str] | None = N
         ValueError: the file is not JSON or not a valid datalist.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Datalist '{path}' does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"Datalist '{path}' is not valid JSON ({e}).") from e
+    data = read_json(path, "Datalist")
     if not isinstance(data, dict):
         raise ValueError(f"Datalist '{path}' must hold a JSON object with 'training', 'validation' and 'test' lists.")
     if class_names is not None and not data.get("class_names"):

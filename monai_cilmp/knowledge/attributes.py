@@ -17,10 +17,8 @@ value's source and score; the result's ``description`` per class makes it a desc
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import StrEnum, look_up_option
+
+from monai_cilmp.utils.files import read_json, write_json
 
 if TYPE_CHECKING:
     from .vqa import VQAAttributes
@@ -425,18 +425,7 @@ def attribute_prompts(
 
 def save_attribute_prompts(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write :func:`attribute_prompts`' result as JSON (atomically) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, result)
 
 
 def load_attribute_prompts(path: str | os.PathLike) -> dict[str, Any]:
@@ -447,12 +436,7 @@ def load_attribute_prompts(path: str | os.PathLike) -> dict[str, Any]:
         ValueError: not an attribute prompts file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Attribute prompts file '{path}' does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"'{path}' is not valid JSON ({e}).") from e
+    data = read_json(path, "Attribute prompts file")
     if not isinstance(data, dict) or data.get("format") != ATTRIBUTE_PROMPTS_FORMAT:
         raise ValueError(f"'{path}' is not an attribute prompts file (written by `monai-cilmp knowledge attributes`).")
     return data

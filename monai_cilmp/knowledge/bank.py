@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from monai_cilmp.utils.files import atomic_write
 
 __all__ = ["KnowledgeBank", "KnowledgeClassMismatchError"]
 
@@ -140,20 +141,10 @@ class KnowledgeBank:
         """
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         metadata = {k: v for k, v in self.metadata.items() if k != "path"}
         header = {_METADATA_KEY: json.dumps({"format_version": _FORMAT_VERSION, **metadata}, ensure_ascii=False)}
         tensors = {f"knowledge.{i}": t for i, t in enumerate(self._tensors.values())}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> KnowledgeBank:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_cilmp.data.registry import get_dataset, list_datasets
+from monai_cilmp.utils.files import read_json
 
 from .attributes import compose_prompt
 
@@ -249,12 +250,7 @@ def load_description_file(path: str | os.PathLike) -> dict[str, ClassDescription
         ValueError: not JSON, no classes, or a class without a non-empty description string.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Descriptions file '{path}' does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"Descriptions file '{path}' is not valid JSON ({e}).") from e
+    data = read_json(path, "Descriptions file")
     if isinstance(data, dict) and isinstance(data.get("classes"), dict):
         data = data["classes"]
     if not isinstance(data, dict) or not data:

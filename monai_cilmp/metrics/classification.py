@@ -8,15 +8,15 @@ that the value matches what MONAI's evaluation handlers log.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from monai_cilmp.utils.files import atomic_write, write_json
 
 __all__ = ["classification_metrics", "save_confusion_matrix", "save_metrics", "summarise_seeds"]
 
@@ -83,19 +83,6 @@ def classification_metrics(
     }
 
 
-def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``metrics`` as JSON, atomically (NaN is written as ``null``)."""
 
@@ -108,12 +95,7 @@ def save_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
             return [clean(x) for x in v]
         return v
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(clean(dict(metrics)), f, indent=2)
-            f.write("\n")
-
-    return _atomic_write(Path(path), write)
+    return write_json(path, clean(dict(metrics)))
 
 
 def save_confusion_matrix(
@@ -156,8 +138,8 @@ def save_confusion_matrix(
         fig.savefig(tmp, format="png", dpi=120)
         plt.close(fig)
 
-    csv_path = _atomic_write(prefix.with_suffix(".csv"), write_csv)
-    png_path = _atomic_write(prefix.with_suffix(".png"), write_png)
+    csv_path = atomic_write(prefix.with_suffix(".csv"), write_csv)
+    png_path = atomic_write(prefix.with_suffix(".png"), write_png)
     return csv_path, png_path
 
 

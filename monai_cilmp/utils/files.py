@@ -1,0 +1,67 @@
+"""Writing files so that nothing half-written is ever left behind, and reading JSON with a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "read_json", "write_json"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    Either the whole new file appears or, on any error (including an interrupt), the previous file is left as it
+    was and the temporary file is removed.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
+    """Write ``data`` as UTF-8 JSON with :func:`atomic_write`."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
+
+
+def read_json(path: str | os.PathLike, what: str = "File") -> Any:
+    """Parse the JSON file ``path``.
+
+    Args:
+        path: the file.
+        what: how the file is named in errors (``"Datalist"``, ``"Descriptions file"``, ...).
+
+    Raises:
+        FileNotFoundError: ``"<what> '<path>' does not exist."``
+        ValueError: ``"<what> '<path>' is not valid JSON (<reason>)."``
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} '{path}' is not valid JSON ({e}).") from e
