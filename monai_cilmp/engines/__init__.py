@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
+from .evaluation import evaluate_split, write_predictions
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .trainer import create_evaluator, create_trainer, default_device, predict, reseed
 
@@ -15,8 +16,10 @@ __all__ = [
     "create_evaluator",
     "create_trainer",
     "default_device",
+    "evaluate_split",
     "load_checkpoint",
     "lr_factor",
     "predict",
     "reseed",
+    "write_predictions",
 ]

@@ -6,6 +6,7 @@ The trainer's handlers, in the order they run at the end of an epoch: learning-r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ def create_trainer(
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
     resume: bool = False,
+    max_epochs: int | None = None,
 ):
     """A MONAI ``SupervisedTrainer`` for ``network`` with the paper's recipe and the toolkit's handlers.
 
@@ -112,6 +114,7 @@ def create_trainer(
         metadata: facts stored in every checkpoint (class names, backbone, ...).
         progress: show a progress bar.
         resume: continue from ``out_dir/checkpoints/last.pt``.
+        max_epochs: overrides ``recipe.max_epochs`` (so bundle configs can set ``train#trainer#max_epochs``).
 
     Returns:
         the trainer; ``trainer.checkpoint`` is its :class:`TrainingCheckpoint`, ``trainer.evaluator`` the
@@ -125,6 +128,8 @@ def create_trainer(
     from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
 
     recipe = recipe or TrainingRecipe()
+    if max_epochs is not None:
+        recipe = dataclasses.replace(recipe, max_epochs=int(max_epochs))
     device = torch.device(device) if device is not None else default_device()
     out_dir = Path(out_dir)
     reseed(recipe.seed)

@@ -153,7 +153,8 @@ def load_backbone(
     Args:
         name: an open_clip model name (``"ViT-B-16"``, ``"CILMP-Tiny"``), ``"hf-hub:org/repo"``, or a local folder
             (optionally prefixed ``"local-dir:"``) that holds ``open_clip_config.json`` and a weights file.
-        pretrained: a pretrained tag of ``name`` (``"openai"``), a checkpoint file, or ``None`` for random weights.
+        pretrained: a pretrained tag of ``name`` (``"openai"``), a checkpoint file, or ``None`` (also ``"none"``) for
+            random weights.
             Ignored for hub ids and folders, which carry their own weights.
         offline: never download; weights must already be in the cache or on disk.
         cache_dir: where downloads go and cached weights are looked up (default: the Hugging Face cache).
@@ -171,6 +172,8 @@ def load_backbone(
         ValueError: the model name or the pretrained tag is unknown.
     """
     register_model_configs()
+    if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "random"):
+        pretrained = None  # command lines and bundle overrides cannot say None
     cache_dir = None if cache_dir is None else str(cache_dir)
     name = str(name)
     create_kwargs: dict[str, Any] = {"precision": precision, "device": device, "cache_dir": cache_dir}

@@ -16,6 +16,7 @@ def test_tiny_backbone_is_registered_and_random():
     assert TINY_BACKBONE in open_clip.list_models()
     backbone = load_backbone(TINY_BACKBONE, None)
     assert backbone.image_size == 64 and backbone.checkpoint is None
+    assert load_backbone(TINY_BACKBONE, "none").pretrained is None
     assert not backbone.model.training
     assert backbone.tokenizer.eot_token_id == 49407
 
