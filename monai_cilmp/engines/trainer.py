@@ -134,6 +134,15 @@ def create_trainer(
     out_dir = Path(out_dir)
     reseed(recipe.seed)
     network = network.to(device)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    main_process = not distributed or torch.distributed.get_rank() == 0
+    # DDP averages the gradients of the trainable parameters only (the frozen CLIP has none); everything that reads
+    # or writes state (GPA, checkpoints) works on the unwrapped network.
+    engine_network = (
+        torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+        if distributed
+        else network
+    )
     optimizer = build_optimizer(network, recipe)
     scheduler = build_scheduler(optimizer, recipe)
     use_amp, amp_kwargs = _amp_kwargs(device, amp)
@@ -164,19 +173,20 @@ def create_trainer(
         gpa,
         metadata={"recipe": recipe.to_dict(), **(metadata or {})},
     )
-    handlers += [
-        checkpoint,
-        StatsHandler(tag_name="train_loss", output_transform=loss_output, iteration_log=False),
-        TensorBoardStatsHandler(
-            log_dir=str(out_dir / "tensorboard"), tag_name="train_loss", output_transform=loss_output
-        ),
-    ]
+    if main_process:  # one writer of checkpoints and logs
+        handlers += [
+            checkpoint,
+            StatsHandler(tag_name="train_loss", output_transform=loss_output, iteration_log=False),
+            TensorBoardStatsHandler(
+                log_dir=str(out_dir / "tensorboard"), tag_name="train_loss", output_transform=loss_output
+            ),
+        ]
 
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=recipe.max_epochs,
         train_data_loader=train_loader,
-        network=network,
+        network=engine_network,
         optimizer=optimizer,
         loss_function=nn.CrossEntropyLoss(),
         train_handlers=handlers,
@@ -190,7 +200,10 @@ def create_trainer(
     trainer.add_event_handler(
         Events.EPOCH_STARTED, lambda engine: reseed(recipe.seed * 100_003 + engine.state.epoch, dataset)
     )
-    if progress:
+    sampler = getattr(train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles by (its seed, epoch)
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    if progress and main_process:
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": loss_output(output)})

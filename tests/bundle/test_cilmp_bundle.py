@@ -134,3 +134,28 @@ def test_every_registered_dataset_has_an_overlay_matching_the_registry():
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "datasets" / f"{name}.json")])
         assert parser["dataset_name"] == name
+
+
+def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
+    """The torchrun + DDP overlay, on two CPU processes with the gloo backend."""
+    import os
+    import subprocess
+    import sys
+
+    _tiny_dataset(tmp_path)
+    args = []
+    for key, value in {**TINY, "train#trainer#max_epochs": 1}.items():
+        args += [f"--{key}", str(value)]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run",
+        "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
+        "--bundle_root", str(tmp_path), "--dataset_name", "toy", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from monai_cilmp.engines import load_checkpoint
+
+    final = load_checkpoint(tmp_path / "runs" / "toy" / "checkpoints" / "final.pt")
+    assert final["engine"]["epoch"] == 1
