@@ -1,0 +1,65 @@
+"""monai-cilmp train / evaluate / predict on a tiny offline setup, and their one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monai_cilmp.cli import main
+from tests.bundle.test_cilmp_bundle import CLASSES, _tiny_dataset
+from tests.conftest import random_bank
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    _tiny_dataset(root)
+    data = root / "data" / "toy"
+    args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--out", str(root / "run"), "--backbone", "CILMP-Tiny", "--pretrained", "none", "--offline"]
+    args += ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--lr", "0.05"]
+    assert main(args) == 0
+    return root
+
+
+def test_train_evaluate_predict(trained, capsys):
+    run = trained / "run"
+    assert (run / "checkpoints" / "final.pt").is_file()
+    assert main(["evaluate", "--run", str(run)]) == 0
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["n"] == 4 and set(metrics["per_class"]) == set(CLASSES)
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference")]) == 0
+    # earlier in-process runs configured the bundle's logging (INFO to stdout); predict's own output is JSON lines
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 3 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in lines)
+    out = trained / "predictions.jsonl"
+    assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference"), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_resume_continues_a_run(trained):
+    data = trained / "data" / "toy"
+    args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--out", str(trained / "run"), "--backbone", "CILMP-Tiny", "--pretrained", "none", "--offline"]
+    args += ["--epochs", "2", "--batch-size", "4", "--workers", "0", "--resume"]
+    assert main(args) == 0
+    from monai_cilmp.engines import load_checkpoint
+
+    assert load_checkpoint(trained / "run" / "checkpoints" / "final.pt")["engine"]["epoch"] == 2
+
+
+def test_errors_are_one_sentence(trained, tmp_path, capsys):
+    data = trained / "data" / "toy"
+    base = ["train", "--out", str(tmp_path / "run"), "--backbone", "CILMP-Tiny", "--pretrained", "none"]
+    assert main([*base, "--datalist", str(tmp_path / "no.json"), "--knowledge", str(data / "knowledge.safetensors")])
+    assert "Datalist" in capsys.readouterr().err
+    wrong = random_bank(["melanoma", "nevus"], lengths=(3, 4), dim=8).save(tmp_path / "wrong.safetensors")
+    assert main([*base, "--datalist", str(data / "datalist.json"), "--knowledge", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "unexpected ['melanoma', 'nevus']" in err and err.count("\n") == 1
+    assert main(["predict", "--run", str(trained / "run"), str(tmp_path / "nothing.png")]) == 2
+    assert "neither an image file nor a folder" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
