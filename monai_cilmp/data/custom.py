@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai_cilmp.utils.files import read_json
 
-from .datalist import IMAGE_EXTENSIONS, SPLITS, make_datalist, match_label, missing_images_error, stratified_split
+from .datalist import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    grouped_stratified_split,
+    make_datalist,
+    match_label,
+    missing_images_error,
+    stratified_split,
+)
 
 __all__ = [
     "SPLIT_NAMES",
@@ -76,18 +84,25 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _fill_splits(
-    splits: dict[str, list[tuple[str, int]]], val_fraction: float, test_fraction: float, seed: int
+    splits: dict[str, list[tuple[str, int]]],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    groups: Mapping[str, str] | None = None,
 ) -> dict[str, list[tuple[str, int]]]:
-    """Carve the splits a source does not give (validation, test) out of its training items."""
+    """Carve the splits a source does not give (validation, test) out of its training items.
+
+    With ``groups`` (path -> patient or lesion id) no group is split across the carved splits.
+    """
     missing_val, missing_test = not splits.get("validation"), not splits.get("test")
     if not (missing_val or missing_test):
         return splits
-    carved = stratified_split(
-        splits.get("training", []),
-        val_fraction if missing_val else 0.0,
-        test_fraction if missing_test else 0.0,
-        seed,
-    )
+    fractions = (val_fraction if missing_val else 0.0, test_fraction if missing_test else 0.0)
+    training = splits.get("training", [])
+    if groups is None:
+        carved = stratified_split(training, *fractions, seed)
+    else:
+        carved = grouped_stratified_split(training, groups, *fractions, seed)
     return {
         "training": carved["training"],
         "validation": carved["validation"] if missing_val else splits["validation"],
@@ -163,12 +178,17 @@ def _folder_label(folder: Path, names: Sequence[str], root: Path) -> int:
         ) from None
 
 
-def read_csv_rows(csv_file: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv_rows(csv_file: str | os.PathLike, required: Sequence[str] = ()) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a CSV file whose delimiter is ``,``, ``;`` or a tab (the most frequent in the header).
+
+    Args:
+        csv_file: the file.
+        required: columns that must be in the header (checked up front, before any row is used).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is empty.
+        ValueError: the file is empty, or lacks a required column (the message names the file, the missing
+            columns and the columns found).
     """
     csv_file = Path(csv_file)
     if not csv_file.is_file():
@@ -183,7 +203,15 @@ def read_csv_rows(csv_file: str | os.PathLike) -> tuple[list[str], list[dict[str
         # headers such as "Train " (FETAL_PLANES_DB) carry stray spaces
         reader.fieldnames = [str(c).strip() for c in reader.fieldnames or []]
         rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    return list(reader.fieldnames), rows
+    columns = list(reader.fieldnames)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        names = ", ".join(f"'{c}'" for c in missing)
+        raise ValueError(
+            f"CSV file '{csv_file}' has no {names} column{'s' if len(missing) > 1 else ''}; its columns are: "
+            f"{', '.join(columns)}."
+        )
+    return columns, rows
 
 
 def _column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, source: str) -> str:

@@ -27,10 +27,12 @@ from monai_cilmp.utils.files import read_json, write_json
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLITS",
+    "grouped_stratified_split",
     "load_datalist",
     "make_datalist",
     "match_label",
     "missing_images_error",
+    "normalise_class_name",
     "stratified_split",
     "summarize_datalist",
     "validate_datalist",
@@ -43,7 +45,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".
 Item = tuple[str, int]
 
 
-def _normalise(name: str) -> str:
+def normalise_class_name(name: str) -> str:
+    """The form class names are compared in everywhere: case-folded, ``_`` and ``-`` as spaces, single spaces.
+
+    ``"Normal_Z-line "`` and ``"normal z line"`` both give ``"normal z line"``.
+    """
     return " ".join(str(name).replace("_", " ").replace("-", " ").casefold().split())
 
 
@@ -62,9 +68,9 @@ def match_label(label: Any, class_names: Sequence[str], where: str) -> int:
         if 0 <= int(label) < len(class_names):
             return int(label)
         raise ValueError(f"Label {label} in {where} is out of range for {len(class_names)} classes.")
-    wanted = _normalise(label)
+    wanted = normalise_class_name(label)
     for index, name in enumerate(class_names):
-        if _normalise(name) == wanted:
+        if normalise_class_name(name) == wanted:
             return index
     close = difflib.get_close_matches(str(label), list(class_names), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -124,8 +130,8 @@ def validate_datalist(datalist: Mapping[str, Any], *, source: str = "the datalis
         the datalist (as a ``dict``) with every split present.
 
     Raises:
-        ValueError: a missing or duplicated class name, a malformed item, a label out of range, or a class with no
-            training image (an empty class cannot be learnt).
+        ValueError: a missing or duplicated class name, a malformed item, a label out of range, an image in two
+            splits (leakage), or a class with no training image (an empty class cannot be learnt).
     """
     class_names = datalist.get("class_names")
     if not class_names:
@@ -147,11 +153,39 @@ def validate_datalist(datalist: Mapping[str, Any], *, source: str = "the datalis
                     f"Item {i} of the {split} split of {source} has label {label}, out of range for "
                     f"{len(class_names)} classes."
                 )
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for item in out[split]:
+            other = seen.setdefault(str(item["image"]), split)
+            if other != split:
+                raise ValueError(
+                    f"Image '{item['image']}' is in both the {other} and the {split} split of {source}; an image "
+                    "must be in one split only."
+                )
     counts = Counter(int(item["label"]) for item in out["training"])
     for index, name in enumerate(class_names):
         if not counts[index]:
             raise ValueError(f"Class '{name}' has no images in the training split of {source}.")
     return out
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction and test_fraction must be in [0, 1) and sum to less than 1, got {val_fraction} and "
+            f"{test_fraction}."
+        )
+
+
+def _class_targets(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """``(n_val, n_test)`` of a class of ``n`` items: rounded fractions, keeping one training item."""
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    while n_val + n_test >= n and (n_val or n_test):  # keep one training image per class
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_val, n_test
 
 
 def stratified_split(
@@ -166,11 +200,7 @@ def stratified_split(
     Raises:
         ValueError: fractions outside ``[0, 1)`` or summing to 1 or more.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
-            f"val_fraction and test_fraction must be in [0, 1) and sum to less than 1, got {val_fraction} and "
-            f"{test_fraction}."
-        )
+    _check_fractions(val_fraction, test_fraction)
     by_class: dict[int, list[Item]] = {}
     for path, label in items:
         by_class.setdefault(int(label), []).append((str(path), int(label)))
@@ -178,17 +208,63 @@ def stratified_split(
     for label in sorted(by_class):
         group = sorted(by_class[label])
         order = np.random.default_rng([seed, label]).permutation(len(group))
-        n_test = round(len(group) * test_fraction)
-        n_val = round(len(group) * val_fraction)
-        while n_val + n_test >= len(group) and (n_val or n_test):  # keep one training image per class
-            if n_test >= n_val:
-                n_test -= 1
-            else:
-                n_val -= 1
+        n_val, n_test = _class_targets(len(group), val_fraction, test_fraction)
         shuffled = [group[i] for i in order]
         splits["test"] += shuffled[:n_test]
         splits["validation"] += shuffled[n_test : n_test + n_val]
         splits["training"] += shuffled[n_test + n_val :]
+    return {split: sorted(v, key=lambda item: (item[1], item[0])) for split, v in splits.items()}
+
+
+def grouped_stratified_split(
+    items: Sequence[Item],
+    groups: Mapping[str, str],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict[str, list[Item]]:
+    """A stratified split like :func:`stratified_split` that keeps each group (patient, lesion) in one split.
+
+    Each class gets the validation and test counts :func:`stratified_split` would give it as targets. Groups are
+    visited in a seeded order (after sorting by group id, so file-system order does not matter) and a group goes to
+    the test or validation split where it fits (none of its classes would pass its target) and is needed most,
+    otherwise to training. Targets are never exceeded, so every class keeps its training images; with large groups
+    the held-out splits can come out smaller than the targets.
+
+    Args:
+        items: ``(path, label)`` pairs.
+        groups: path -> group id; a path not in it is a group of its own.
+        val_fraction: fraction of each class for validation.
+        test_fraction: fraction of each class for test.
+        seed: seed of the group order.
+
+    Raises:
+        ValueError: fractions outside ``[0, 1)`` or summing to 1 or more.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    members: dict[str, list[Item]] = {}
+    for path, label in items:
+        members.setdefault(str(groups.get(str(path), f"\0{path}")), []).append((str(path), int(label)))
+    totals = Counter(int(label) for _, label in items)
+    targets = {"validation": Counter(), "test": Counter()}
+    for label, n in totals.items():
+        targets["validation"][label], targets["test"][label] = _class_targets(n, val_fraction, test_fraction)
+    taken = {"validation": Counter(), "test": Counter()}
+    ids = sorted(members)
+    splits: dict[str, list[Item]] = {split: [] for split in SPLITS}
+    for index in np.random.default_rng(seed).permutation(len(ids)):
+        group = members[ids[index]]
+        need = Counter(label for _, label in group)
+        best, best_need = "training", 0
+        for split in ("test", "validation"):
+            room = {label: targets[split][label] - taken[split][label] for label in need}
+            if all(room[label] >= n for label, n in need.items()):
+                wanted = sum(room.values())
+                if wanted > best_need:
+                    best, best_need = split, wanted
+        if best != "training":
+            taken[best].update(need)
+        splits[best] += group
     return {split: sorted(v, key=lambda item: (item[1], item[0])) for split, v in splits.items()}
 
 

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,14 @@ import numpy as np
 
 from .check import raise_for_unreadable
 from .custom import _fill_splits, list_images, read_csv_rows
-from .datalist import SPLITS, make_datalist, missing_images_error, stratified_split, write_datalist
+from .datalist import (
+    SPLITS,
+    grouped_stratified_split,
+    make_datalist,
+    missing_images_error,
+    stratified_split,
+    write_datalist,
+)
 from .registry import DATASETS, get_dataset
 
 __all__ = [
@@ -100,8 +107,16 @@ def _find_folder_with(raw: Path, names: Iterable[str], title: str, layout: str) 
     )
 
 
-def _subfolder(folder: Path, name: str) -> Path:
-    return _children(folder)[name.lower()]
+def _subfolder(folder: Path, name: str, layout: str) -> Path:
+    """The sub-folder ``name`` of ``folder`` (case-insensitive).
+
+    Raises:
+        FileNotFoundError: ``folder`` has no such sub-folder; the message gives the expected layout.
+    """
+    match = _children(folder).get(name.lower())
+    if match is None or not match.is_dir():
+        raise FileNotFoundError(f"'{folder}' has no '{name}' folder (expected {layout}).")
+    return match
 
 
 def _check_exist(paths: Iterable[str], source: str) -> None:
@@ -113,10 +128,9 @@ def _check_exist(paths: Iterable[str], source: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # the shared ending: datalist, optional check, atomic write
 # ---------------------------------------------------------------------------------------------------------------
-def _finish(
+def _build(
     name: str,
     splits: Splits,
-    out: str | os.PathLike,
     *,
     official: bool,
     seed: int,
@@ -124,17 +138,28 @@ def _finish(
     test_fraction: float,
     check: bool,
     source: str,
+    groups: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The validated (and, with ``check``, opened) datalist; ``groups`` (path -> patient/lesion) keep together."""
     spec = get_dataset(name)
     if not official:
-        splits = stratified_split(splits["training"], val_fraction, test_fraction, seed)
+        if groups is None:
+            splits = stratified_split(splits["training"], val_fraction, test_fraction, seed)
+        else:
+            splits = grouped_stratified_split(splits["training"], groups, val_fraction, test_fraction, seed)
     else:
-        splits = _fill_splits(splits, val_fraction, test_fraction, seed)
+        splits = _fill_splits(splits, val_fraction, test_fraction, seed, groups)
     datalist = make_datalist(
         splits, spec.class_names, name=spec.name, preset=spec.preset, source=source, modality=spec.modality
     )
     if check:
         raise_for_unreadable(datalist, source)
+    return datalist
+
+
+def _finish(name: str, splits: Splits, out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """:func:`_build` the datalist, then write it atomically."""
+    datalist = _build(name, splits, **kwargs)
     write_datalist(datalist, out)
     return datalist
 
@@ -218,8 +243,8 @@ def prepare_aptos2019(
     """
     raw = _raw(raw_dir)
     csv_file = _find_file(raw, "train.csv", "APTOS 2019", "train.csv and train_images/<id_code>.png")
-    images = _subfolder(csv_file.parent, "train_images")
-    _, rows = read_csv_rows(csv_file)
+    images = _subfolder(csv_file.parent, "train_images", "train.csv and train_images/<id_code>.png")
+    _, rows = read_csv_rows(csv_file, ("id_code", "diagnosis"))
     items = [(str(images / f"{row['id_code']}.png"), int(row["diagnosis"])) for row in rows]
     _check_exist((p for p, _ in items), f"'{csv_file}'")
     return _finish(
@@ -256,26 +281,47 @@ def _medmnist(
     if target.exists() and not (target / marker).exists():
         raise ValueError(f"Image folder '{target}' exists and was not written by prepare; remove it or move it.")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # everything happens in a temporary folder next to the target: the images are written, the datalist is
+    # validated and checked there, and only then the folder is moved into place and the datalist written, so a
+    # failure at any step leaves nothing new behind (and a previous run's images as they were)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    splits: Splits = {split: [] for split in SPLITS}
+    backup: Path | None = None
+    moved = False
     try:
         from PIL import Image
 
+        splits: Splits = {split: [] for split in SPLITS}
         with np.load(npz) as data:
             for split, key in (("training", "train"), ("validation", "val"), ("test", "test")):
                 images, labels = data[f"{key}_images"], data[f"{key}_labels"].reshape(-1)
                 (tmp / key).mkdir()
                 for i, (image, label) in enumerate(zip(images, labels)):
                     Image.fromarray(image).save(tmp / key / f"{i:06d}.png")
-                    splits[split].append((str(target / key / f"{i:06d}.png"), int(label)))
+                    splits[split].append((str(tmp / key / f"{i:06d}.png"), int(label)))
         (tmp / marker).write_text(f"images of {npz.name}\n")
+        datalist = _build(name, splits, official=True, source=f"'{npz}'", **kwargs)
+        for split in SPLITS:
+            for item in datalist[split]:
+                item["image"] = str(target / Path(item["image"]).relative_to(tmp))
         if target.exists():
-            shutil.rmtree(target)
+            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, backup)
         os.replace(tmp, target)
+        moved = True
+        write_datalist(datalist, out)
     except BaseException:
+        if moved:
+            shutil.rmtree(target, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None:
+            if not target.exists():
+                os.replace(backup, target)
+            else:
+                shutil.rmtree(backup, ignore_errors=True)
         raise
-    return _finish(name, splits, out, official=True, source=f"'{npz}'", **kwargs)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return datalist
 
 
 def prepare_bloodmnist(
@@ -491,8 +537,8 @@ def prepare_derm7pt(
     raw = _raw(raw_dir)
     meta_csv = _find_file(raw, "meta.csv", "Derm7pt", "release_v0/meta/meta.csv and release_v0/images/")
     release = meta_csv.parent.parent
-    images = _subfolder(release, "images")
-    _, rows = read_csv_rows(meta_csv)
+    images = _subfolder(release, "images", "release_v0/meta/meta.csv and release_v0/images/")
+    _, rows = read_csv_rows(meta_csv, ("diagnosis", "derm"))
     splits: Splits = {split: [] for split in SPLITS}
     for split, file_name in (
         ("training", "train_indexes.csv"),
@@ -502,7 +548,7 @@ def prepare_derm7pt(
         index_file = meta_csv.parent / file_name
         if not index_file.is_file():
             raise FileNotFoundError(f"The Derm7pt download in '{release}' has no 'meta/{file_name}'.")
-        _, indexes = read_csv_rows(index_file)
+        _, indexes = read_csv_rows(index_file, ("indexes",))
         for entry in indexes:
             row = rows[int(entry["indexes"])]
             splits[split].append((str(images / row["derm"]), _derm7pt_class(row["diagnosis"])))
@@ -537,24 +583,28 @@ def prepare_fetal_us(
         Images/<Image_name>.png
 
     ``Plane`` is the label ("Other" is the registry's "Other planes"); ``Train`` (1/0) is the official
-    train/test split of the paper; validation is carved out of the training split (stratified by class, not by
-    patient). Arguments as :func:`prepare_adam`.
+    train/test split of the paper; validation is carved out of the training split, stratified by class with each
+    patient (``Patient_num``) in one split. Arguments as :func:`prepare_adam`.
     """
     raw = _raw(raw_dir)
     csv_file = _find_file(
         raw, "FETAL_PLANES_DB_data.csv", "FETAL_PLANES_DB", "FETAL_PLANES_DB_data.csv and Images/<Image_name>.png"
     )
-    images = _subfolder(csv_file.parent, "Images")
+    images = _subfolder(csv_file.parent, "Images", "FETAL_PLANES_DB_data.csv and Images/<Image_name>.png")
     names = {n.lower(): i for i, n in enumerate(get_dataset("fetal-us").class_names)}
     names["other"] = names["other planes"]
-    _, rows = read_csv_rows(csv_file)
+    _, rows = read_csv_rows(csv_file, ("Image_name", "Patient_num", "Plane", "Train"))
     splits: Splits = {split: [] for split in SPLITS}
+    groups: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
         plane = row["Plane"].strip().lower()
         if plane not in names:
             raise ValueError(f"Unknown plane '{row['Plane']}' on line {line} of '{csv_file}'.")
         split = "training" if row["Train"].strip() == "1" else "test"
-        splits[split].append((str(images / f"{row['Image_name']}.png"), names[plane]))
+        path = str(images / f"{row['Image_name']}.png")
+        splits[split].append((path, names[plane]))
+        if row["Patient_num"]:
+            groups[path] = f"patient {row['Patient_num']}"
     _check_exist((p for items in splits.values() for p, _ in items), f"'{csv_file}'")
     return _finish(
         "fetal-us",
@@ -566,6 +616,7 @@ def prepare_fetal_us(
         test_fraction=test_fraction,
         check=check,
         source=f"'{csv_file}'",
+        groups=groups,
     )
 
 
@@ -574,7 +625,7 @@ _ISIC2019_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC")
 
 
 def _isic_items(csv_file: Path, images: Path, columns: tuple[str, ...]) -> list[tuple[str, int]]:
-    _, rows = read_csv_rows(csv_file)
+    _, rows = read_csv_rows(csv_file, ("image", *columns))
     items = []
     for row in rows:
         scores = [float(row.get(c) or 0) for c in columns]
@@ -582,6 +633,33 @@ def _isic_items(csv_file: Path, images: Path, columns: tuple[str, ...]) -> list[
             items.append((str(images / f"{row['image']}.jpg"), int(np.argmax(scores))))
     _check_exist((p for p, _ in items), f"'{csv_file}'")
     return items
+
+
+_ISIC_LESION_FILES = (  # file name, image column, lesion column
+    ("ISIC2018_Task3_Training_LesionGroupings.csv", "image", "lesion_id"),
+    ("HAM10000_metadata.csv", "image_id", "lesion_id"),
+    ("HAM10000_metadata", "image_id", "lesion_id"),
+    ("ISIC_2019_Training_Metadata.csv", "image", "lesion_id"),
+)
+
+
+def _isic_groups(raw: Path, items: Iterable[tuple[str, int]]) -> dict[str, str] | None:
+    """Image path -> lesion id from the lesion groupings or metadata CSV when the download has one, else None."""
+    lesions: dict[str, str] = {}
+    found = False
+    for file_name, image_column, lesion_column in _ISIC_LESION_FILES:
+        try:
+            csv_file = _find_file(raw, file_name, "ISIC", "")
+        except FileNotFoundError:
+            continue
+        found = True
+        _, rows = read_csv_rows(csv_file, (image_column, lesion_column))
+        for row in rows:
+            if row[lesion_column]:
+                lesions.setdefault(row[image_column], row[lesion_column])
+    if not found:
+        return None
+    return {path: f"lesion {lesions[Path(path).stem]}" for path, _ in items if Path(path).stem in lesions}
 
 
 def prepare_isic(
@@ -605,7 +683,10 @@ def prepare_isic(
 
     or ``ISIC_2019_Training_GroundTruth.csv`` (``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK``) with
     ``ISIC_2019_Training_Input/``, whose SCC and UNK images are left out. The official 2018 validation and test
-    splits are used when their ground truth is present; missing splits are carved out of the training images.
+    splits are used when their ground truth is present; missing splits are carved out of the training images,
+    keeping all images of one lesion in one split when a lesion table is present
+    (``ISIC2018_Task3_Training_LesionGroupings.csv`` ``image,lesion_id``, ``HAM10000_metadata.csv``
+    ``lesion_id,image_id`` or ``ISIC_2019_Training_Metadata.csv`` ``image,...,lesion_id``).
     Arguments as :func:`prepare_adam`.
     """
     raw = _raw(raw_dir)
@@ -648,6 +729,7 @@ def prepare_isic(
         test_fraction=test_fraction,
         check=check,
         source=source,
+        groups=_isic_groups(raw, splits["training"]),
     )
 
 
@@ -697,7 +779,7 @@ def prepare_kvasir(
     )
 
 
-def _odir_table(raw: Path) -> tuple[Path, Path, list[dict[str, str]]]:
+def _odir_table(raw: Path, required: tuple[str, ...]) -> tuple[Path, Path, list[dict[str, str]]]:
     layout = "full_df.csv and preprocessed_images/ (Kaggle's ocular-disease-recognition-odir5k)"
     csv_file = _find_file(raw, "full_df.csv", "ODIR-5K", layout)
     images = next(
@@ -706,8 +788,13 @@ def _odir_table(raw: Path) -> tuple[Path, Path, list[dict[str, str]]]:
     )
     if images is None:
         raise FileNotFoundError(f"'{raw}' has '{csv_file.name}' but no 'preprocessed_images' folder.")
-    _, rows = read_csv_rows(csv_file)
+    _, rows = read_csv_rows(csv_file, ("ID", "filename", *required))
     return csv_file, images, rows
+
+
+def _odir_groups(rows: Iterable[dict[str, str]], images: Path) -> dict[str, str]:
+    """Image path -> patient (the ``ID`` column: both eyes of a patient share it)."""
+    return {str(images / row["filename"]): f"patient {row['ID']}" for row in rows if row["ID"]}
 
 
 def prepare_odir(
@@ -728,11 +815,11 @@ def prepare_odir(
         preprocessed_images/<filename>   e.g. 0_right.jpg
 
     The letters N, D, G, C, A, H, M, O are the registry's class order. No official labelled test split:
-    stratified seeded split over images (a patient's two eyes can land in different splits). Arguments as
+    stratified seeded split that keeps both eyes of a patient (``ID``) in one split. Arguments as
     :func:`prepare_adam`.
     """
     raw = _raw(raw_dir)
-    csv_file, images, rows = _odir_table(raw)
+    csv_file, images, rows = _odir_table(raw, ("labels",))
     letters = "NDGCAHMO"
     items = []
     for line, row in enumerate(rows, start=2):
@@ -755,6 +842,7 @@ def prepare_odir(
         test_fraction=test_fraction,
         check=check,
         source=f"'{csv_file}'",
+        groups=_odir_groups(rows, images),
     )
 
 
@@ -771,15 +859,16 @@ def prepare_odir2(
 
     Expected layout: as :func:`prepare_odir`. An image is "normal" when its eye's keywords
     (``Left-Diagnostic Keywords`` for ``*_left.jpg``) are exactly "normal fundus", "cataract" when they mention
-    cataract; other images are left out. Stratified seeded split. Arguments as :func:`prepare_adam`.
+    cataract; other images are left out. Stratified seeded split keeping both eyes of a patient (``ID``) in one
+    split. Arguments as :func:`prepare_adam`.
     """
     raw = _raw(raw_dir)
-    csv_file, images, rows = _odir_table(raw)
+    csv_file, images, rows = _odir_table(raw, ("Left-Diagnostic Keywords", "Right-Diagnostic Keywords"))
     items = set()
     for row in rows:
         file_name = row["filename"]
         side = "Left" if "left" in file_name.lower() else "Right"
-        keywords = row.get(f"{side}-Diagnostic Keywords", "").strip().lower()
+        keywords = row[f"{side}-Diagnostic Keywords"].strip().lower()
         if keywords == "normal fundus":
             items.add((str(images / file_name), 0))
         elif "cataract" in keywords:
@@ -795,6 +884,7 @@ def prepare_odir2(
         test_fraction=test_fraction,
         check=check,
         source=f"'{csv_file}'",
+        groups=_odir_groups(rows, images),
     )
 
 

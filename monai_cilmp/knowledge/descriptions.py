@@ -21,12 +21,12 @@ import functools
 import importlib.resources
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from monai_cilmp.data.datalist import normalise_class_name
 from monai_cilmp.data.registry import get_dataset, list_datasets
 from monai_cilmp.utils.files import read_json
 
@@ -85,10 +85,6 @@ class ClassDescription:
         if self.note:
             out["note"] = self.note
         return out
-
-
-def _key(name: str) -> str:
-    return re.sub(r"\s+", " ", str(name).replace("_", " ")).strip().lower()
 
 
 def _article(word: str) -> str:
@@ -167,9 +163,9 @@ def _curated_index() -> tuple[dict[str, list[ClassDescription]], dict[str, list[
     by_synonym: dict[str, list[ClassDescription]] = {}
     for dataset in curated_datasets():
         for description in load_descriptions(dataset).values():
-            by_name.setdefault(_key(description.name), []).append(description)
+            by_name.setdefault(normalise_class_name(description.name), []).append(description)
             for synonym in description.synonyms:
-                by_synonym.setdefault(_key(synonym), []).append(description)
+                by_synonym.setdefault(normalise_class_name(synonym), []).append(description)
     return by_name, by_synonym
 
 
@@ -188,8 +184,9 @@ def describe(
 ) -> dict[str, ClassDescription]:
     """Descriptions for ``class_names``, keyed by the names as given.
 
-    With ``dataset``, every class must be one of the dataset's (matched ignoring case, ``_`` and extra spaces) and
-    gets its curated description; ``class_names=None`` means all of the dataset's classes in label order.
+    With ``dataset``, every class must be one of the dataset's (matched ignoring case, ``_``, ``-`` and extra spaces:
+    :func:`~monai_cilmp.data.datalist.normalise_class_name`) and gets its curated description;
+    ``class_names=None`` means all of the dataset's classes in label order.
 
     Without ``dataset``, a class gets a curated description when the curated classes of that name (or, when there
     are none, those having it as a synonym: "bacterial pneumonia" finds "bacteria pneumonia") all share one text.
@@ -209,24 +206,24 @@ def describe(
         if class_names is None:
             return curated
         spec = get_dataset(dataset)
-        lookup = {_key(n): d for n, d in curated.items()}
+        lookup = {normalise_class_name(n): d for n, d in curated.items()}
         names = _check_names(class_names)
-        unknown = [n for n in names if _key(n) not in lookup]
+        unknown = [n for n in names if normalise_class_name(n) not in lookup]
         if unknown:
             raise ValueError(
                 f"Unknown class {', '.join(repr(n) for n in unknown)} for dataset '{spec.name}'; valid classes: "
                 f"{', '.join(repr(n) for n in spec.class_names)}."
             )
-        return {n: replace(lookup[_key(n)], name=n) for n in names}
+        return {n: replace(lookup[normalise_class_name(n)], name=n) for n in names}
     if class_names is None:
         raise ValueError("Give class names or a dataset to describe.")
     by_name, by_synonym = _curated_index()
     out = {}
     for name in _check_names(class_names):
-        found = by_name.get(_key(name)) or by_synonym.get(_key(name), [])
+        found = by_name.get(normalise_class_name(name)) or by_synonym.get(normalise_class_name(name), [])
         if len({d.text for d in found}) == 1:
             out[name] = replace(found[0], name=name)
-            if _key(found[0].name) != _key(name):
+            if normalise_class_name(found[0].name) != normalise_class_name(name):
                 out[name] = replace(out[name], note=f"'{name}' is a synonym of '{found[0].name}'")
             continue
         if found:

@@ -13,13 +13,15 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from monai_cilmp.data.datalist import normalise_class_name
+from monai_cilmp.utils.files import write_json
 
 from .attributes import Attribute, AttributeValue
 from .embedded import sha256_file
@@ -70,8 +72,8 @@ def normalise_answer(answer: str | None) -> str | None:
 def collect_images(directory: str | os.PathLike, class_names: Sequence[str]) -> dict[str, list[Path]]:
     """Image files per class from a folder.
 
-    Images in a sub-folder named like a class (ignoring case, ``_`` and extra spaces) belong to that class; images
-    directly in ``directory`` are asked about every class. Files are sorted by name.
+    Images in a sub-folder named like a class (ignoring case, ``_``, ``-`` and extra spaces) belong to that class;
+    images directly in ``directory`` are asked about every class. Files are sorted by name.
 
     Raises:
         FileNotFoundError: ``directory`` does not exist.
@@ -81,9 +83,7 @@ def collect_images(directory: str | os.PathLike, class_names: Sequence[str]) -> 
     if not directory.is_dir():
         raise FileNotFoundError(f"Image folder '{directory}' does not exist.")
 
-    def key(name: str) -> str:
-        return re.sub(r"\s+", " ", name.replace("_", " ")).strip().lower()
-
+    key = normalise_class_name
     classes = {key(c): c for c in class_names}
     out: dict[str, list[Path]] = {c: [] for c in class_names}
     shared = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -133,15 +133,7 @@ class VQAAnswerCache:
     def put(self, image_sha256: str, answers: Mapping[str, Mapping[str, Any]]) -> None:
         """Add answers of an image (atomically replacing its file)."""
         merged = {**self.get(image_sha256), **{q: dict(a) for q, a in answers.items()}}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{image_sha256}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"model": self.model_key, "answers": merged}, f, indent=1, ensure_ascii=False)
-            os.replace(tmp, self._file(image_sha256))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self._file(image_sha256), {"model": self.model_key, "answers": merged}, indent=1)
 
 
 class VQAAttributes:

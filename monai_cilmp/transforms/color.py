@@ -88,12 +88,14 @@ class ToRGB(Transform):
         raise ValueError(f"ToRGB expects 1 to 4 channels, got {channels}.")
 
 
-def _hue_matrix(shift: float) -> torch.Tensor:
-    """RGB-to-RGB matrix rotating hue by ``shift`` turns, through the YIQ colour space."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+def _hue_matrix(
+    shift: float, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """RGB-to-RGB matrix rotating hue by ``shift`` turns, through the YIQ colour space, on ``device``."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
     cos, sin = math.cos(2 * math.pi * shift), math.sin(2 * math.pi * shift)
-    rotate = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
-    return torch.linalg.inv(to_yiq) @ rotate @ to_yiq
+    rotate = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]], dtype=torch.float64)
+    return (torch.linalg.inv(to_yiq) @ rotate @ to_yiq).to(device=device, dtype=dtype)
 
 
 class RandColorJitter(RandomizableTransform):
@@ -156,7 +158,7 @@ class RandColorJitter(RandomizableTransform):
             gray = _luma(x)
             x = (x - gray) * saturation + gray
             if hue:
-                x = torch.einsum("ij,j...->i...", _hue_matrix(hue), x)
+                x = torch.einsum("ij,j...->i...", _hue_matrix(hue, x.device, x.dtype), x)
         out = x.clamp(0.0, 1.0)
         return convert_to_dst_type(out, img, dtype=torch.float32)[0]
 

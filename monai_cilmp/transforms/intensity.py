@@ -7,9 +7,9 @@ Every transform maps its modality's raw values to ``[0, 1]`` (the range CLIP's n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
@@ -165,6 +165,23 @@ class InvertMonochrome1(Transform):
         return out
 
 
+def _percentiles(values: torch.Tensor, q: Sequence[float]) -> list[float]:
+    """``np.percentile(values, q)`` (linear interpolation) computed with torch on the tensor's own device.
+
+    A sort instead of ``torch.quantile``, which refuses inputs of more than 16 million elements.
+    """
+    ordered = torch.sort(values.flatten()).values
+    n = ordered.numel()
+    out = []
+    for percent in q:
+        position = percent / 100.0 * (n - 1)
+        low = int(math.floor(position))
+        high = min(low + 1, n - 1)
+        a, b = ordered[[low, high]].double().tolist()
+        out.append(a + (b - a) * (position - low))
+    return out
+
+
 class SpeckleRobustScaleIntensity(Transform):
     """Scale an ultrasound image to ``[0, 1]`` between robust percentiles.
 
@@ -193,8 +210,8 @@ class SpeckleRobustScaleIntensity(Transform):
         values = reference.flatten()
         if self.ignore_zeros and bool((values != 0).any()):
             values = values[values != 0]
-        low, high = np.percentile(values.numpy(), [self.lower, self.upper])
-        scaled = ((x - float(low)) / max(float(high - low), 1e-8)).clamp(0.0, 1.0)
+        low, high = _percentiles(values, (self.lower, self.upper))
+        scaled = ((x - low) / max(high - low, 1e-8)).clamp(0.0, 1.0)
         return convert_to_dst_type(scaled, img, dtype=torch.float32)[0]
 
 

@@ -290,7 +290,7 @@ class DicomReader(ImageReader):
 
     def _pixels(self, ds: Any) -> tuple[np.ndarray, str, bool, bool]:
         """Decoded, rescaled, windowed and inverted pixels of one data set, its interpretation and the flags."""
-        from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+        from pydicom.pixels import apply_color_lut, apply_modality_lut
 
         path = str(ds.filename)
         interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -310,22 +310,22 @@ class DicomReader(ImageReader):
             array = array.astype(np.float32)
             return (array * (255.0 / (2**bits - 1)) if bits > 8 else array), "RGB", False, False
         array = array.astype(np.float64)
+        lo, hi = _stored_range(ds)
         if self.rescale:
             if "ModalityLUTSequence" in ds:
                 array = apply_modality_lut(array, ds)
+                lo, hi = 0.0, 2.0 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1
             else:
                 slope, intercept = _rescale(ds)
                 array = array * slope + intercept
+                lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
         voi = False
         if self.voi_lut and ("VOILUTSequence" in ds or "WindowCenter" in ds):
-            bits = _voi_output_bits(ds)
-            low = 0.0 if "VOILUTSequence" in ds or not int(ds.get("PixelRepresentation", 0)) else -(2.0 ** (bits - 1))
-            array = apply_voi_lut(array, ds, index=0)
-            array = np.clip((array - low) / (2.0**bits - 1), 0.0, 1.0)
-            voi = True
+            array = _apply_voi(array, ds)
+            lo, hi, voi = 0.0, 1.0, True
         inverted = False
         if interpretation == "MONOCHROME1" and self.invert_monochrome1:
-            lo, hi = (0.0, 1.0) if voi else (float(array.min()), float(array.max()))
+            # around the theoretical range (not the slice's own min/max) so that the slices of a series agree
             array = lo + hi - array
             interpretation, inverted = "MONOCHROME2", True
         return array.astype(np.float32), interpretation, voi, inverted
@@ -363,12 +363,58 @@ def _window(ds: Any) -> tuple[float | None, float | None]:
     return center, width
 
 
-def _voi_output_bits(ds: Any) -> int:
-    """Bit depth of the output of pydicom's ``apply_voi_lut`` (the LUT's entries, or ``BitsStored`` for a window)."""
+def _stored_range(ds: Any) -> tuple[float, float]:
+    """Theoretical range of the stored pixel values: ``BitsStored`` bits, signed when ``PixelRepresentation`` is 1."""
+    bits = int(ds.get("BitsStored", 16) or 16)
+    if int(ds.get("PixelRepresentation", 0) or 0):
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0**bits - 1
+
+
+def _apply_voi(array: np.ndarray, ds: Any) -> np.ndarray:
+    """The first VOI LUT or window of the data set on modality (rescaled) values, scaled to [0, 1].
+
+    A LINEAR or LINEAR_EXACT window is applied here on the given values (DICOM PS3.3 C.11.2.1.2),
+    so it does not depend on how pydicom guesses the rescaled output range; a VOI LUT sequence and a SIGMOID
+    window go through pydicom, normalised with exactly the output range pydicom uses.
+    """
+    from pydicom.pixels import apply_voi_lut
+
     if "VOILUTSequence" in ds:
-        descriptor = ds.VOILUTSequence[0].LUTDescriptor
-        return int(descriptor[2])
-    return int(ds.get("BitsStored", 16) or 16)
+        bits = _voi_output_bits(ds)
+        return np.clip(apply_voi_lut(array, ds, index=0) / (2.0**bits - 1), 0.0, 1.0)
+    center, width = (float(v) for v in _first_window(ds))
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function == "SIGMOID":
+        y_min, y_max = _stored_range(ds)
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+            y_min, y_max = y_min * slope + intercept, y_max * slope + intercept
+        out = apply_voi_lut(array, ds, index=0)
+        return np.clip((out - y_min) / (y_max - y_min), 0.0, 1.0)
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ImageReadError(f"Cannot window '{ds.filename}': WindowWidth must be > 0 for LINEAR_EXACT.")
+        return np.clip((array - center) / width + 0.5, 0.0, 1.0)
+    if width < 1:
+        raise ImageReadError(f"Cannot window '{ds.filename}': WindowWidth must be >= 1 for a LINEAR window.")
+    if width == 1:
+        return (array >= center - 0.5).astype(np.float64)
+    return np.clip((array - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _first_window(ds: Any) -> tuple[float, float]:
+    """The first (WindowCenter, WindowWidth) pair of a data set (both attributes may be multi-valued)."""
+    center, width = ds.WindowCenter, ds.WindowWidth
+    center = center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center
+    width = width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width
+    return float(center), float(width)
+
+
+def _voi_output_bits(ds: Any) -> int:
+    """Bit depth of the entries of the data set's first VOI LUT."""
+    descriptor = ds.VOILUTSequence[0].LUTDescriptor
+    return int(descriptor[2])
 
 
 def _slice_position(ds: Any) -> tuple[float, float, str]:

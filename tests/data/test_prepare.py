@@ -329,3 +329,111 @@ def test_check_before_writing(tmp_path):
     assert only_these_files(out.parent) == []
     written = prepare_dataset("adam", tmp_path / "raw", out)  # without the check the images are not opened
     assert sum(len(written[s]) for s in SPLITS) == 5
+
+
+def test_missing_folder_and_columns_are_one_sentence(tmp_path):
+    raw = tmp_path / "aptos"
+    raw.mkdir()
+    (raw / "train.csv").write_text("id_code,diagnosis\na,0\n")
+    out = tmp_path / "out" / "aptos.json"
+    with pytest.raises(FileNotFoundError) as e:
+        prepare_dataset("aptos2019", raw, out)
+    assert str(e.value) == f"'{raw}' has no 'train_images' folder (expected train.csv and train_images/<id_code>.png)."
+    touch_images(raw / "train_images", ["a.png"])
+    (raw / "train.csv").write_text("image,grade\na,0\n")
+    with pytest.raises(ValueError) as e:
+        prepare_dataset("aptos2019", raw, out)
+    assert str(e.value) == (
+        f"CSV file '{raw / 'train.csv'}' has no 'id_code', 'diagnosis' columns; its columns are: image, grade."
+    )
+    root = tmp_path / "fetal" / "FETAL_PLANES_ZENODO"
+    touch_images(root / "Images", ["x.png"])
+    (root / "FETAL_PLANES_DB_data.csv").write_text("Image_name;Plane;Train\nx;Other;1\n")
+    with pytest.raises(ValueError) as e:
+        prepare_dataset("fetal-us", tmp_path / "fetal", out)
+    assert str(e.value) == (
+        f"CSV file '{root / 'FETAL_PLANES_DB_data.csv'}' has no 'Patient_num' column; its columns are: "
+        "Image_name, Plane, Train."
+    )
+    assert only_these_files(out.parent) == []
+
+
+def test_medmnist_failure_leaves_nothing_new(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for key, n in (("train", 8), ("val", 4), ("test", 4)):
+        arrays[f"{key}_images"] = rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{key}_labels"] = (np.arange(n) % 4).reshape(-1, 1)  # classes 4-7 have no training images
+    np.savez(raw / "bloodmnist.npz", **arrays)
+    out = tmp_path / "out" / "bloodmnist.json"
+    with pytest.raises(ValueError, match="has no images in the training split"):
+        prepare_dataset("bloodmnist", raw, out)
+    assert only_these_files(out.parent) == []  # neither the image folder, nor a temporary one, nor the datalist
+
+
+def split_of(datalist: dict) -> dict[str, str]:
+    return {Path(i["image"]).name: s for s in SPLITS for i in datalist[s]}
+
+
+@pytest.mark.parametrize("name", ["odir", "odir2"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_odir_keeps_a_patients_eyes_together(tmp_path, name, seed):
+    datalist = run(name, odir_tree(tmp_path), tmp_path, seed=seed, val_fraction=0.2, test_fraction=0.25)
+    splits = split_of(datalist)
+    for i in range(16):
+        sides = {splits[f"{i}_{side}.jpg"] for side in ("left", "right") if f"{i}_{side}.jpg" in splits}
+        assert len(sides) <= 1, (i, sides)
+    assert datalist["test"]  # the held-out splits are not empty
+
+
+def test_fetal_validation_keeps_a_patient_together(tmp_path):
+    root = tmp_path / "raw" / "FETAL_PLANES_ZENODO"
+    planes = ["Fetal brain", "Fetal femur", "Fetal abdomen", "Fetal thorax", "Maternal cervix", "Other"]
+    names = [f"Patient{i // 3:05d}_Plane{i}_1_of_1" for i in range(36)]  # three images per patient
+    rows = [f"{n};{i // 3};{planes[i % 6]};Not A Brain;Op. 1;Voluson E6;{int(i >= 6)}" for i, n in enumerate(names)]
+    root.mkdir(parents=True)
+    header = "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train \n"
+    (root / "FETAL_PLANES_DB_data.csv").write_text(header + "\n".join(rows))
+    touch_images(root / "Images", [f"{n}.png" for n in names])
+    datalist = run("fetal-us", tmp_path / "raw", tmp_path, val_fraction=0.3)
+    splits = split_of(datalist)
+    by_patient: dict[int, set] = {}
+    for i, n in enumerate(names):
+        by_patient.setdefault(i // 3, set()).add(splits[f"{n}.png"])
+    assert all(len(s) == 1 for s in by_patient.values())
+    assert datalist["validation"]
+
+
+def test_isic_keeps_a_lesion_together(tmp_path):
+    raw = tmp_path / "raw"
+    columns = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    train = [(f"ISIC_{i:07d}", (i // 2) % 7) for i in range(56)]  # two images per lesion, same class
+    isic_csv(raw / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv", columns, train)
+    touch_images(raw / "ISIC2018_Task3_Training_Input", [f"{n}.jpg" for n, _ in train])
+    lesions = "image,lesion_id,diagnosis_confirm_type\n" + "\n".join(
+        f"{n},HAM_{i // 2:07d},histo" for i, (n, _) in enumerate(train)
+    )
+    (raw / "ISIC2018_Task3_Training_LesionGroupings.csv").write_text(lesions)
+    for seed in range(3):
+        datalist = run("isic", raw, tmp_path, seed=seed, val_fraction=0.25, test_fraction=0.25)
+        splits = split_of(datalist)
+        for i in range(0, 56, 2):
+            assert splits[f"{train[i][0]}.jpg"] == splits[f"{train[i + 1][0]}.jpg"]
+        assert datalist["validation"] and datalist["test"]
+
+
+def test_grouped_split_and_no_image_in_two_splits():
+    from monai_cilmp.data.datalist import grouped_stratified_split, make_datalist
+
+    items = [(f"/x/{i}.png", i % 3) for i in range(60)]
+    groups = {p: f"g{i // 4}" for i, (p, _) in enumerate(items)}
+    splits = grouped_stratified_split(items, groups, 0.2, 0.2, seed=3)
+    where = {p: s for s, v in splits.items() for p, _ in v}
+    assert sorted(where) == sorted(p for p, _ in items)
+    for g in set(groups.values()):
+        assert len({where[p] for p, gg in groups.items() if gg == g}) == 1
+    assert all(counts_ for counts_ in (Counter(lab for _, lab in splits["training"]).values()))
+    with pytest.raises(ValueError, match="is in both the training and the test split"):
+        make_datalist({"training": [("/x/a.png", 0)], "test": [("/x/a.png", 0)]}, ["a"])

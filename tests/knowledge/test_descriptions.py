@@ -71,15 +71,27 @@ def test_unknown_dataset_and_class_list_the_valid_names():
 
 
 def test_without_a_dataset_unique_matches_are_curated_and_the_rest_generic():
-    out = describe(["bacterial pneumonia", "esophagitis", "normal", "mole", "melanoma", "normal lung"])
+    out = describe(["bacterial pneumonia", "esophagitis", "normal", "mole", "melanoma", "normal kidney"])
     assert out["bacterial pneumonia"].source == "curated:pneumonia3"  # a synonym of "bacteria pneumonia"
     assert "synonym" in out["bacterial pneumonia"].note
     assert out["esophagitis"].source == "curated:kvasir"
     assert out["melanoma"].source.startswith("curated:")  # several datasets, one shared text
     for name in ("normal", "mole"):  # several different curated texts: ambiguous
         assert out[name].source == "generic" and "give the dataset" in out[name].note
-    assert out["normal lung"] == generic_description("normal lung", note="no curated description of 'normal lung'")
-    assert out["normal lung"].text == "A medical image showing normal lung."
+    assert out["normal kidney"] == generic_description(
+        "normal kidney", note="no curated description of 'normal kidney'"
+    )
+    assert out["normal kidney"].text == "A medical image showing normal kidney."
+
+
+def test_normal_lung_and_normal_chest_x_ray_get_the_curated_normal_text():
+    normal = load_descriptions("pneumonia3")["normal"]
+    assert load_descriptions("pneumonia2")["normal"].text == normal.text  # one shared text: not ambiguous
+    out = describe(["normal lung", "Normal chest X-ray", "bacterial pneumonia", "viral pneumonia"])
+    for name in ("normal lung", "Normal chest X-ray"):
+        assert out[name].text == normal.text and out[name].source.startswith("curated:pneumonia")
+        assert out[name].note == f"'{name}' is a synonym of 'normal'"
+    assert out["viral pneumonia"].source == "curated:pneumonia3"
 
 
 def test_generic_description_uses_the_modality_with_the_right_article():
@@ -119,3 +131,19 @@ def test_description_files(tmp_path):
         load_description_file(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_description_file(tmp_path / "missing.json")
+
+
+def test_class_names_are_matched_with_the_one_shared_rule(tmp_path):
+    from monai_cilmp.data.datalist import match_label, normalise_class_name
+    from monai_cilmp.knowledge.vqa import collect_images
+
+    assert normalise_class_name(" Normal_Z-line ") == "normal z line"
+    out = describe(["normal z line", "Normal_Z-Line"], dataset="kvasir")
+    assert out["normal z line"].text == load_descriptions("kvasir")["normal z-line"].text
+    assert out["Normal_Z-Line"].text == out["normal z line"].text
+    assert describe(["normal z line"])["normal z line"].source == "curated:kvasir"
+    kvasir = get_dataset("kvasir").class_names
+    assert kvasir[match_label("normal z line", kvasir, "x")] == "normal z-line"
+    (tmp_path / "normal_z_line").mkdir()
+    (tmp_path / "normal_z_line" / "a.png").write_bytes(b"")
+    assert [p.name for p in collect_images(tmp_path, ["normal z-line"])["normal z-line"]] == ["a.png"]

@@ -47,3 +47,9 @@ def monochrome1_dicom(tmp_path) -> str:
     out = tmp_path / "mono1.dcm"
     ds.save_as(out)
     return str(out)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")),
+]

@@ -21,7 +21,7 @@ from monai_cilmp.transforms import (
     ToRGB,
 )
 
-from .conftest import nibabel_file
+from .conftest import DEVICES, nibabel_file
 
 
 def test_channel_conversions():
@@ -131,3 +131,23 @@ def test_field_of_view_crop_centres_the_disc():
     assert float(out[0, centre, centre]) == pytest.approx(0.8)
     assert float(out[0, 0, 0]) == 0.0
     assert PadToSquare()(torch.zeros(1, 3, 7)).shape == (1, 7, 7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_color_jitter_hue_on_device(device):
+    image = torch.rand(3, 8, 9)
+    jitter = RandColorJitter(prob=1.0, hue=0.2).set_random_state(5)
+    jitter.randomize()
+    expected = jitter(image, randomize=False)
+    assert jitter.factors[3] != 0
+    out = jitter(image.to(device), randomize=False)
+    assert out.device.type == device and out.dtype == torch.float32
+    torch.testing.assert_close(out.cpu(), expected)
+
+
+def test_hue_matrix_follows_device_and_dtype():
+    from monai_cilmp.transforms.color import _hue_matrix
+
+    matrix = _hue_matrix(0.1, "cpu", torch.float64)
+    assert matrix.dtype == torch.float64 and matrix.shape == (3, 3)
+    torch.testing.assert_close(_hue_matrix(0.0, "cpu", torch.float64), torch.eye(3, dtype=torch.float64))

@@ -19,7 +19,7 @@ from monai_cilmp.transforms import (
     ZScoreScaleIntensity,
 )
 
-from .conftest import dicom_file
+from .conftest import DEVICES, dicom_file
 
 
 def test_ct_windows_map_hounsfield_units():
@@ -95,3 +95,25 @@ def test_zscore_keeps_background_at_zero():
     assert float(foreground.mean()) == pytest.approx(0.5, abs=1e-5)
     with pytest.raises(ValueError, match="clip must be positive"):
         ZScoreScaleIntensity(clip=0)
+
+
+def test_speckle_percentiles_match_numpy():
+    from monai_cilmp.transforms.intensity import _percentiles
+
+    values = torch.from_numpy(np.random.default_rng(0).gamma(2.0, 30.0, 1001).astype(np.float32))
+    q = (0.0, 1.0, 37.5, 99.0, 100.0)
+    np.testing.assert_allclose(_percentiles(values, q), np.percentile(values.numpy(), q), rtol=1e-6)
+    image = torch.from_numpy(np.random.default_rng(1).gamma(2.0, 30.0, (1, 40, 40)).astype(np.float32))
+    scaled = SpeckleRobustScaleIntensity(lower=2, upper=98, radius=0, ignore_zeros=False)(image)
+    low, high = np.percentile(image.numpy(), [2, 98])
+    np.testing.assert_allclose(scaled.numpy(), np.clip((image.numpy() - low) / (high - low), 0, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_speckle_scaling_on_device(device):
+    image = torch.from_numpy(np.random.default_rng(2).gamma(2.0, 30.0, (1, 32, 32)).astype(np.float32))
+    image[:, :4] = 0
+    expected = SpeckleRobustScaleIntensity()(image)
+    out = SpeckleRobustScaleIntensity()(image.to(device))
+    assert out.device.type == device
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-5, rtol=1e-5)

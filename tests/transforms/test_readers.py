@@ -74,14 +74,87 @@ def test_header_window_is_applied_when_asked():
 
 def test_monochrome1_is_inverted(load, monochrome1_dicom):
     plain = load(dicom_file("MR_small.dcm"))[0]
+    ds = pydicom.dcmread(monochrome1_dicom)
     image = load(monochrome1_dicom)
     inverted = image[0]
-    torch.testing.assert_close(inverted, plain.max() + plain.min() - plain)
+    # around the theoretical range of the stored values (MR_small: 16 bits, signed), not the image's min/max
+    lo, hi = -(2.0 ** (ds.BitsStored - 1)), 2.0 ** (ds.BitsStored - 1) - 1
+    assert int(ds.PixelRepresentation) == 1
+    torch.testing.assert_close(inverted, lo + hi - plain)
     assert image.meta["PhotometricInterpretation"] == "MONOCHROME2"
     assert image.meta["OriginalPhotometricInterpretation"] == "MONOCHROME1" and bool(image.meta["Inverted"])
     kept = LoadMedicalImage(invert_monochrome1=False)(monochrome1_dicom)
     torch.testing.assert_close(kept[0], plain)
     assert kept.meta["PhotometricInterpretation"] == "MONOCHROME1"
+
+
+def _linear_window(x, center, width):
+    """DICOM PS3.3 C.11.2.1.2 LINEAR window, scaled to [0, 1]."""
+    return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def test_header_window_on_rescaled_ct_values(tmp_path):
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    assert float(ds.RescaleIntercept) != 0
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path)
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    windowed = LoadMedicalImage(dicom_voi_lut=True)(str(path))[0].numpy().astype(np.float64)
+    np.testing.assert_allclose(windowed, _linear_window(hu, 40.0, 400.0), atol=1e-6)
+    assert np.all(windowed[hu < -160] == 0) and np.all(windowed[hu > 240] == 1)
+    assert (hu < -160).any() and (hu > 240).any()
+    # 40 HU in the middle of the window
+    np.testing.assert_allclose(_linear_window(np.array([40.0]), 40.0, 400.0), 0.5, atol=2e-3)
+    near = np.abs(hu - 40) <= 2
+    if near.any():
+        np.testing.assert_allclose(windowed[near], 0.5, atol=0.01)
+
+
+def test_header_window_12_bit_unsigned_with_intercept(tmp_path):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    stored = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)
+    ds.Rows, ds.Columns = 64, 64
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.PixelData = stored.tobytes()
+    ds.file_meta = FileMetaDataset(ds.file_meta)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPInstanceUID = generate_uid()
+    path = tmp_path / "ct12.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    hu = stored.astype(np.float64) - 1024
+    windowed = LoadMedicalImage(dicom_voi_lut=True)(str(path))[0].numpy().astype(np.float64)
+    np.testing.assert_allclose(windowed, _linear_window(hu, 40.0, 400.0), atol=1e-6)
+    assert np.all(windowed[hu < -160] == 0) and np.all(windowed[hu > 240] == 1)
+
+
+def test_monochrome1_series_is_inverted_consistently(tmp_path, load):
+    series = os.path.join(os.path.dirname(dicom_file("CT_small.dcm")), "dicomdirtests", "77654033", "CT2")
+    names = sorted(os.listdir(series))
+    for i, name in enumerate(names):
+        ds = pydicom.dcmread(os.path.join(series, name))
+        plain_dir = tmp_path / "plain"
+        plain_dir.mkdir(exist_ok=True)
+        ds.save_as(plain_dir / f"{i:02d}.dcm")
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        (tmp_path / "mono1").mkdir(exist_ok=True)
+        ds.save_as(tmp_path / "mono1" / f"{i:02d}.dcm")
+    ds = pydicom.dcmread(os.path.join(series, names[0]))
+    plain = load(str(tmp_path / "plain"))[0]
+    inverted = load(str(tmp_path / "mono1"))[0]
+    slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+    bits = int(ds.BitsStored)
+    lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if int(ds.PixelRepresentation) else (0.0, 2.0**bits - 1)
+    lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
+    # one mapping for every slice: the sum is the same constant everywhere, so no jumps between slices
+    torch.testing.assert_close(plain + inverted, torch.full_like(plain, lo + hi))
+    per_slice_min = [float(plain[..., z].min()) for z in range(plain.shape[-1])]
+    assert len(set(per_slice_min)) > 1  # the slices really do have different ranges
 
 
 def test_multiframe_dicom_frames_on_the_last_axis(load):
