@@ -73,15 +73,16 @@ def create_evaluator(
     device = torch.device(device) if device is not None else default_device()
     use_amp, amp_kwargs = _amp_kwargs(device, amp)
 
-    def to_classes(output):
+    def to_scores_and_labels(output):
+        # (B, C) scores and (B,) labels: Ignite's multi-class case; argmax indices would be read as binary labels
         pred, label = from_engine(["pred", "label"])(output)
-        return torch.stack([p.argmax() for p in pred]), torch.stack([torch.as_tensor(t).view(()) for t in label])
+        return torch.stack(list(pred)), torch.stack([torch.as_tensor(t).view(()) for t in label])
 
     return SupervisedEvaluator(
         device=device,
         val_data_loader=data_loader,
         network=network,
-        key_val_metric={"val_accuracy": Accuracy(output_transform=to_classes)} if with_metric else None,
+        key_val_metric={"val_accuracy": Accuracy(output_transform=to_scores_and_labels)} if with_metric else None,
         val_handlers=list(handlers),
         amp=use_amp,
         amp_kwargs=amp_kwargs,

@@ -14,6 +14,7 @@ from monai_cilmp.engines import (
     atomic_torch_save,
     build_optimizer,
     build_scheduler,
+    create_evaluator,
     create_trainer,
     load_checkpoint,
     lr_factor,
@@ -130,3 +131,23 @@ def test_predict_returns_probabilities():
     probs, labels = predict(make_net(), val, device="cpu")
     assert probs.shape == (8, 2) and labels.tolist() == [0, 1] * 4
     assert probs.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_validation_accuracy_with_more_than_two_classes():
+    classes = ["a", "b", "c", "d"]
+    torch.manual_seed(0)
+    net = CILMP(
+        classes,
+        random_bank(classes, lengths=(3, 4, 5, 6), dim=16),
+        load_backbone("CILMP-Tiny", None),
+        text_prompt_depth=1,
+        vision_prompt_depth=1,
+    )
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.randn(3, 64, 64, generator=g), "label": i % 4} for i in range(8)]
+    loader = DataLoader(Dataset(items), batch_size=8, num_workers=0)
+    evaluator = create_evaluator(net, loader, device="cpu")
+    evaluator.run()
+    probs, labels = predict(net, loader, device="cpu")
+    expected = float((probs.argmax(axis=1) == labels).mean())
+    assert evaluator.state.metrics["val_accuracy"] == pytest.approx(expected)
