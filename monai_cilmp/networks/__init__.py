@@ -1,9 +1,24 @@
-"""Networks, their building blocks and the open_clip backbones they are built on."""
+"""Networks (CILMP and its baselines), their building blocks and the open_clip backbones they are built on."""
 
 from __future__ import annotations
 
 from . import blocks, nets
 from .backbones import Backbone, BackboneWeightsNotFoundError, load_backbone
-from .nets import CILMP
+from .nets import CILMP, IVLP, CoCoOp, CoOp, KgCoOp, LinearProbe, ZeroShotCLIP, build_method, list_methods
 
-__all__ = ["Backbone", "BackboneWeightsNotFoundError", "CILMP", "blocks", "load_backbone", "nets"]
+__all__ = [
+    "Backbone",
+    "BackboneWeightsNotFoundError",
+    "CILMP",
+    "CoCoOp",
+    "CoOp",
+    "IVLP",
+    "KgCoOp",
+    "LinearProbe",
+    "ZeroShotCLIP",
+    "blocks",
+    "build_method",
+    "list_methods",
+    "load_backbone",
+    "nets",
+]

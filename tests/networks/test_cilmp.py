@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_cilmp.knowledge import KnowledgeBank, KnowledgeClassMismatchError
-from monai_cilmp.networks import CILMP, load_backbone
+from monai_cilmp.networks import CILMP, IVLP, load_backbone
 from tests.conftest import CLASSES, random_bank
 
 
@@ -34,7 +34,9 @@ def _phi(module, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     return h + (source - h @ r) @ r.T
 
 
-def naive_logits(net: CILMP, backbone, bank: KnowledgeBank, x: torch.Tensor, p: int = 4, s: int = 4) -> torch.Tensor:
+def naive_logits(
+    net: CILMP, backbone, bank: KnowledgeBank | None, x: torch.Tensor, p: int = 4, s: int = 4
+) -> torch.Tensor:
     visual, tower = backbone.model.visual, net.text_tower
     tokenizer = backbone.tokenizer
     depth_v = 0 if net.vision_prompts is None else net.vision_prompts.shape[0]
@@ -53,7 +55,7 @@ def naive_logits(net: CILMP, backbone, bank: KnowledgeBank, x: torch.Tensor, p: 
             seq = block(seq)
         z = F.normalize(visual.ln_post(seq[:, 0]) @ visual.proj, dim=-1)[0]
         for c, name in enumerate(net.class_names):
-            knowledge = bank[name]
+            knowledge = bank[name] if bank is not None else torch.zeros(0, 1)
             length = knowledge.shape[0]
             ids = [tokenizer.sot_token_id] + [0] * (net.n_ctx + length) + tokenizer.encode(f"{name}.")
             ids = ids + [tokenizer.eot_token_id]
@@ -62,6 +64,10 @@ def naive_logits(net: CILMP, backbone, bank: KnowledgeBank, x: torch.Tensor, p: 
             text = backbone.model.token_embedding(torch.tensor(ids))[None]
             for j, block in enumerate(tower.transformer.resblocks):
                 if j < net.text_prompt_depth:
+                    start = 1 + net.n_ctx
+                    text = text.clone()
+                    text[0, 1:start] = net.text_prompts[j]
+                if j < net.text_prompt_depth and bank is not None and j < net.knowledge_depth:
                     layer = net.knowledge.layers[j]
                     tokens = []
                     for pos in range(length):
@@ -72,9 +78,6 @@ def naive_logits(net: CILMP, backbone, bank: KnowledgeBank, x: torch.Tensor, p: 
                         elif pos >= length - s:
                             h = _phi(layer.suffix, h, zz)
                         tokens.append(layer.projection.up @ (layer.projection.down @ h))
-                    start = 1 + net.n_ctx
-                    text = text.clone()
-                    text[0, 1:start] = net.text_prompts[j]
                     text[0, start : start + length] = torch.stack(tokens)
                 if j == 0:
                     text = text + tower.positional_embedding
@@ -95,6 +98,21 @@ def test_matches_naive_reading_of_the_method(tiny_backbone, conditional):
         got = net(x)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_shallow_knowledge_and_no_knowledge_match_the_naive_reading(tiny_backbone):
+    """``knowledge_depth=1``: knowledge tokens only at the input; ``knowledge=None`` (IVLP): context prompts only."""
+    bank = random_bank(lengths=(6, 3, 9, 5))
+    x = images(2)
+    shallow = build(tiny_backbone, bank, knowledge_depth=1, text_prompt_depth=4, vision_prompt_depth=3).eval()
+    assert len(shallow.knowledge.layers) == 1
+    ivlp = IVLP(CLASSES, tiny_backbone, text_prompt_depth=4, vision_prompt_depth=3).eval()
+    assert ivlp.knowledge is None and not ivlp.conditional and ivlp.knowledge_metadata == {}
+    with torch.no_grad():
+        torch.testing.assert_close(shallow(x), naive_logits(shallow, tiny_backbone, bank, x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ivlp(x), naive_logits(ivlp, tiny_backbone, None, x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"knowledge_depth must be between 1 and text_prompt_depth \(4\)"):
+        build(tiny_backbone, bank, knowledge_depth=5, text_prompt_depth=4)
 
 
 def test_output_shape_finite_and_exposed_attributes(tiny_backbone, bank):

@@ -60,3 +60,13 @@ def test_quick_gelu_is_openai_activation():
     x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(quick_gelu(x), x * torch.sigmoid(1.702 * x))
     assert torch.autograd.gradcheck(quick_gelu, (x,))
+
+
+def test_encode_texts_is_open_clip_and_cuts_long_texts_like_its_tokenizer(tiny_backbone):
+    tower = OpenCLIPTextTower(tiny_backbone.model, tiny_backbone.tokenizer)
+    texts = ["a chest x-ray.", " ".join(["opacity"] * 100)]
+    with pytest.raises(ValueError, match="needs .* tokens"):
+        tower.layout(texts, [0, 0])
+    with torch.no_grad():
+        expected = tiny_backbone.model.encode_text(tiny_backbone.tokenizer(texts))
+        torch.testing.assert_close(tower.encode_texts(texts, batch_size=1), expected, rtol=1e-5, atol=1e-5)

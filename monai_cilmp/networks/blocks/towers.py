@@ -163,22 +163,30 @@ class OpenCLIPTextTower(nn.Module):
         """Token ids of ``text`` without start/end tokens."""
         return list(self.tokenizer.encode(text))
 
-    def layout(self, texts: Sequence[str], n_slots: Sequence[int], truncate: bool = True) -> PromptLayout:
+    def layout(
+        self, texts: Sequence[str], n_slots: Sequence[int], truncate: bool = True, fit: bool = False
+    ) -> PromptLayout:
         """Lay out ``[SOT] <n_slots[c] slots> <texts[c]> [EOT]`` per class.
 
         Args:
             texts: text after the slots, per class (e.g. ``"melanoma."``).
             n_slots: number of learned/injected positions per class.
             truncate: cut every prompt after the longest EOT (exact for this causal encoder).
+            fit: cut a text that is too long for the context (keeping its start and the EOT, as open_clip's
+                tokenizer does) instead of raising.
 
         Raises:
-            ValueError: a prompt does not fit the context; the message names the class text and the sizes.
+            ValueError: a prompt does not fit the context (and ``fit`` is off); the message names the class text
+                and the sizes.
         """
         sot, eot = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
         placeholder = self.encode("x")[0]
         rows, pools = [], []
         for text, n in zip(texts, n_slots):
-            ids = [sot] + [placeholder] * int(n) + self.encode(text) + [eot]
+            text_ids = self.encode(text)
+            if fit:
+                text_ids = text_ids[: max(0, self.context_length - 2 - int(n))]
+            ids = [sot] + [placeholder] * int(n) + text_ids + [eot]
             if len(ids) > self.context_length:
                 raise ValueError(
                     f"The prompt for '{text}' needs {len(ids)} tokens ({n} of them prompt/knowledge slots) but the "
@@ -199,6 +207,25 @@ class OpenCLIPTextTower(nn.Module):
         if table is None:
             raise RuntimeError("The token embedding table was released; embed prompts before releasing it.")
         return table(token_ids.to(table.weight.device))
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Projected features ``(N, embed_dim)`` of plain texts (no slots, not normalised).
+
+        Equal to open_clip's ``model.encode_text(tokenizer(texts))``, long texts cut the same way; needs the token
+        table (call before :meth:`release_embeddings`). Gradients flow only if the caller enables them.
+
+        Args:
+            texts: the texts.
+            batch_size: texts per pass through the encoder.
+        """
+        texts = list(texts)
+        features = []
+        for i in range(0, len(texts), batch_size):
+            chunk = texts[i : i + batch_size]
+            layout = self.layout(chunk, [0] * len(chunk), truncate=True, fit=True)
+            x = self.embed(layout.token_ids)
+            features.append(self(x, layout.pool_index.to(x.device)))
+        return torch.cat(features)
 
     def release_embeddings(self) -> None:
         """Drop the reference to the token table (its memory is freed once the backbone model is gone too)."""

@@ -9,7 +9,7 @@ prompts. Only those prompts, interventions and projections train; CLIP stays fro
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,20 +17,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_cilmp.knowledge import KnowledgeBank
-from monai_cilmp.networks.backbones import Backbone, load_backbone
+from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
+
+from .base import CLIPClassifier, as_plain_tensor
 
 __all__ = ["CILMP"]
 
 
-class CILMP(nn.Module):
+class CILMP(CLIPClassifier):
     """The CILMP classifier on a frozen open_clip backbone.
 
     Args:
         class_names: class names in label order (label ``i`` is ``class_names[i]``); ``_`` reads as a space.
         knowledge: a :class:`~monai_cilmp.knowledge.KnowledgeBank` or the path of a saved one; it must hold
-            exactly ``class_names``.
+            exactly ``class_names``. ``None`` removes the knowledge tokens (independent V-L prompting; the prompts
+            are then the same for every image, whatever ``conditional`` says).
         backbone: open_clip model name, ``hf-hub:`` id, local folder, or an already loaded
             :class:`~monai_cilmp.networks.backbones.Backbone`.
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
@@ -39,7 +42,10 @@ class CILMP(nn.Module):
         n_ctx: number of learnable text context tokens.
         ctx_init: text whose token embeddings initialise the input context (``None``: random init); it must have
             ``n_ctx`` tokens.
-        text_prompt_depth: number of text layers that get their own context and knowledge tokens (>= 1).
+        text_prompt_depth: number of text layers that get their own context tokens (>= 1).
+        knowledge_depth: number of text layers that get their own knowledge tokens, between 1 and
+            ``text_prompt_depth`` (``None``: ``text_prompt_depth``, the paper; ``1``: the shallow ablation, knowledge
+            only at the input layer, later layers carry those positions on like ordinary tokens).
         vision_prompt_depth: number of image layers that get their own visual prompts (0 disables them).
         n_ctx_vision: number of visual prompt tokens.
         prefix_length: knowledge positions edited by the prefix intervention.
@@ -56,10 +62,12 @@ class CILMP(nn.Module):
         ValueError: a hyper-parameter does not fit the backbone (depths, prompt length, ``ctx_init``).
     """
 
+    prompt_parameters = ("text_prompts", "vision_prompts")
+
     def __init__(
         self,
         class_names: Sequence[str],
-        knowledge: KnowledgeBank | str | os.PathLike,
+        knowledge: KnowledgeBank | str | os.PathLike | None,
         backbone: str | Backbone = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
@@ -68,6 +76,7 @@ class CILMP(nn.Module):
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 12,
+        knowledge_depth: int | None = None,
         vision_prompt_depth: int = 12,
         n_ctx_vision: int = 4,
         prefix_length: int = 4,
@@ -78,34 +87,27 @@ class CILMP(nn.Module):
         truncate_context: bool = True,
     ) -> None:
         super().__init__()
-        class_names = [str(n) for n in class_names]
-        if not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}.")
-        bank = knowledge if isinstance(knowledge, KnowledgeBank) else KnowledgeBank.load(knowledge)
-        bank.check_classes(class_names)
-        if not isinstance(backbone, Backbone):
-            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir)
-        self.class_names = class_names
-        self.image_size = backbone.image_size
-        self.image_mean, self.image_std = tuple(backbone.mean), tuple(backbone.std)
-        self.backbone_name, self.backbone_pretrained = backbone.name, backbone.pretrained
+        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir)
+        class_names = self.class_names
+        bank = None
+        if knowledge is not None:
+            bank = knowledge if isinstance(knowledge, KnowledgeBank) else KnowledgeBank.load(knowledge)
+            bank.check_classes(class_names)
         self.text_tower = build_text_tower(backbone.model, backbone.tokenizer)
         self.vision_tower = build_vision_tower(backbone.model)
-        self.register_buffer("logit_scale", backbone.model.logit_scale.detach().clone().float(), persistent=False)
-        self.n_ctx, self.conditional = int(n_ctx), bool(conditional)
+        self.n_ctx, self.conditional = int(n_ctx), bool(conditional) and bank is not None
         self.text_prompt_depth, self.vision_prompt_depth = int(text_prompt_depth), int(vision_prompt_depth)
+        self.knowledge_depth = self.text_prompt_depth if knowledge_depth is None else int(knowledge_depth)
         self._check_depths(n_ctx_vision)
 
         width = self.text_tower.width
-        padded, lengths = bank.padded(class_names)
         texts = [f"{name.replace('_', ' ')}." for name in class_names]
-        layout = self.text_tower.layout(texts, (self.n_ctx + lengths).tolist(), truncate=truncate_context)
-        self.slot_start, self.max_knowledge = layout.slot_start, int(lengths.max())
-        self.register_buffer("pool_index", layout.pool_index, persistent=False)
-        # Frozen token embeddings of the prompts, kept (and saved with the frozen weights) instead of the whole
-        # token table, which nothing else needs.
-        with torch.no_grad():
-            self.register_buffer("prompt_embeddings", self.text_tower.embed(layout.token_ids).float())
+        if bank is not None:
+            padded, lengths = bank.padded(class_names)
+        else:
+            padded, lengths = None, torch.zeros(len(class_names), dtype=torch.long)
+        self._build_prompts(texts, (self.n_ctx + lengths).tolist(), truncate=truncate_context)
+        self.max_knowledge = int(lengths.max())
         self.text_prompts = nn.Parameter(self._init_text_prompts(ctx_init, width))
         self.text_tower.release_embeddings()
         self.vision_prompts = (
@@ -113,24 +115,24 @@ class CILMP(nn.Module):
             if self.vision_prompt_depth and n_ctx_vision
             else None
         )
-        embed_dim = self._embed_dim(backbone.model)
-        self.knowledge = KnowledgePrompt(
-            padded,
-            lengths,
-            out_dim=width,
-            num_layers=self.text_prompt_depth,
-            prefix_length=prefix_length,
-            suffix_length=suffix_length,
-            rank=rank,
-            cond_dim=embed_dim if conditional else None,
-            dropout=dropout,
+        self.knowledge = (
+            KnowledgePrompt(
+                padded,
+                lengths,
+                out_dim=width,
+                num_layers=self.knowledge_depth,
+                prefix_length=prefix_length,
+                suffix_length=suffix_length,
+                rank=rank,
+                cond_dim=self._embed_dim(backbone.model) if self.conditional else None,
+                dropout=dropout,
+            )
+            if bank is not None
+            else None
         )
-        self.knowledge_metadata: dict[str, Any] = {k: v for k, v in bank.metadata.items() if k != "texts"}
-
-    @staticmethod
-    def _embed_dim(model: nn.Module) -> int:
-        proj = model.visual.proj
-        return int(proj.shape[1]) if proj is not None else int(model.visual.output_dim)
+        self.knowledge_metadata: dict[str, Any] = (
+            {k: v for k, v in bank.metadata.items() if k != "texts"} if bank is not None else {}
+        )
 
     def _check_depths(self, n_ctx_vision: int) -> None:
         text_layers, vision_layers = self.text_tower.num_layers, self.vision_tower.num_layers
@@ -144,28 +146,19 @@ class CILMP(nn.Module):
                 f"vision_prompt_depth must be between 0 and the image encoder's {vision_layers} layers, "
                 f"got {self.vision_prompt_depth}."
             )
+        if not 1 <= self.knowledge_depth <= self.text_prompt_depth:
+            raise ValueError(
+                f"knowledge_depth must be between 1 and text_prompt_depth ({self.text_prompt_depth}), "
+                f"got {self.knowledge_depth}."
+            )
         if self.n_ctx < 0 or n_ctx_vision < 0:
             raise ValueError(f"n_ctx and n_ctx_vision must be >= 0, got {self.n_ctx} and {n_ctx_vision}.")
 
     def _init_text_prompts(self, ctx_init: str | None, width: int) -> torch.Tensor:
         prompts = torch.randn(self.text_prompt_depth, self.n_ctx, width) * 0.02
         if ctx_init:
-            ids = self.text_tower.encode(ctx_init.replace("_", " "))
-            if len(ids) != self.n_ctx:
-                raise ValueError(
-                    f"ctx_init '{ctx_init}' has {len(ids)} tokens but n_ctx is {self.n_ctx}: give a ctx_init of "
-                    f"{self.n_ctx} tokens or ctx_init=None for a random initialisation."
-                )
-            with torch.no_grad():
-                prompts[0] = self.text_tower.embed(torch.tensor(ids)).float()
+            prompts[0] = self._context_init(ctx_init, self.n_ctx, width)
         return prompts
-
-    def train(self, mode: bool = True) -> CILMP:
-        """Set training mode for the prompt modules; the frozen towers always stay in eval mode."""
-        super().train(mode)
-        self.text_tower.eval()
-        self.vision_tower.eval()
-        return self
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised embeddings ``(B, embed_dim)`` of a normalised ``(B, 3, H, W)`` batch, with visual prompts."""
@@ -197,47 +190,13 @@ class CILMP(nn.Module):
         n_img = x.shape[0]
         start, stop = self.slot_start + self.n_ctx, self.slot_start + self.n_ctx + self.max_knowledge
         ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, x.shape[1], -1, -1)
+        if self.knowledge is None or layer >= self.knowledge_depth:
+            return torch.cat([x[:, :, : self.slot_start], ctx, x[:, :, start:]], dim=2)
         tokens = self.knowledge(layer, z).to(x.dtype)
         knowledge = torch.where(self.knowledge.valid[None, :, :, None], tokens, x[:, :, start:stop])
         return torch.cat([x[:, :, : self.slot_start], ctx, knowledge, x[:, :, stop:]], dim=2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, C)`` for a normalised image batch ``(B, 3, H, W)``."""
-        if hasattr(images, "as_tensor"):  # a MONAI MetaTensor: its metadata tracking would only slow every op down
-            images = images.as_tensor()
-        z = self.encode_image(images)
-        text = self.encode_prompts(z)
-        scale = self.logit_scale.exp()
-        if self.conditional:
-            return scale * torch.einsum("be,bce->bc", z, text.to(z.dtype))
-        return scale * z @ text[0].to(z.dtype).T
-
-    # ----- trainable state -----------------------------------------------------------------------------------
-
-    def prompt_parameter_names(self) -> list[str]:
-        """Names of the prompt parameters (averaged by Gaussian prompt aggregation); interventions are not."""
-        return [n for n, _ in self.named_parameters() if n in ("text_prompts", "vision_prompts")]
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the trained parameters (prompts, interventions, projections), detached; CLIP is not included."""
-        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
-
-    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load what :meth:`trainable_state_dict` returned.
-
-        Raises:
-            ValueError: keys or shapes differ; the message lists them.
-        """
-        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        missing = sorted(set(params) - set(state))
-        unexpected = sorted(set(state) - set(params))
-        wrong = [n for n in params if n in state and tuple(state[n].shape) != tuple(params[n].shape)]
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"The trained state does not fit this CILMP: missing {missing or 'none'}, unexpected "
-                f"{unexpected or 'none'}, wrong shapes {wrong or 'none'}; build the network with the same classes, "
-                "knowledge bank and hyper-parameters as the run that saved it."
-            )
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(state[n])
+        z = self.encode_image(as_plain_tensor(images))
+        return self._logits(z, self.encode_prompts(z))

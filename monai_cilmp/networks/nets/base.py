@@ -1,0 +1,250 @@
+"""The interface every classifier of this package shares (CILMP and its baselines), implemented once.
+
+A network here is a frozen open_clip backbone plus a few trained parameters. The engines rely on:
+
+- the constructor taking ``class_names``, ``backbone`` (a name or a loaded
+  :class:`~monai_cilmp.networks.backbones.Backbone`), ``pretrained``, ``offline`` and ``cache_dir``;
+- the attributes ``class_names``, ``image_size``, ``image_mean``, ``image_std``, ``backbone_name``,
+  ``backbone_pretrained`` (to build transforms and record a run);
+- ``forward(images) -> (B, C)`` logits, MONAI ``MetaTensor`` inputs accepted;
+- ``train()`` that keeps the frozen towers in eval mode;
+- :meth:`~CLIPClassifier.trainable_state_dict` / :meth:`~CLIPClassifier.load_trainable_state_dict` (checkpoints
+  hold only what trains), :meth:`~CLIPClassifier.prompt_parameter_names` (what Gaussian prompt aggregation
+  averages) and :meth:`~CLIPClassifier.regularization_loss` (a term the engine adds to the loss, or ``None``).
+
+:class:`CLIPClassifier` provides all of that, plus the text-prompt plumbing the prompt learners share (prompt
+layout, context initialisation, splicing learned tokens into a prompt, frozen class text embeddings).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cilmp.networks.backbones import Backbone, load_backbone
+
+__all__ = ["CLIPClassifier", "OptionEnum", "as_plain_tensor", "check_class_names", "look_up", "splice_tokens"]
+
+
+class OptionEnum(str, Enum):
+    """A string option (like ``monai.utils.StrEnum``, defined here so that importing the networks stays light)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def look_up(option: Any, supported: Collection | type[Enum]) -> Any:
+    """``monai.utils.look_up_option`` (did-you-mean errors), importing MONAI only when an option is checked."""
+    from monai.utils import look_up_option
+
+    return look_up_option(option, supported)
+
+
+def as_plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """``x`` without MONAI ``MetaTensor`` metadata (whose tracking only slows every op down here)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def check_class_names(class_names: Sequence[str]) -> list[str]:
+    """``class_names`` as a list of strings.
+
+    Raises:
+        ValueError: empty or repeated names.
+    """
+    names = [str(n) for n in class_names]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"class_names must be a non-empty list of distinct names, got {names}.")
+    return names
+
+
+def splice_tokens(x: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
+    """``x`` with positions ``start .. start + n`` of its token axis (``-2``) replaced by ``tokens`` (``n`` of them).
+
+    Args:
+        x: ``(..., T, width)`` prompt embeddings.
+        start: first replaced position.
+        tokens: ``(..., n, width)``, broadcastable to ``x``'s leading shape.
+    """
+    n = tokens.shape[-2]
+    lead = torch.broadcast_shapes(x.shape[:-2], tokens.shape[:-2])
+    x = x.expand(*lead, *x.shape[-2:])
+    tokens = tokens.to(x.dtype).expand(*lead, *tokens.shape[-2:])
+    return torch.cat([x[..., :start, :], tokens, x[..., start + n :, :]], dim=-2)
+
+
+class CLIPClassifier(nn.Module):
+    """Base of the classifiers on a frozen open_clip backbone; see the module docstring for the interface.
+
+    Subclasses call :meth:`_init_classifier` first thing in their constructor, register the towers they use as
+    ``text_tower`` / ``vision_tower`` (kept in eval mode by :meth:`train`), and name their prompt parameters in
+    :attr:`prompt_parameters`.
+    """
+
+    #: names of the parameters Gaussian prompt aggregation averages (those that exist).
+    prompt_parameters: tuple[str, ...] = ()
+
+    class_names: list[str]
+    image_size: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    backbone_name: str
+    backbone_pretrained: str | None
+    logit_scale: torch.Tensor
+
+    def _init_classifier(
+        self,
+        class_names: Sequence[str],
+        backbone: str | Backbone,
+        pretrained: str | None,
+        offline: bool,
+        cache_dir: str | os.PathLike | None,
+    ) -> Backbone:
+        """Check the class names, load the backbone if needed, set the shared attributes; returns the backbone."""
+        self.class_names = check_class_names(class_names)
+        if not isinstance(backbone, Backbone):
+            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir)
+        self.image_size = backbone.image_size
+        self.image_mean, self.image_std = tuple(backbone.mean), tuple(backbone.std)
+        self.backbone_name, self.backbone_pretrained = backbone.name, backbone.pretrained
+        self.register_buffer("logit_scale", backbone.model.logit_scale.detach().clone().float(), persistent=False)
+        return backbone
+
+    @staticmethod
+    def _embed_dim(model: nn.Module) -> int:
+        """Size of the joint image-text embedding of an open_clip model."""
+        proj = getattr(model.visual, "proj", None)
+        return int(proj.shape[1]) if proj is not None else int(model.visual.output_dim)
+
+    # ----- modes and encoders ------------------------------------------------------------------------------------
+
+    def frozen_towers(self) -> list[nn.Module]:
+        """The frozen encoder towers this network runs (always in eval mode)."""
+        return [m for m in (getattr(self, "text_tower", None), getattr(self, "vision_tower", None)) if m is not None]
+
+    def train(self, mode: bool = True) -> CLIPClassifier:
+        """Set training mode for the trained modules; the frozen towers always stay in eval mode."""
+        super().train(mode)
+        for tower in self.frozen_towers():
+            tower.eval()
+        return self
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised embeddings ``(B, embed_dim)`` of a normalised ``(B, 3, H, W)`` batch."""
+        return F.normalize(self.vision_tower(as_plain_tensor(images)), dim=-1)
+
+    def _logits(self, image_embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine logits ``(B, C)`` from image embeddings ``(B, e)`` and class features.
+
+        Args:
+            image_embeddings: normalised ``(B, e)``.
+            text: normalised ``(C, e)``, ``(1, C, e)`` (shared by all images) or ``(B, C, e)`` (per image).
+        """
+        scale = self.logit_scale.exp()
+        text = text.to(image_embeddings.dtype)
+        if text.ndim == 3 and text.shape[0] != 1:
+            return scale * torch.einsum("be,bce->bc", image_embeddings, text)
+        return scale * image_embeddings @ text.reshape(-1, text.shape[-1]).T
+
+    # ----- shared text-prompt plumbing ---------------------------------------------------------------------------
+
+    def _build_prompts(self, texts: Sequence[str], n_slots: Sequence[int], truncate: bool = True) -> None:
+        """Lay out one prompt per class and keep its frozen token embeddings.
+
+        Registers ``prompt_embeddings`` ``(C, T, width)`` (saved with the frozen weights) and ``pool_index``, and sets
+        ``slot_start``. Needs ``self.text_tower`` with its token table.
+        """
+        layout = self.text_tower.layout(list(texts), list(n_slots), truncate=truncate)
+        self.slot_start = layout.slot_start
+        self.register_buffer("pool_index", layout.pool_index, persistent=False)
+        with torch.no_grad():
+            self.register_buffer("prompt_embeddings", self.text_tower.embed(layout.token_ids).float())
+
+    def _context_init(self, ctx_init: str | None, n_ctx: int, width: int) -> torch.Tensor:
+        """``(n_ctx, width)`` initial context: token embeddings of ``ctx_init``, or N(0, 0.02²) when ``None``.
+
+        Raises:
+            ValueError: ``ctx_init`` does not have ``n_ctx`` tokens.
+        """
+        if not ctx_init:
+            return torch.randn(n_ctx, width) * 0.02
+        ids = self.text_tower.encode(ctx_init.replace("_", " "))
+        if len(ids) != n_ctx:
+            raise ValueError(
+                f"ctx_init '{ctx_init}' has {len(ids)} tokens but n_ctx is {n_ctx}: give a ctx_init of "
+                f"{n_ctx} tokens or ctx_init=None for a random initialisation."
+            )
+        with torch.no_grad():
+            return self.text_tower.embed(torch.tensor(ids)).float().cpu()
+
+    @torch.no_grad()
+    def _class_text_embeddings(self, prompts: Mapping[str, Sequence[str]]) -> torch.Tensor:
+        """``(C, e)`` frozen class embeddings: per class, the normalised mean of its texts' normalised embeddings.
+
+        Needs ``self.text_tower`` with its token table (or any tower with ``encode_texts``).
+
+        Raises:
+            ValueError: a class of ``class_names`` without texts.
+        """
+        texts: list[str] = []
+        counts: list[int] = []
+        for name in self.class_names:
+            variants = [prompts[name]] if isinstance(prompts.get(name), str) else list(prompts.get(name) or ())
+            if not variants:
+                raise ValueError(f"Class '{name}' has no prompt texts; give at least one per class.")
+            texts += [str(v) for v in variants]
+            counts.append(len(variants))
+        features = F.normalize(self.text_tower.encode_texts(texts).float(), dim=-1)
+        # a single text is used as it is (renormalising would move its last bits: KgCoOp's regulariser is exactly
+        # zero at initialisation because the learned and hand-crafted features are then bitwise equal)
+        rows = [
+            chunk[0] if len(chunk) == 1 else F.normalize(chunk.mean(dim=0), dim=-1) for chunk in features.split(counts)
+        ]
+        return torch.stack(rows).cpu()
+
+    # ----- trainable state -----------------------------------------------------------------------------------
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The trained parameters by name (everything of CLIP is frozen)."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def num_trainable_parameters(self) -> int:
+        """Number of trained scalars (for comparison tables)."""
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def prompt_parameter_names(self) -> list[str]:
+        """Names of the prompt parameters (averaged by Gaussian prompt aggregation); may be empty."""
+        return [n for n, _ in self.named_parameters() if n in self.prompt_parameters]
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """A term to add to the classification loss (``None``: the method has none). See :class:`KgCoOp`."""
+        return None
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained parameters, detached; CLIP is not included."""
+        return {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load what :meth:`trainable_state_dict` returned.
+
+        Raises:
+            ValueError: keys or shapes differ; the message lists them.
+        """
+        params = self.trainable_parameters()
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        wrong = [n for n in params if n in state and tuple(state[n].shape) != tuple(params[n].shape)]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"The trained state does not fit this {type(self).__name__}: missing {missing or 'none'}, unexpected "
+                f"{unexpected or 'none'}, wrong shapes {wrong or 'none'}; build the network with the same classes, "
+                "knowledge and hyper-parameters as the run that saved it."
+            )
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state[n])

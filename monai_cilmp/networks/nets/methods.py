@@ -1,0 +1,220 @@
+"""The methods a comparison runs, by the names used on a command line, and how to build each one.
+
+A small registry in the spirit of timm's: every name maps to a :class:`MethodSpec` (the network class, its
+constructor defaults, and the facts an engine needs: does it train, does it need a knowledge bank or class
+descriptions, does its recipe use Gaussian prompt aggregation, can it train on cached image features).
+:func:`build_method` builds the network; unknown names get MONAI's "did you mean" error.
+
+=========================  =========================================================================
+name                       network
+=========================  =========================================================================
+``zero-shot-name``         :class:`ZeroShotCLIP`, bare class names
+``zero-shot-template``     :class:`ZeroShotCLIP`, "a photo of a {}."
+``zero-shot-ensemble``     :class:`ZeroShotCLIP`, :data:`MEDICAL_TEMPLATES`
+``zero-shot-attributes``   :class:`ZeroShotCLIP`, attribute prompts (+ synonyms) from the descriptions
+``zero-shot-descriptions`` :class:`ZeroShotCLIP`, the description texts
+``linear-probe``           :class:`LinearProbe`, random head, on cached features
+``linear-probe-zs``        :class:`LinearProbe`, head initialised from the zero-shot classifier
+``coop``                   :class:`CoOp`, 16 unified context tokens
+``coop-csc``               :class:`CoOp`, 16 class-specific context tokens
+``cocoop``                 :class:`CoCoOp`, 4 tokens from "a photo of a" + meta-network
+``kgcoop``                 :class:`KgCoOp`, 4 tokens from "a photo of a", lambda = 8
+``ivlp``                   :class:`IVLP`, CILMP's deep V-L prompts without knowledge
+``cilmp``                  :class:`CILMP`, the paper's defaults
+``cilmp-uncond``           :class:`CILMP`, ``conditional=False``
+``cilmp-shallow``          :class:`CILMP`, ``knowledge_depth=1``
+``cilmp-nogpa``            :class:`CILMP`, trained without GPA (recipe ``gpa_std=0``; the network is ``cilmp``)
+=========================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from monai_cilmp.networks.backbones import Backbone
+
+from .base import CLIPClassifier, look_up
+from .cilmp import CILMP
+from .cocoop import CoCoOp
+from .coop import CoOp
+from .ivlp import IVLP
+from .kgcoop import KgCoOp
+from .linear_probe import LinearProbe
+from .zeroshot import ZeroShotCLIP, knowledge_prompts
+
+__all__ = ["METHODS", "MethodSpec", "build_method", "get_method", "list_methods", "register_method"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method is and what running it needs.
+
+    Attributes:
+        name: the command-line name.
+        network: the network class.
+        summary: one line for tables and ``--help``.
+        kwargs: constructor defaults (overridden by :func:`build_method`'s keywords).
+        needs_training: ``False`` for zero-shot methods (evaluate only).
+        needs_knowledge: needs a knowledge bank (``knowledge=``).
+        uses_descriptions: builds its texts from class descriptions (``descriptions=`` / ``dataset=``; the curated
+            ones by default).
+        gpa: the recipe uses Gaussian prompt aggregation (otherwise ``gpa_std=0``).
+        cached_features: can train on cached image features (:func:`~monai_cilmp.networks.nets.extract_features`).
+        knowledge_text: for ``uses_descriptions``: the :class:`~monai_cilmp.networks.nets.KnowledgeText` kind.
+    """
+
+    name: str
+    network: type[CLIPClassifier]
+    summary: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    needs_training: bool = True
+    needs_knowledge: bool = False
+    uses_descriptions: bool = False
+    gpa: bool = False
+    cached_features: bool = False
+    knowledge_text: str = "attributes"
+
+    @property
+    def recipe_overrides(self) -> dict[str, Any]:
+        """Training-recipe fields this method changes (``TrainingRecipe`` names)."""
+        return {} if self.gpa else {"gpa_std": 0.0}
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec, overwrite: bool = False) -> MethodSpec:
+    """Add a method to the registry.
+
+    Raises:
+        ValueError: the name is taken and ``overwrite`` is off.
+    """
+    if spec.name in METHODS and not overwrite:
+        raise ValueError(f"A method named '{spec.name}' is already registered.")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def list_methods() -> list[str]:
+    """The registered method names, in registration order."""
+    return list(METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of ``name``.
+
+    Raises:
+        ValueError: unknown name, with a did-you-mean suggestion and the valid names.
+    """
+    return look_up(str(name), METHODS)
+
+
+def build_method(
+    name: str,
+    class_names: Sequence[str],
+    backbone: str | Backbone = "ViT-B-16",
+    pretrained: str | None = "openai",
+    *,
+    knowledge: Any = None,
+    descriptions: Mapping[str, Any] | str | os.PathLike | None = None,
+    dataset: str | None = None,
+    offline: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> CLIPClassifier:
+    """Build the network of method ``name``.
+
+    Pass a loaded :class:`~monai_cilmp.networks.backbones.Backbone` to build several methods on one backbone (the
+    networks share its frozen modules; nothing is copied).
+
+    Args:
+        name: a registered method name (:func:`list_methods`).
+        class_names: class names in label order.
+        backbone: model name or loaded backbone.
+        pretrained: pretrained tag or checkpoint file (``None``: random weights).
+        knowledge: knowledge bank or its path, for methods that need one (ignored by the others).
+        descriptions: class descriptions (mapping or file) for methods that use them; default the curated ones.
+        dataset: registry name of the dataset, to pick its curated descriptions.
+        offline: never download backbone weights.
+        cache_dir: where backbone weights are cached.
+        **kwargs: constructor keywords overriding the method's defaults.
+
+    Raises:
+        ValueError: unknown method, or a method that needs a knowledge bank without one.
+    """
+    spec = get_method(name)
+    options = {**spec.kwargs, **kwargs}
+    if spec.needs_knowledge:
+        if knowledge is None:
+            raise ValueError(
+                f"Method '{spec.name}' needs a knowledge bank: build one with `monai-cilmp knowledge extract` and "
+                "pass its path as knowledge."
+            )
+        options["knowledge"] = knowledge
+    if spec.uses_descriptions and "prompts" not in options:
+        options["prompts"] = knowledge_prompts(class_names, descriptions, dataset, spec.knowledge_text)
+    return spec.network(
+        class_names, backbone=backbone, pretrained=pretrained, offline=offline, cache_dir=cache_dir, **options
+    )
+
+
+for _spec in (
+    MethodSpec("zero-shot-name", ZeroShotCLIP, "zero-shot CLIP, bare class names", {"text": "name"}, False),
+    MethodSpec("zero-shot-template", ZeroShotCLIP, "zero-shot CLIP, 'a photo of a {}.'", {"text": "template"}, False),
+    MethodSpec(
+        "zero-shot-ensemble", ZeroShotCLIP, "zero-shot CLIP, medical template ensemble", {"text": "ensemble"}, False
+    ),
+    MethodSpec(
+        "zero-shot-attributes",
+        ZeroShotCLIP,
+        "zero-shot CLIP, attribute prompts (averaged over synonyms)",
+        {"text": "descriptions"},
+        False,
+        uses_descriptions=True,
+    ),
+    MethodSpec(
+        "zero-shot-descriptions",
+        ZeroShotCLIP,
+        "zero-shot CLIP, class description texts",
+        {"text": "descriptions"},
+        False,
+        uses_descriptions=True,
+        knowledge_text="descriptions",
+    ),
+    MethodSpec("linear-probe", LinearProbe, "linear probe on frozen image features", cached_features=True),
+    MethodSpec(
+        "linear-probe-zs",
+        LinearProbe,
+        "linear probe initialised from zero-shot CLIP",
+        {"init": "zero-shot"},
+        cached_features=True,
+    ),
+    MethodSpec("coop", CoOp, "CoOp, 16 unified context tokens", {"n_ctx": 16}),
+    MethodSpec("coop-csc", CoOp, "CoOp, 16 class-specific context tokens", {"n_ctx": 16, "class_specific": True}),
+    MethodSpec("cocoop", CoCoOp, "CoCoOp, image-conditioned context"),
+    MethodSpec("kgcoop", KgCoOp, "KgCoOp, CoOp + knowledge-guided regulariser"),
+    MethodSpec("ivlp", IVLP, "deep vision-language prompts without knowledge", gpa=True),
+    MethodSpec("cilmp", CILMP, "CILMP", needs_knowledge=True, gpa=True),
+    MethodSpec(
+        "cilmp-uncond",
+        CILMP,
+        "CILMP without image conditioning",
+        {"conditional": False},
+        needs_knowledge=True,
+        gpa=True,
+    ),
+    MethodSpec(
+        "cilmp-shallow",
+        CILMP,
+        "CILMP, knowledge at the input layer only",
+        {"knowledge_depth": 1},
+        needs_knowledge=True,
+        gpa=True,
+    ),
+    MethodSpec("cilmp-nogpa", CILMP, "CILMP trained without GPA", needs_knowledge=True, gpa=False),
+):
+    register_method(_spec)
+del _spec
