@@ -49,3 +49,14 @@ def test_bench_reports_json(tmp_path, capsys):
     assert 0 < report["utilisation"]["train"] < 1.5
     assert report["speedup_vs_full_context"]["train_flops"] > 1
     assert report["full_context"]["train_gflop_per_step"] > report["cilmp"]["train_gflop_per_step"]
+
+
+def test_predict_collects_images_but_not_hidden_files(tmp_path):
+    from monai_cilmp.cli.predict import collect_images
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / ".lock").write_bytes(b"")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "b.png").write_bytes(b"x")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert collect_images([str(tmp_path)]) == [str(tmp_path / "a.png")]

@@ -27,12 +27,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def collect_images(inputs: list[str]) -> list[str]:
-    """Files named directly plus every file under named folders (skipping the toolkit's own outputs)."""
+    """Files named directly plus every file under named folders (skipping hidden files and the toolkit's outputs)."""
     images: list[str] = []
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            images += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() not in _SKIP)
+            images += sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() not in _SKIP
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file():
             images.append(str(path))
         else:

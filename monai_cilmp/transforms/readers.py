@@ -290,7 +290,10 @@ class DicomReader(ImageReader):
 
     def _pixels(self, ds: Any) -> tuple[np.ndarray, str, bool, bool]:
         """Decoded, rescaled, windowed and inverted pixels of one data set, its interpretation and the flags."""
-        from pydicom.pixels import apply_color_lut, apply_modality_lut
+        try:
+            from pydicom.pixels import apply_color_lut, apply_modality_lut
+        except ImportError:  # pydicom 2, which MONAI Label's environment needs (pydicom-seg fails on pydicom 3)
+            from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut
 
         path = str(ds.filename)
         interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -378,7 +381,10 @@ def _apply_voi(array: np.ndarray, ds: Any) -> np.ndarray:
     so it does not depend on how pydicom guesses the rescaled output range; a VOI LUT sequence and a SIGMOID
     window go through pydicom, normalised with exactly the output range pydicom uses.
     """
-    from pydicom.pixels import apply_voi_lut
+    try:
+        from pydicom.pixels import apply_voi_lut
+    except ImportError:  # pydicom 2
+        from pydicom.pixel_data_handlers.util import apply_voi_lut
 
     if "VOILUTSequence" in ds:
         bits = _voi_output_bits(ds)
