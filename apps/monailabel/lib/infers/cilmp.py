@@ -1,0 +1,187 @@
+"""The classification infer task: one trained CILMP run served through MONAI Label.
+
+The network and the preprocessing are rebuilt exactly as ``monai-cilmp predict --run DIR`` rebuilds them: the run's
+checkpoint metadata become overrides of the CILMP bundle's ``inference.json`` (``run_overrides``), whose ``network``
+gets the trained state and whose ``preprocessing`` is the training preset's evaluation pipeline. Class probabilities
+come from the library's ``predict`` (the same evaluator, autocast and softmax as the command line).
+
+Unlike MONAI Label's generic ``BundleInferTask`` this task has no post-restore step (``Restored`` would try to put a
+class-score vector back into image space) and no post-transforms at all: the writer turns the probabilities into
+JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CILMPClassification", "ImageInputError"]
+
+
+class ImageInputError(ValueError):
+    """The requested image cannot be read as an image; the message is one sentence naming the file.
+
+    ``missing`` is true when the file does not exist (rather than not being a readable image).
+    """
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def _image_error(error: BaseException) -> BaseException | None:
+    """The reader's own error (unreadable or missing file) somewhere in an exception's chain, if any."""
+    from monai_cilmp.transforms.readers import ImageReadError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ImageReadError, FileNotFoundError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class CILMPClassification(BasicInferTask):
+    """Class probabilities of one image with a trained CILMP run (a folder with ``checkpoints/<name>.pt``).
+
+    Args:
+        run_dir: the run folder written by ``monai-cilmp train`` or the CILMP bundle's ``train.json``.
+        checkpoint: ``"final"`` (default) or ``"last"``.
+        description: shown by ``/info/``.
+        preload: build the network now (on the default device) instead of at the first request.
+
+    Raises:
+        FileNotFoundError: the checkpoint or the run's knowledge bank is missing.
+        ValueError: the checkpoint was not written by a CILMP training run.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, checkpoint: str = "final", description: str | None = None, preload: bool = False
+    ) -> None:
+        from monai_cilmp.cli.evaluate import run_overrides
+
+        self.run_dir = Path(run_dir).resolve()
+        self.checkpoint = self.run_dir / "checkpoints" / f"{checkpoint}.pt"
+        self.overrides = run_overrides(self.run_dir, self.checkpoint)
+        self._check_knowledge()
+        self.class_names = [str(n) for n in self.overrides["class_names"]]
+        self.preset = str(self.overrides["preset"])
+        self._loaded: dict[str, tuple[Any, Any, float]] = {}
+        self._lock = threading.Lock()
+        super().__init__(
+            path=str(self.checkpoint),
+            network=None,
+            type=InferType.CLASSIFICATION,
+            labels=self.class_names,
+            dimension=2,
+            description=description
+            or f"CILMP classifier ({self.overrides['backbone']}, {self.preset} preset) from {self.run_dir.name}",
+        )
+        if preload:
+            from monailabel.utils.others.generic import name_to_device
+
+            self._load(name_to_device(None))
+
+    def _check_knowledge(self) -> None:
+        """The run records its knowledge bank by absolute path; a run copied elsewhere may carry it alongside."""
+        recorded = Path(self.overrides["knowledge_file"])
+        if recorded.is_file():
+            return
+        for candidate in (self.run_dir / recorded.name, self.run_dir / "knowledge.safetensors"):
+            if candidate.is_file():
+                logger.info(f"Knowledge bank {recorded} is missing; using the run's copy {candidate}")
+                self.overrides["knowledge_file"] = str(candidate)
+                self.overrides["network_def#knowledge"] = str(candidate)
+                return
+        raise FileNotFoundError(
+            f"The knowledge bank '{recorded}' this run was trained with does not exist: copy it to "
+            f"'{self.run_dir / recorded.name}'."
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **super().info(),
+            "preset": self.preset,
+            "backbone": self.overrides["backbone"],
+            "checkpoint": self.checkpoint.name,
+        }
+
+    def is_valid(self) -> bool:
+        return self.checkpoint.is_file()
+
+    def _load(self, device: str) -> tuple[Any, Any]:
+        """The network (trained state loaded, eval mode, on ``device``) and the preprocessing, built once per device
+        and rebuilt when the checkpoint file changes."""
+        from monai_cilmp.cli._bundle import parse_bundle
+        from monai_cilmp.engines import load_checkpoint
+
+        device = str(device)
+        with self._lock:
+            mtime = self.checkpoint.stat().st_mtime
+            cached = self._loaded.get(device)
+            if cached is not None and cached[2] == mtime:
+                return cached[0], cached[1]
+            logger.info(f"Building the CILMP network of {self.run_dir} on {device}")
+            parser = parse_bundle(["inference.json"], {**self.overrides, "device": device})
+            network = parser.get_parsed_content("network")
+            network.load_trainable_state_dict(load_checkpoint(self.checkpoint)["network"])
+            network.eval()
+            preprocessing = parser.get_parsed_content("preprocessing")
+            self._loaded[device] = (network, preprocessing, mtime)
+            return network, preprocessing
+
+    def pre_transforms(self, data: dict[str, Any] | None = None) -> list:
+        from monailabel.utils.others.generic import name_to_device
+
+        device = data.get("device") if data else None
+        _, preprocessing = self._load(name_to_device(device))
+        return [preprocessing]
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms) -> dict[str, Any]:
+        try:
+            return super().run_pre_transforms(data, transforms)
+        except Exception as e:
+            cause = _image_error(e)
+            if cause is None:
+                raise
+            raise ImageInputError(str(cause), missing=isinstance(cause, FileNotFoundError)) from e
+
+    def post_transforms(self, data: dict[str, Any] | None = None) -> list:
+        return []  # the probabilities are final; in particular no Restored step
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        from monai.data import DataLoader, Dataset
+
+        from monai_cilmp.engines import predict
+
+        network, _ = self._load(device)
+        loader = DataLoader(Dataset([{self.input_key: data[self.input_key]}]), batch_size=1, num_workers=0)
+        probs, _ = predict(network, loader, device)
+        data[self.output_label_key] = probs[0]
+        return data
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
+        """``prediction`` in MONAI Label's classification format plus ``predicted`` and ``probabilities``."""
+        probs = [float(p) for p in np.asarray(data[self.output_label_key], dtype=np.float64).reshape(-1)]
+        best = int(np.argmax(probs))
+        return None, {
+            "prediction": [{"idx": i, "label": n, "score": p} for i, (n, p) in enumerate(zip(self.class_names, probs))],
+            "predicted": self.class_names[best],
+            "probabilities": dict(zip(self.class_names, probs)),
+        }
+
+    def clear(self) -> None:
+        super().clear()
+        self._loaded.clear()
+
+    clear_cache = clear
