@@ -106,10 +106,8 @@ def save_confusion_matrix(
     Returns:
         the CSV and PNG paths.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure (no pyplot): saving must not switch the backend of a notebook or program that imported us
+    from matplotlib.figure import Figure
 
     m = np.asarray(matrix, dtype=int)
     prefix = Path(out_prefix)
@@ -123,7 +121,8 @@ def save_confusion_matrix(
 
     def write_png(tmp: str) -> None:
         size = max(4.0, 0.6 * len(class_names) + 2)
-        fig, ax = plt.subplots(figsize=(size + 1, size))
+        fig = Figure(figsize=(size + 1, size))
+        ax = fig.subplots()
         shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
         image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
@@ -136,7 +135,6 @@ def save_confusion_matrix(
         fig.colorbar(image, ax=ax, label="fraction of the true class")
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
 
     csv_path = atomic_write(prefix.with_suffix(".csv"), write_csv)
     png_path = atomic_write(prefix.with_suffix(".png"), write_png)
