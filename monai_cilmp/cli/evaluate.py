@@ -22,6 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def run_configs(checkpoint: Path) -> list[str]:
+    """The bundle configs that rebuild a run's network: ``train.json``, the overlay of the method it recorded
+    (``configs/methods/<method>.json``; none for runs from before methods were recorded: CILMP), ``evaluate.json``.
+    """
+    from monai_cilmp.engines import load_checkpoint
+
+    method = load_checkpoint(checkpoint).get("metadata", {}).get("method")
+    return ["train.json", *([f"methods/{method}.json"] if method else []), "evaluate.json"]
+
+
 def run_overrides(run_dir: Path, checkpoint: Path) -> dict[str, Any]:
     """Bundle overrides that rebuild the network a run was trained with, from its checkpoint's metadata."""
     from monai_cilmp.engines import load_checkpoint
@@ -56,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["datalist_file"] = str(Path(args.datalist).resolve())
     overrides["split"] = args.split
     print(f"Evaluating {checkpoint} on the {args.split} split of {overrides.get('datalist_file')}")
-    run_bundle(["train.json", "evaluate.json"], overrides)
+    run_bundle(run_configs(checkpoint), overrides)
     prefix = run_dir / args.split
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
     print(f"predictions: {prefix}_predictions.csv")

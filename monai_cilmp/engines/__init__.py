@@ -1,18 +1,21 @@
-"""Training and evaluation on MONAI's Ignite engines, with the paper's recipe."""
+"""Training and evaluation on MONAI's Ignite engines, with the paper's recipe, for CILMP and its baselines."""
 
 from __future__ import annotations
 
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .evaluation import evaluate_split, write_predictions
+from .features import cached_feature_loader
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
-from .trainer import create_evaluator, create_trainer, default_device, predict, reseed
+from .trainer import RegularizedLoss, create_evaluator, create_trainer, default_device, predict, reseed
 
 __all__ = [
+    "RegularizedLoss",
     "TrainingCheckpoint",
     "TrainingRecipe",
     "atomic_torch_save",
     "build_optimizer",
     "build_scheduler",
+    "cached_feature_loader",
     "create_evaluator",
     "create_trainer",
     "default_device",

@@ -54,7 +54,7 @@ class TrainingCheckpoint:
     Args:
         directory: where checkpoints go.
         network: a network with ``trainable_state_dict`` / ``load_trainable_state_dict`` (e.g. CILMP).
-        optimizer: the optimiser.
+        optimizer: the optimiser (``None`` for a network with nothing to train).
         scheduler: the learning-rate scheduler, if any.
         gpa: the :class:`~monai_cilmp.handlers.GaussianPromptAggregation` handler, if any.
         metadata: JSON-able facts stored with every checkpoint (class names, backbone, hyper-parameters, ...).
@@ -64,7 +64,7 @@ class TrainingCheckpoint:
         self,
         directory: str | os.PathLike,
         network: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         scheduler: Any | None = None,
         gpa: Any | None = None,
         metadata: dict[str, Any] | None = None,
@@ -91,7 +91,7 @@ class TrainingCheckpoint:
         return {
             "version": CHECKPOINT_VERSION,
             "network": self.network.trainable_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "gpa": None if self.gpa is None else self.gpa.state_dict(),
             "engine": None
@@ -120,7 +120,8 @@ class TrainingCheckpoint:
         """
         state = load_checkpoint(path or self.last_path)
         self.network.load_trainable_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.gpa is not None and state.get("gpa") is not None:

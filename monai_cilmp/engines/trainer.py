@@ -1,7 +1,10 @@
-"""MONAI Ignite engines for CILMP: a ``SupervisedTrainer`` with the paper's recipe and a ``SupervisedEvaluator``.
+"""MONAI Ignite engines for CILMP and its baselines: a ``SupervisedTrainer`` with the paper's recipe and a
+``SupervisedEvaluator``.
 
 The trainer's handlers, in the order they run at the end of an epoch: learning-rate schedule, validation, GPA
 (accumulate; at the end install the aggregate), checkpoint (so ``final.pt`` holds the aggregated prompts), logs.
+The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). A network with
+nothing to train (zero-shot CLIP) gets a trainer that takes no training step but still writes its checkpoints.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
 from monai_cilmp.handlers import GaussianPromptAggregation
 
-__all__ = ["create_evaluator", "create_trainer", "default_device", "predict", "reseed"]
+__all__ = ["RegularizedLoss", "create_evaluator", "create_trainer", "default_device", "predict", "reseed"]
 
 
 def default_device() -> torch.device:
@@ -37,6 +40,37 @@ def reseed(seed: int, dataset: Any | None = None) -> None:
     transform = getattr(dataset, "transform", None)
     if hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=seed % 2**32)
+
+
+class RegularizedLoss(nn.Module):
+    """A classification loss plus the network's :meth:`regularization_loss` term, when it returns a tensor.
+
+    Called by the trainer right after the forward pass, so a network may reuse what that pass computed (KgCoOp's
+    class text features). The network is held by reference only (not a sub-module: nothing is registered twice).
+
+    Args:
+        network: the trained network (unwrapped from DDP).
+        loss: the classification loss (default cross-entropy).
+
+    Attributes:
+        last_regularization: the detached term of the last call (``None`` when the network has none).
+    """
+
+    def __init__(self, network: nn.Module, loss: nn.Module | None = None) -> None:
+        super().__init__()
+        self.loss = loss if loss is not None else nn.CrossEntropyLoss()
+        self.__dict__["network"] = network
+        self.last_regularization: torch.Tensor | None = None
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(pred, label)
+        term = getattr(self.network, "regularization_loss", lambda: None)()
+        self.last_regularization = term.detach() if isinstance(term, torch.Tensor) else None
+        return loss + term.to(loss.dtype) if isinstance(term, torch.Tensor) else loss
+
+
+def _has_trainable_parameters(network: nn.Module) -> bool:
+    return any(p.requires_grad for p in network.parameters())
 
 
 def _amp_kwargs(device: torch.device, amp: bool | str | None) -> tuple[bool, dict]:
@@ -104,8 +138,18 @@ def create_trainer(
 ):
     """A MONAI ``SupervisedTrainer`` for ``network`` with the paper's recipe and the toolkit's handlers.
 
+    The loss is cross-entropy plus ``network.regularization_loss()`` when that returns a tensor (see
+    :class:`RegularizedLoss`). Gaussian prompt aggregation runs when ``recipe.gpa_std > 0`` and the network names
+    prompt parameters. A network without trainable parameters (zero-shot CLIP) gets a trainer whose run takes no
+    training step: one empty epoch, after which ``final.pt`` (holding no parameters, and the metadata) is written as
+    for any run, so that the evaluation config works the same for every method.
+
+    A linear probe trains on cached image features: pass a loader of feature batches (see
+    :func:`~monai_cilmp.engines.cached_feature_loader`); the network still evaluates on images.
+
     Args:
-        network: a CILMP-like network (``trainable_state_dict``, ``prompt_parameter_names``).
+        network: a :class:`~monai_cilmp.networks.nets.CLIPClassifier` (``trainable_state_dict``,
+            ``prompt_parameter_names``, ``regularization_loss``).
         train_loader: training batches of ``{"image", "label"}``.
         out_dir: run folder (checkpoints in ``checkpoints/``, TensorBoard logs in ``tensorboard/``).
         recipe: training hyper-parameters (default: the paper's).
@@ -119,7 +163,7 @@ def create_trainer(
 
     Returns:
         the trainer; ``trainer.checkpoint`` is its :class:`TrainingCheckpoint`, ``trainer.evaluator`` the
-        validation evaluator (or ``None``).
+        validation evaluator (or ``None``), ``trainer.trains`` whether it takes training steps at all.
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
@@ -135,10 +179,12 @@ def create_trainer(
     out_dir = Path(out_dir)
     reseed(recipe.seed)
     network = network.to(device)
+    if not _has_trainable_parameters(network):
+        return _frozen_trainer(network, out_dir, recipe, device, metadata, resume)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     main_process = not distributed or torch.distributed.get_rank() == 0
     # DDP averages the gradients of the trainable parameters only (the frozen CLIP has none); everything that reads
-    # or writes state (GPA, checkpoints) works on the unwrapped network.
+    # or writes state (GPA, checkpoints, the regulariser) works on the unwrapped network.
     engine_network = (
         torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
         if distributed
@@ -163,8 +209,10 @@ def create_trainer(
             ],
         )
         handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
-    gpa = GaussianPromptAggregation(network, mean=recipe.gpa_mean, std=recipe.gpa_std) if recipe.gpa_std > 0 else None
-    if gpa is not None:
+    prompt_names = list(getattr(network, "prompt_parameter_names", lambda: [])())
+    gpa = None
+    if recipe.gpa_std > 0 and prompt_names:  # nothing to aggregate otherwise (e.g. a linear probe)
+        gpa = GaussianPromptAggregation(network, prompt_names, mean=recipe.gpa_mean, std=recipe.gpa_std)
         handlers.append(gpa)
     checkpoint = TrainingCheckpoint(
         out_dir / "checkpoints",
@@ -189,7 +237,7 @@ def create_trainer(
         train_data_loader=train_loader,
         network=engine_network,
         optimizer=optimizer,
-        loss_function=nn.CrossEntropyLoss(),
+        loss_function=RegularizedLoss(network),
         train_handlers=handlers,
         amp=use_amp,
         amp_kwargs=amp_kwargs,
@@ -210,7 +258,45 @@ def create_trainer(
         ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": loss_output(output)})
     if resume:
         checkpoint.restore(trainer)
-    trainer.checkpoint, trainer.evaluator = checkpoint, evaluator
+    trainer.checkpoint, trainer.evaluator, trainer.trains = checkpoint, evaluator, True
+    return trainer
+
+
+def _frozen_trainer(
+    network: nn.Module,
+    out_dir: Path,
+    recipe: TrainingRecipe,
+    device: torch.device,
+    metadata: dict[str, Any] | None,
+    resume: bool,
+):
+    """The trainer of a network with nothing to train: one epoch of one step that does nothing, then checkpoints.
+
+    Ignite cannot run zero epochs; this keeps the contract of :func:`create_trainer` (``run()``, ``checkpoint``,
+    ``final.pt`` with the metadata) without reading any data.
+    """
+    from monai.engines import SupervisedTrainer
+
+    recipe = dataclasses.replace(recipe, max_epochs=0, gpa_std=0.0)
+    checkpoint = TrainingCheckpoint(
+        out_dir / "checkpoints", network, None, metadata={"recipe": recipe.to_dict(), **(metadata or {})}
+    )
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=[{}],
+        epoch_length=1,
+        network=network,
+        optimizer=None,
+        loss_function=None,
+        iteration_update=lambda engine, batch: {},
+        train_handlers=[] if distributed and torch.distributed.get_rank() != 0 else [checkpoint],
+        decollate=False,
+    )
+    if resume:
+        checkpoint.restore(trainer)
+    trainer.checkpoint, trainer.evaluator, trainer.trains = checkpoint, None, False
     return trainer
 
 

@@ -41,7 +41,8 @@ class GaussianPromptAggregation:
 
     Args:
         network: the trained network.
-        parameter_names: parameters to aggregate (default: ``network.prompt_parameter_names()``).
+        parameter_names: parameters to aggregate (default: ``network.prompt_parameter_names()``); may be empty (then
+            the handler does nothing).
         mean: Gaussian centre in epochs (default: the engine's ``max_epochs``).
         std: Gaussian standard deviation in epochs.
     """
@@ -96,6 +97,6 @@ class GaussianPromptAggregation:
         return {"aggregate": {k: v.cpu() for k, v in self.aggregate.items()}, "epochs": self.epochs_accumulated}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = next(iter(self._params().values())).device
-        self.aggregate = {k: v.to(device) for k, v in state["aggregate"].items()}
+        params = self._params()
+        self.aggregate = {k: v.to(params[k].device) if k in params else v for k, v in state["aggregate"].items()}
         self.epochs_accumulated = int(state["epochs"])

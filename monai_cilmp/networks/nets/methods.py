@@ -64,6 +64,7 @@ class MethodSpec:
         gpa: the recipe uses Gaussian prompt aggregation (otherwise ``gpa_std=0``).
         cached_features: can train on cached image features (:func:`~monai_cilmp.networks.nets.extract_features`).
         knowledge_text: for ``uses_descriptions``: the :class:`~monai_cilmp.networks.nets.KnowledgeText` kind.
+        recipe: :class:`~monai_cilmp.engines.TrainingRecipe` fields this method sets (e.g. a linear probe's ``lr``).
     """
 
     name: str
@@ -76,14 +77,19 @@ class MethodSpec:
     gpa: bool = False
     cached_features: bool = False
     knowledge_text: str = "attributes"
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
         """Training-recipe fields this method changes (``TrainingRecipe`` names)."""
-        return {} if self.gpa else {"gpa_std": 0.0}
+        return {**({} if self.gpa else {"gpa_std": 0.0}), **self.recipe}
 
 
 METHODS: dict[str, MethodSpec] = {}
+
+# A head on unit-norm features barely moves at the prompt learners' lr of 0.0025 in a few-shot budget of steps;
+# from 0.3 to 10 the demo data's accuracy sits on a plateau, 1.0 is its middle (sweep in docs/compare.md).
+LINEAR_PROBE_RECIPE = {"lr": 1.0}
 
 
 def register_method(spec: MethodSpec, overwrite: bool = False) -> MethodSpec:
@@ -184,13 +190,20 @@ for _spec in (
         uses_descriptions=True,
         knowledge_text="descriptions",
     ),
-    MethodSpec("linear-probe", LinearProbe, "linear probe on frozen image features", cached_features=True),
+    MethodSpec(
+        "linear-probe",
+        LinearProbe,
+        "linear probe on frozen image features",
+        cached_features=True,
+        recipe=LINEAR_PROBE_RECIPE,
+    ),
     MethodSpec(
         "linear-probe-zs",
         LinearProbe,
         "linear probe initialised from zero-shot CLIP",
         {"init": "zero-shot"},
         cached_features=True,
+        recipe=LINEAR_PROBE_RECIPE,
     ),
     MethodSpec("coop", CoOp, "CoOp, 16 unified context tokens", {"n_ctx": 16}),
     MethodSpec("coop-csc", CoOp, "CoOp, 16 class-specific context tokens", {"n_ctx": 16, "class_specific": True}),

@@ -1,0 +1,86 @@
+"""``monai-cilmp compare``: CILMP and its baselines over shots and seeds, with a results table and a plot."""
+
+from __future__ import annotations
+
+import argparse
+
+from monai_cilmp.cli._bundle import add_backbone_arguments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from monai_cilmp.networks.nets import list_methods
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare methods (zero-shot, linear probe, CoOp, ..., CILMP) over shots and seeds; resumable",
+        description=(
+            "Train and evaluate every method x shots x seed on the same datalist with the same engine and test "
+            "split, then write results.md / results.csv (mean ± std of accuracy, macro-F1 and AUC over seeds), a "
+            "plot of accuracy against shots, and each method's trainable parameters and training time. A re-run "
+            "into the same --out skips the cells already done. Methods: " + ", ".join(list_methods()) + "."
+        ),
+    )
+    parser.add_argument("--datalist", required=True, help="datalist JSON written by `monai-cilmp prepare`")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--dataset", help="registered dataset: its class names, preset and curated descriptions")
+    group.add_argument("--classes", nargs="+", metavar="NAME", help="class names in label order")
+    parser.add_argument("--methods", nargs="+", required=True, metavar="METHOD", help="methods to compare")
+    parser.add_argument(
+        "--shots", nargs="+", default=["1", "2", "4", "8", "16"], metavar="K", help="images per class; 'all': all"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], metavar="S")
+    parser.add_argument("--out", required=True, help="comparison folder (re-running into it resumes)")
+    parser.add_argument("--knowledge", help="knowledge bank for CILMP (monai-cilmp knowledge extract)")
+    parser.add_argument("--descriptions", help="class descriptions / attribute prompts for the zero-shot methods")
+    parser.add_argument("--preset", help="modality preset (default: the dataset's or the datalist's)")
+    add_backbone_arguments(parser)
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's, 100)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 64)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate of the prompt learners (default 0.0025)")
+    parser.add_argument("--lr-probe", type=float, default=None, help="learning rate of the linear probes")
+    parser.add_argument("--warmup-epochs", type=int, default=None, help="constant warm-up epochs (default 1)")
+    parser.add_argument(
+        "--gpa-std", type=float, default=None, help="GPA standard deviation in epochs (default: 30 %% of the epochs)"
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
+    parser.add_argument("--workers", type=int, default=0, help="data loading processes")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from monai_cilmp.compare import base_recipe, run_comparison
+    from monai_cilmp.engines import TrainingRecipe
+    from monai_cilmp.networks.nets import get_method
+
+    epochs = args.epochs if args.epochs is not None else TrainingRecipe().max_epochs
+    gpa_std = args.gpa_std if args.gpa_std is not None else max(1.0, 0.3 * epochs)
+    recipe = base_recipe(
+        max_epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        gpa_std=gpa_std,
+    )
+    method_recipes = {}
+    if args.lr_probe is not None:
+        method_recipes = {s.name: {"lr": args.lr_probe} for s in map(get_method, args.methods) if s.cached_features}
+    run_comparison(
+        args.datalist,
+        args.methods,
+        args.shots,
+        args.seeds,
+        args.out,
+        class_names=args.classes,
+        dataset=args.dataset,
+        knowledge=args.knowledge,
+        descriptions=args.descriptions,
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        offline=args.offline,
+        recipe=recipe,
+        method_recipes=method_recipes,
+        preset=args.preset,
+        device=args.device,
+        num_workers=args.workers,
+    )
+    return 0

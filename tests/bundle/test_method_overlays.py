@@ -1,0 +1,89 @@
+"""configs/methods/<method>.json: every registered method runs with monai.bundle and evaluates with the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser, run
+
+from monai_cilmp.cli import main
+from monai_cilmp.engines import load_checkpoint
+from monai_cilmp.networks.nets import get_method, list_methods
+from tests.compare.conftest import CLASSES, make_tiny_data
+
+CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cilmp" / "configs"
+METHODS = CONFIGS / "methods"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("overlay_data"))
+
+
+def overrides(tiny_data, out):
+    return {
+        "datalist_file": tiny_data["datalist"],
+        "knowledge_file": tiny_data["knowledge"],
+        "output_dir": str(out),
+        "backbone": "CILMP-Tiny",
+        "pretrained": "none",
+        "offline": True,
+        "num_workers": 0,
+        "device": "$torch.device('cpu')",
+        "recipe#batch_size": 4,
+        "recipe#max_epochs": 1,
+        "recipe#warmup_epochs": 0,
+    }
+
+
+def parser_for(method, tiny_data, out):
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(METHODS / f"{method}.json")])
+    parser.update(overrides(tiny_data, out))
+    return parser
+
+
+def test_every_registered_method_has_an_overlay_matching_the_registry():
+    assert sorted(p.stem for p in METHODS.glob("*.json")) == sorted(list_methods())
+    for name in list_methods():
+        spec = get_method(name)
+        overlay = json.loads((METHODS / f"{name}.json").read_text())
+        assert overlay["method"] == name
+        assert overlay["network_def"]["_target_"] == f"monai_cilmp.networks.nets.{spec.network.__name__}"
+        for key, value in spec.kwargs.items():
+            assert overlay["network_def"][key] == value, (name, key)
+        assert set(overlay["network_hparams"]) <= set(overlay["network_def"])
+        for key, value in get_method(name).recipe_overrides.items():
+            assert overlay[f"recipe#{key}"] == value, (name, key)
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_overlay_instantiates_its_network_and_metadata(method, tiny_data, tmp_path):
+    parser = parser_for(method, tiny_data, tmp_path)
+    network = parser.get_parsed_content("network")
+    spec = get_method(method)
+    assert type(network) is spec.network and network.class_names == CLASSES
+    meta = parser.get_parsed_content("train#trainer#metadata")
+    assert meta["method"] == method and meta["class_names"] == CLASSES
+    assert set(meta["network"]) == set(parser["network_hparams"])
+    json.dumps(meta)  # a checkpoint's metadata must be plain data
+
+
+@pytest.mark.parametrize("method", ["coop", "zero-shot-attributes", "linear-probe"])
+def test_bundle_run_then_cli_evaluate(method, tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(
+        run_id="run",
+        init_id="initialize",
+        config_file=[str(CONFIGS / "train.json"), str(METHODS / f"{method}.json")],
+        bundle_root=str(tmp_path),
+        **overrides(tiny_data, out),
+    )
+    final = load_checkpoint(out / "checkpoints" / "final.pt")
+    assert final["metadata"]["method"] == method
+    assert (final["network"] == {}) == (not get_method(method).needs_training)
+    assert main(["evaluate", "--run", str(out)]) == 0
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1

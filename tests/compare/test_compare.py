@@ -1,0 +1,144 @@
+"""monai-cilmp compare: every method's cell runs through the engine, resume, the report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from monai_cilmp.cli import main
+from monai_cilmp.compare import (
+    CELL_FILE,
+    FULL,
+    Cell,
+    base_recipe,
+    parse_shots,
+    run_comparison,
+)
+from monai_cilmp.networks.nets import get_method, list_methods
+
+TINY = {"backbone": "CILMP-Tiny", "pretrained": "none", "offline": True, "device": "cpu"}
+
+
+def recipe(**kw):
+    return base_recipe(**{"max_epochs": 1, "batch_size": 4, "lr": 0.01, "warmup_epochs": 0, "gpa_std": 1.0, **kw})
+
+
+def compare(tiny_data, out, methods, shots=(2,), seeds=(1,), **kw):
+    torch.manual_seed(0)
+    return run_comparison(
+        tiny_data["datalist"],
+        methods,
+        shots,
+        seeds,
+        out,
+        knowledge=tiny_data["knowledge"],
+        descriptions=tiny_data["descriptions"],
+        recipe=kw.pop("recipe", recipe()),
+        log=kw.pop("log", lambda line: None),
+        **TINY,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def all_methods(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("all_methods")
+    return out, compare(tiny_data, out, list_methods())
+
+
+def test_every_method_runs_a_cell_and_trains_only_its_own_parameters(all_methods):
+    out, result = all_methods
+    assert result["ran"] == len(list_methods()) and result["skipped"] == 0
+    for record in result["records"]:
+        spec = get_method(record["method"])
+        assert Cell(spec.name, 2, 1).record_path(out).is_file()
+        assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
+        assert record["trained"] == spec.needs_training
+        if spec.needs_training:
+            assert record["trainable_parameters"] > 0 and record["train_seconds"] > 0 and record["n_train"] == 4
+            for key, value in spec.recipe_overrides.items():
+                assert record["recipe"][key] == value
+        else:
+            assert record["trainable_parameters"] == 0 and record["train_seconds"] == 0
+
+
+def test_report_files_have_a_row_per_method_and_shots(all_methods):
+    out, result = all_methods
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["method"] for r in rows] == list_methods()
+    assert {r["shots"] for r in rows} == {"2"} and {r["n_seeds"] for r in rows} == {"1"}
+    text = (out / "results.md").read_text()
+    for name in list_methods():
+        assert f"| {name} |" in text
+    assert (out / "accuracy_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["files"]["plot"] == out / "accuracy_vs_shots.png"
+
+
+def test_rerun_skips_finished_cells_and_recomputes_a_deleted_one(tiny_data, tmp_path):
+    methods = ["zero-shot-name", "linear-probe"]
+    first = compare(tiny_data, tmp_path, methods, shots=(2, "all"), seeds=(1, 2))
+    assert first["ran"] == 8
+    zero_shot = [r for r in first["records"] if r["method"] == "zero-shot-name"]
+    assert all(r["metrics"] == zero_shot[0]["metrics"] for r in zero_shot)  # evaluated once: no shots, no seed
+    assert zero_shot[1]["same_as"] == "2/1"
+    probe = [r for r in first["records"] if r["method"] == "linear-probe"]
+    assert [r["n_train"] for r in probe] == [4, 4, 14, 14]
+
+    lines: list[str] = []
+    again = compare(tiny_data, tmp_path, methods, shots=(2, "all"), seeds=(1, 2), log=lines.append)
+    assert again["ran"] == 0 and again["skipped"] == 8
+    assert any("8 cells are done already" in line for line in lines)
+    assert [r["metrics"] for r in again["records"]] == [r["metrics"] for r in first["records"]]
+
+    deleted = Cell("linear-probe", FULL, 2).record_path(tmp_path)
+    assert deleted.parent.name == "seed2" and deleted.parent.parent.name == "full"
+    before = json.loads(deleted.read_text())
+    deleted.unlink()
+    third = compare(tiny_data, tmp_path, methods, shots=(2, "all"), seeds=(1, 2))
+    assert third["ran"] == 1 and deleted.is_file()
+    assert json.loads(deleted.read_text())["metrics"] == before["metrics"]  # same seed, same result
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [(r["method"], r["shots"], r["n_seeds"]) for r in rows] == [
+        (m, k, "2") for m in methods for k in ("2", "all")
+    ]
+
+
+def test_a_folder_with_other_settings_is_refused(tiny_data, tmp_path):
+    compare(tiny_data, tmp_path, ["zero-shot-name"])
+    with pytest.raises(ValueError, match="other settings"):
+        compare(tiny_data, tmp_path, ["zero-shot-name"], recipe=recipe(lr=0.5))
+
+
+def test_checks_before_any_work(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="fewer than the 50 shots"):
+        compare(tiny_data, tmp_path, ["coop"], shots=(2, 50))
+    with pytest.raises(ValueError, match="knowledge bank"):
+        run_comparison(tiny_data["datalist"], ["cilmp"], [2], [1], tmp_path, **TINY)
+    with pytest.raises(ValueError, match="coop"):
+        compare(tiny_data, tmp_path, ["cooop"])
+    assert not (tmp_path / "cells").exists()
+
+
+def test_parse_shots():
+    assert parse_shots(["1", "4", "all", 0, "4"]) == [1, 4, FULL]
+    with pytest.raises(ValueError):
+        parse_shots(["-1"])
+    with pytest.raises(ValueError):
+        parse_shots(["many"])
+
+
+def test_command_line(tiny_data, tmp_path, capsys):
+    argv = ["compare", "--datalist", tiny_data["datalist"], "--methods", "zero-shot-name", "linear-probe"]
+    argv += ["--shots", "2", "--seeds", "1", "--out", str(tmp_path), "--backbone", "CILMP-Tiny", "--pretrained"]
+    argv += ["none", "--offline", "--epochs", "1", "--batch-size", "4", "--lr-probe", "0.5", "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 methods x 1 shot settings (2-shot) x 1 seeds = 2 cells" in printed and "results.md" in printed
+    record = json.loads(Cell("linear-probe", 2, 1).record_path(tmp_path).read_text())
+    assert record["recipe"]["lr"] == 0.5 and record["recipe"]["max_epochs"] == 1
+    assert main(argv) == 0
+    assert "done already, skipped" in capsys.readouterr().out
+    assert CELL_FILE == "metrics.json"
