@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -86,10 +87,39 @@ def test_the_bundle_runs_the_demo_with_monai_bundle_run(tmp_path):
     assert (tmp_path / "runs" / "demo" / "test_metrics.json").is_file()
 
 
-def test_the_default_demo_learns(tmp_path):
-    """The README's main job with its default settings: CILMP clearly beats chance and zero-shot CLIP."""
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "run" / "demo_summary.json").read_text())
+@pytest.fixture(scope="module")
+def default_demo(tmp_path_factory):
+    """The README's main job with its default settings, run once for the tests below."""
+    out = tmp_path_factory.mktemp("default_demo")
+    assert main(["demo", "--out", str(out)]) == 0
+    return out
+
+
+def test_the_default_demo_learns(default_demo):
+    """CILMP clearly beats chance and zero-shot CLIP on the same backbone."""
+    summary = json.loads((default_demo / "run" / "demo_summary.json").read_text())
     best_zero_shot = max(summary["zero_shot_names"], summary["zero_shot_descriptions"])
     assert summary["accuracy"] >= 0.75  # chance is 0.25
     assert summary["accuracy"] >= best_zero_shot + 0.05
+
+
+def test_compare_on_the_demo_data(default_demo, tmp_path):
+    """Issue 6's check: five methods x 2 shot settings x 2 seeds in CI time; learned methods beat bare names."""
+    data = default_demo / "data"
+    out = tmp_path / "compare"
+    methods = ["zero-shot-name", "zero-shot-attributes", "linear-probe", "coop", "cilmp"]
+    args = ["compare", "--datalist", str(data / "datalist.json"), "--methods", *methods, "--shots", "4", "16"]
+    args += ["--seeds", "1", "2", "--out", str(out), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--descriptions", str(data / "descriptions.json"), "--backbone", "CILMP-Tiny", "--offline"]
+    args += ["--pretrained", str(data / "backbone" / "cilmp-tiny-synthetic.safetensors")]
+    args += ["--epochs", "10", "--batch-size", "16", "--lr", "0.05", "--warmup-epochs", "0"]
+    assert main(args) == 0
+    with open(out / "results.csv", newline="") as f:
+        rows = {(r["method"], r["shots"]): r for r in csv.DictReader(f)}
+    assert set(rows) == {(m, s) for m in methods for s in ("4", "16")}
+    assert (out / "results.md").is_file() and (out / "accuracy_vs_shots.png").stat().st_size > 0
+    params = {m: int(rows[(m, "16")]["trainable_parameters"]) for m in methods}
+    assert params["zero-shot-name"] == 0 and 0 < params["linear-probe"] < params["coop"] < params["cilmp"]
+    bare = float(rows[("zero-shot-name", "16")]["accuracy_mean"])
+    for method in ("linear-probe", "coop", "cilmp"):
+        assert float(rows[(method, "16")]["accuracy_mean"]) > bare, method
