@@ -15,7 +15,7 @@ The CILMP bundle's ``configs/demo.json`` runs all of it (see :mod:`.pipeline`); 
 from __future__ import annotations
 
 from .pipeline import BACKBONE_FILE, MANIFEST_FILE, demo_report, prepare_demo, zero_shot_baselines
-from .pretrain import PretrainResult, pretrain_tiny_clip, read_pretrain_info, run_pretraining
+from .pretrain import PretrainResult, pretrain_tiny_clip, read_pretrain_info
 from .synthetic import SYNTHETIC_CLASSES, SyntheticClass, make_synthetic_dataset
 
 __all__ = [
@@ -29,6 +29,5 @@ __all__ = [
     "demo_report",
     "prepare_demo",
     "read_pretrain_info",
-    "run_pretraining",
     "zero_shot_baselines",
 ]

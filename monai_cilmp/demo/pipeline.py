@@ -3,7 +3,7 @@
 The overlay runs the CILMP bundle's own ``train.json`` on what :func:`prepare_demo` makes::
 
     <dataset_dir>/images/, datalist.json, descriptions.json   make_synthetic_dataset
-    <dataset_dir>/backbone/cilmp-tiny-synthetic.safetensors   run_pretraining (CILMP-Tiny made meaningful)
+    <dataset_dir>/backbone/cilmp-tiny-synthetic.safetensors   pretrain_tiny_clip (CILMP-Tiny made meaningful)
     <dataset_dir>/knowledge.safetensors                       extract_knowledge with the embedded MiniLM
     <output_dir>/checkpoints, tensorboard, test_*             the bundle's trainer and evaluate_split
 
@@ -22,7 +22,7 @@ from typing import Any
 from monai_cilmp.networks.backbones import TINY_BACKBONE
 from monai_cilmp.utils.files import read_json, write_json
 
-from .pretrain import DEFAULT_STEPS, run_pretraining
+from .pretrain import DEFAULT_STEPS, pretrain_tiny_clip
 from .synthetic import DEFAULT_ACQUISITION, make_synthetic_dataset
 
 __all__ = ["BACKBONE_FILE", "MANIFEST_FILE", "demo_report", "prepare_demo", "zero_shot_baselines"]
@@ -92,7 +92,7 @@ def prepare_demo(
         for line in str(data["summary"]).splitlines():
             print(f"      {line}")
         print(f"[2/3] Pre-training the tiny CLIP backbone on synthetic image-caption pairs ({pretrain_steps} steps)")
-        pretrained = run_pretraining(paths["backbone"], steps=pretrain_steps, seed=seed)
+        pretrained = pretrain_tiny_clip(paths["backbone"], steps=pretrain_steps, seed=seed)
         print(f"      final contrastive loss {pretrained.final_loss:.3f} after {pretrained.seconds:.0f} s")
         print("[3/3] Extracting class knowledge from the descriptions with the embedded MiniLM encoder")
         bank = extract_knowledge(

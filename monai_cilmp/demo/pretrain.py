@@ -50,7 +50,6 @@ __all__ = [
     "encode_texts",
     "pretrain_tiny_clip",
     "read_pretrain_info",
-    "run_pretraining",
 ]
 
 logger = logging.getLogger(__name__)
@@ -365,7 +364,7 @@ def pretrain_tiny_clip(
     num_threads: int | None = None,
     log_every: int = 100,
     model_name: str = TINY_BACKBONE,
-) -> Path:
+) -> PretrainResult:
     """Pre-train a randomly initialised ``CILMP-Tiny`` contrastively and save it for ``load_backbone``.
 
     Training stops after ``steps`` steps or ``seconds_budget`` seconds, whichever comes first; the learning rate
@@ -400,46 +399,12 @@ def pretrain_tiny_clip(
         model_name: the open_clip configuration to train.
 
     Returns:
-        the checkpoint's path.
+        what the run did: the checkpoint's path, the steps, the seconds and the final loss.
 
     Raises:
         ValueError: neither ``steps`` nor ``seconds_budget`` given, ``out_path`` not a ``.safetensors`` file, or
             ``trained_layers`` out of range.
     """
-    return run_pretraining(
-        out_path,
-        steps=steps,
-        seconds_budget=seconds_budget,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        trained_layers=trained_layers,
-        pool_size=pool_size,
-        seed=seed,
-        num_threads=num_threads,
-        log_every=log_every,
-        model_name=model_name,
-    ).path
-
-
-def run_pretraining(
-    out_path: str | os.PathLike,
-    *,
-    steps: int | None = DEFAULT_STEPS,
-    seconds_budget: float | None = None,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    weight_decay: float = 0.05,
-    warmup_steps: int = 20,
-    trained_layers: Sequence[int] | None = DEFAULT_TRAINED_LAYERS,
-    pool_size: int = 1024,
-    seed: int = 0,
-    num_threads: int | None = None,
-    log_every: int = 100,
-    model_name: str = TINY_BACKBONE,
-) -> PretrainResult:
-    """:func:`pretrain_tiny_clip`, returning what the run did (steps, seconds, final loss) with the path."""
     if steps is None and seconds_budget is None:
         raise ValueError("Give steps, seconds_budget or both: pre-training needs a point to stop.")
     out_path = Path(out_path)

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from monai_cilmp.demo import pretrain_tiny_clip, read_pretrain_info, run_pretraining
+from monai_cilmp.demo import pretrain_tiny_clip, read_pretrain_info
 from monai_cilmp.demo.pretrain import caption_batch, encode_images, encode_texts
 from monai_cilmp.demo.synthetic import SYNTHETIC_CLASSES
 from monai_cilmp.networks import CILMP, load_backbone
@@ -18,7 +18,7 @@ from tests.conftest import random_bank
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("backbone") / "tiny.safetensors"
     threads = torch.get_num_threads()
-    result = run_pretraining(path, steps=3, batch_size=8, pool_size=16, seed=0, num_threads=1, log_every=1)
+    result = pretrain_tiny_clip(path, steps=3, batch_size=8, pool_size=16, seed=0, num_threads=1, log_every=1)
     assert torch.get_num_threads() == threads  # restored
     return result
 
@@ -61,8 +61,8 @@ def test_the_checkpoint_builds_a_cilmp(checkpoint):
     assert net(torch.randn(2, 3, 64, 64)).shape == (2, 4)
 
 
-def test_pretrain_tiny_clip_returns_the_path(tmp_path):
-    out = pretrain_tiny_clip(tmp_path / "b.safetensors", steps=1, batch_size=4, pool_size=4, trained_layers=(11,))
+def test_pretrain_tiny_clip_returns_the_path_it_wrote(tmp_path):
+    out = pretrain_tiny_clip(tmp_path / "b.safetensors", steps=1, batch_size=4, pool_size=4, trained_layers=(11,)).path
     assert out == tmp_path / "b.safetensors" and read_pretrain_info(out)["trained_layers"] == "11"
 
 
