@@ -43,7 +43,7 @@ def test_resume_continues_a_run(trained):
     data = trained / "data" / "toy"
     args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
     args += ["--out", str(trained / "run"), "--backbone", "CILMP-Tiny", "--pretrained", "none", "--offline"]
-    args += ["--epochs", "2", "--batch-size", "4", "--workers", "0", "--resume"]
+    args += ["--epochs", "2", "--batch-size", "4", "--workers", "0", "--lr", "0.05", "--resume"]
     assert main(args) == 0
     from monai_cilmp.engines import load_checkpoint
 
@@ -62,4 +62,4 @@ def test_errors_are_one_sentence(trained, tmp_path, capsys):
     assert main(["predict", "--run", str(trained / "run"), str(tmp_path / "nothing.png")]) == 2
     assert "neither an image file nor a folder" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "has no final checkpoint (training did not finish" in capsys.readouterr().err

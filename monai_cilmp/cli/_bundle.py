@@ -1,12 +1,27 @@
-"""What the train/evaluate/predict commands share: the CILMP bundle and how a command line becomes overrides."""
+"""What the train/evaluate/predict commands share: the CILMP bundle and how a command line becomes overrides.
+
+Override values are data (class names, paths, presets, model names, checkpoint metadata): they are always handed to
+MONAI's config parser through :func:`~monai_cilmp.utils.config.literal_overrides`, never as raw strings that its
+``$``/``@``/``%`` syntax would interpret.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLE_DIR", "add_backbone_arguments", "bundle_config", "class_overrides", "parse_bundle", "run_bundle"]
+__all__ = [
+    "BUNDLE_DIR",
+    "add_backbone_arguments",
+    "add_runtime_arguments",
+    "apply_runtime",
+    "bundle_config",
+    "class_overrides",
+    "parse_bundle",
+    "run_bundle",
+]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "cilmp"
 
@@ -23,11 +38,36 @@ def bundle_config(name: str) -> str:
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="ViT-B-16", help="open_clip model name, hf-hub: id or local folder")
     parser.add_argument(
-        "--pretrained", default="openai", help="pretrained tag or checkpoint file ('none': random weights)"
+        "--backbone", default="ViT-B-16", help="open_clip model name, hf-hub: id or local folder (default: ViT-B-16)"
+    )
+    parser.add_argument(
+        "--pretrained",
+        default="openai",
+        help="pretrained tag or checkpoint file; 'none': random weights, for tests only (default: openai)",
     )
     parser.add_argument("--offline", action="store_true", help="never download backbone weights")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--threads`` and ``--workers``: where and with how many CPU threads and loader processes."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if there is one, else cpu)")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch (default: chosen for the machine)")
+    parser.add_argument("--workers", type=int, help="data loading processes (default: chosen for the machine)")
+
+
+def apply_runtime(args: argparse.Namespace) -> dict[str, Any]:
+    """Set torch's threads for ``args`` and return the bundle overrides of its device and loader workers."""
+    from monai_cilmp.utils.runtime import configure_runtime
+
+    for option in ("threads", "workers"):
+        value = getattr(args, option, None)
+        if value is not None and value < (1 if option == "threads" else 0):
+            raise ValueError(f"--{option} must be {'at least 1' if option == 'threads' else '0 or more'}, not {value}.")
+    runtime = configure_runtime(
+        getattr(args, "device", None), getattr(args, "threads", None), getattr(args, "workers", None)
+    )
+    return {"device": str(runtime.device), "num_workers": runtime.workers}
 
 
 def class_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,29 +82,54 @@ def class_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "classes", None):
         out["class_names"] = list(args.classes)
     if getattr(args, "preset", None):
-        out["preset"] = args.preset
+        from monai.utils import look_up_option
+
+        from monai_cilmp.transforms import list_presets
+
+        try:
+            out["preset"] = look_up_option(args.preset, list_presets())
+        except ValueError:
+            raise ValueError(f"Unknown preset '{args.preset}': use one of {', '.join(list_presets())}.") from None
     return out
 
 
-def parse_bundle(configs: list[str], overrides: dict[str, Any]):
-    """A ``ConfigParser`` over the bundle configs with ``overrides`` applied."""
+def _read(configs: list[str]):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([bundle_config(c) for c in configs])
-    parser.update(overrides)
     return parser
 
 
-def run_bundle(configs: list[str], overrides: dict[str, Any]) -> None:
-    """``python -m monai.bundle run`` on the bundle configs with ``overrides``."""
+def _check_ids(parser: Any, overrides: Mapping[str, Any], configs: list[str]) -> None:
+    """Every override must change something the configs define (a typo would otherwise be silently ignored)."""
+    unknown = [key for key in overrides if key.split("#")[0] not in parser.config]
+    if unknown:
+        raise ValueError(f"Unknown bundle setting(s) {', '.join(unknown)} for configs {', '.join(configs)}.")
+
+
+def parse_bundle(configs: list[str], overrides: Mapping[str, Any]):
+    """A ``ConfigParser`` over the bundle configs with ``overrides`` (data, see the module) applied."""
+    from monai_cilmp.utils.config import literal_overrides
+
+    parser = _read(configs)
+    _check_ids(parser, overrides, configs)
+    parser.update(literal_overrides(overrides))
+    return parser
+
+
+def run_bundle(configs: list[str], overrides: Mapping[str, Any]) -> None:
+    """``python -m monai.bundle run`` on the bundle configs with ``overrides`` (data, see the module)."""
     from monai.bundle import run
 
+    from monai_cilmp.utils.config import literal_overrides
+
+    _check_ids(_read(configs), overrides, configs)
     run(
         run_id="run",
         init_id="initialize",
         config_file=[bundle_config(c) for c in configs],
         logging_file=bundle_config("logging.conf"),
         bundle_root=str(BUNDLE_DIR),
-        **overrides,
+        **literal_overrides(overrides),
     )

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from monai_cilmp.cli._bundle import add_backbone_arguments
+from monai_cilmp.cli._bundle import add_backbone_arguments, add_runtime_arguments, apply_runtime
+
+
+class ListMethods(argparse.Action):
+    """``--list-methods``: print the registered methods with their one-line summaries, then exit."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from monai_cilmp.networks.nets import get_method, list_methods
+
+        for name in list_methods():
+            print(f"{name:24s} {get_method(name).summary}")
+        parser.exit()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from monai_cilmp.networks.nets import list_methods
-
     parser = subparsers.add_parser(
         "compare",
         help="compare methods (zero-shot, linear probe, CoOp, ..., CILMP) over shots and seeds; resumable",
@@ -17,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Train and evaluate every method x shots x seed on the same datalist with the same engine and test "
             "split, then write results.md / results.csv (mean ± std of accuracy, macro-F1 and AUC over seeds), a "
             "plot of accuracy against shots, and each method's trainable parameters and training time. A re-run "
-            "into the same --out skips the cells already done. Methods: " + ", ".join(list_methods()) + "."
+            "into the same --out skips the cells already done. `--list-methods` lists the methods."
         ),
     )
     parser.add_argument("--datalist", required=True, help="datalist JSON written by `monai-cilmp prepare`")
@@ -25,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--dataset", help="registered dataset: its class names, preset and curated descriptions")
     group.add_argument("--classes", nargs="+", metavar="NAME", help="class names in label order")
     parser.add_argument("--methods", nargs="+", required=True, metavar="METHOD", help="methods to compare")
+    parser.add_argument("--list-methods", action=ListMethods, help="list the registered methods and exit")
     parser.add_argument(
         "--shots", nargs="+", default=["1", "2", "4", "8", "16"], metavar="K", help="images per class; 'all': all"
     )
@@ -42,12 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--gpa-std", type=float, default=None, help="GPA standard deviation in epochs (default: 30 %% of the epochs)"
     )
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
-    parser.add_argument("--workers", type=int, default=0, help="data loading processes")
+    add_runtime_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    runtime = apply_runtime(args)
     from monai_cilmp.compare import base_recipe, run_comparison
     from monai_cilmp.engines import TrainingRecipe
     from monai_cilmp.networks.nets import get_method
@@ -80,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         recipe=recipe,
         method_recipes=method_recipes,
         preset=args.preset,
-        device=args.device,
-        num_workers=args.workers,
+        device=runtime["device"],
+        num_workers=runtime["num_workers"],
     )
     return 0

@@ -4,70 +4,57 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from monai_cilmp.cli._bundle import run_bundle
+from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, run_bundle
+
+CHECKPOINTS = ("final", "best", "last")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate a trained run on a split (accuracy, balanced accuracy, macro-F1, AUC, kappa, confusion)",
-        description="Evaluate a run folder written by `monai-cilmp train` (the CILMP bundle's evaluate.json).",
+        description=(
+            "Evaluate a run folder written by `monai-cilmp train` (the CILMP bundle's evaluate.json). The network is "
+            "rebuilt from what the run recorded (backbone weights checked against their hash, random weights from "
+            "their seed, the run's own copy of the knowledge bank), so the numbers are the same on any machine."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("--datalist", help="datalist to evaluate (default: the one the run was trained on)")
     parser.add_argument("--split", default="test", choices=("training", "validation", "test"))
-    parser.add_argument("--checkpoint", default="final", choices=("final", "last"), help="which checkpoint")
+    parser.add_argument(
+        "--checkpoint",
+        default="final",
+        choices=CHECKPOINTS,
+        help="final: end of training; best: best validation accuracy; last: last epoch saved",
+    )
+    add_runtime_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def run_configs(checkpoint: Path) -> list[str]:
+def run_configs(method: str | None) -> list[str]:
     """The bundle configs that rebuild a run's network: ``train.json``, the overlay of the method it recorded
     (``configs/methods/<method>.json``; none for runs from before methods were recorded: CILMP), ``evaluate.json``.
     """
-    from monai_cilmp.engines import load_checkpoint
-
-    method = load_checkpoint(checkpoint).get("metadata", {}).get("method")
     return ["train.json", *([f"methods/{method}.json"] if method else []), "evaluate.json"]
 
 
-def run_overrides(run_dir: Path, checkpoint: Path) -> dict[str, Any]:
-    """Bundle overrides that rebuild the network a run was trained with, from its checkpoint's metadata."""
-    from monai_cilmp.engines import load_checkpoint
-
-    meta = load_checkpoint(checkpoint).get("metadata", {})
-    missing = [k for k in ("class_names", "knowledge", "backbone", "preset", "network") if k not in meta]
-    if missing:
-        raise ValueError(f"Checkpoint '{checkpoint}' lacks {missing}: it was not written by `monai-cilmp train`.")
-    overrides: dict[str, Any] = {
-        "output_dir": str(run_dir),
-        "checkpoint": str(checkpoint),
-        "class_names": meta["class_names"],
-        "preset": meta["preset"],
-        "ordinal": meta.get("ordinal", False),
-        "knowledge_file": meta["knowledge"],
-        "backbone": meta["backbone"],
-        "pretrained": meta.get("pretrained") or "none",
-        "offline": True,
-        "num_workers": 0,
-    }
-    overrides.update({f"network_def#{k}": v for k, v in meta["network"].items()})
-    if meta.get("datalist"):
-        overrides["datalist_file"] = meta["datalist"]
-    return overrides
-
-
 def run(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run).resolve()
-    checkpoint = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
-    overrides = run_overrides(run_dir, checkpoint)
+    from monai_cilmp.engines.runs import load_run
+
+    trained = load_run(args.run, args.checkpoint)
+    overrides = trained.bundle_overrides()
     if args.datalist:
         overrides["datalist_file"] = str(Path(args.datalist).resolve())
+    if not overrides.get("datalist_file"):
+        raise ValueError(f"Run '{trained.directory}' recorded no datalist: pass --datalist.")
     overrides["split"] = args.split
-    print(f"Evaluating {checkpoint} on the {args.split} split of {overrides.get('datalist_file')}")
-    run_bundle(run_configs(checkpoint), overrides)
-    prefix = run_dir / args.split
+    overrides.update(apply_runtime(args))
+    print(f"Evaluating {trained.checkpoint} on the {args.split} split of {overrides['datalist_file']}")
+    run_bundle(run_configs(trained.method), overrides)
+    prefix = trained.directory / args.split
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
     print(f"predictions: {prefix}_predictions.csv")
     return 0

@@ -7,22 +7,29 @@ import json
 import sys
 from pathlib import Path
 
-from monai_cilmp.cli._bundle import parse_bundle
-from monai_cilmp.cli.evaluate import run_overrides
+from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, parse_bundle
+from monai_cilmp.cli.evaluate import CHECKPOINTS
 
-_SKIP = {".json", ".csv", ".txt", ".md", ".safetensors", ".pt"}
+_SKIP = {".json", ".csv", ".txt", ".md", ".safetensors", ".pt", ".log", ".lock"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="predict images (files or folders) with a trained run; one JSON line per image",
-        description="Predict with a run folder written by `monai-cilmp train` (the CILMP bundle's inference.json).",
+        description=(
+            "Predict with a run folder written by `monai-cilmp train` (the CILMP bundle's inference.json). Files "
+            "that cannot be read are reported one sentence each on standard error and the others are predicted; "
+            "the exit status is then 1."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
     parser.add_argument("--out", help="write the JSON lines to this file instead of standard output")
-    parser.add_argument("--checkpoint", default="final", choices=("final", "last"))
+    parser.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help="which checkpoint of the run")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    add_runtime_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -49,33 +56,52 @@ def collect_images(inputs: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.engines import load_checkpoint, predict
+    from monai_cilmp.engines import load_run, predict_images
     from monai_cilmp.utils import atomic_write
 
-    run_dir = Path(args.run).resolve()
-    checkpoint = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}.")
+    trained = load_run(args.run, args.checkpoint)
     images = collect_images(args.inputs)
-    overrides = run_overrides(run_dir, checkpoint)
-    overrides["images"] = images
-    print(f"Predicting {len(images)} images with {checkpoint}", file=sys.stderr)
-    parser = parse_bundle(["inference.json"], overrides)
-    network = parser.get_parsed_content("network")
-    network.load_trainable_state_dict(load_checkpoint(checkpoint)["network"])
-    probs, _ = predict(network, parser.get_parsed_content("dataloader"), parser.get_parsed_content("device"))
-    names = overrides["class_names"]
+    runtime = apply_runtime(args)
+    print(f"Predicting {len(images)} images with {trained.checkpoint}", file=sys.stderr)
+    parser = parse_bundle(
+        ["inference.json"],
+        {"output_dir": str(trained.directory), "checkpoint_name": args.checkpoint, "device": runtime["device"]},
+    )
+    predictions = predict_images(
+        parser.get_parsed_content("network"),
+        images,
+        parser.get_parsed_content("preprocessing"),
+        parser.get_parsed_content("device"),
+        batch_size=args.batch_size,
+        num_workers=runtime["num_workers"],
+    )
+    names = trained.class_names
     lines = [
         json.dumps(
             {
                 "image": image,
                 "predicted": names[int(row.argmax())],
                 "probabilities": {n: round(float(p), 6) for n, p in zip(names, row)},
-            }
+            },
+            ensure_ascii=False,
         )
-        for image, row in zip(images, probs)
+        for image, row in predictions.items()
     ]
+    text = "\n".join(lines) + "\n" if lines else ""
     if args.out:
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-        print(f"Predictions written to {args.out}", file=sys.stderr)
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        print(f"Predictions of {len(lines)} images written to {args.out}", file=sys.stderr)
     else:
-        print("\n".join(lines))
+        sys.stdout.write(text)
+    for message in predictions.errors.values():
+        print(f"monai-cilmp predict: skipped: {message}", file=sys.stderr)
+    if predictions.errors:
+        print(
+            f"monai-cilmp predict: error: {len(predictions.errors)} of {len(images)} images could not be predicted "
+            "(listed above); the others were.",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from monai_cilmp.cli._bundle import add_backbone_arguments, class_overrides, run_bundle
+from monai_cilmp.cli._bundle import (
+    add_backbone_arguments,
+    add_runtime_arguments,
+    apply_runtime,
+    class_overrides,
+    run_bundle,
+)
+
+
+def positive(kind: type):
+    """An argparse type: a number of ``kind`` greater than 0."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train CILMP on a datalist and a knowledge bank (the CILMP bundle's train.json)",
-        description="Train CILMP with the paper's recipe (SGD, warm-up + cosine, Gaussian prompt aggregation).",
+        description=(
+            "Train CILMP with the paper's recipe (SGD, warm-up + cosine, Gaussian prompt aggregation) on a datalist "
+            "written by `monai-cilmp prepare` and a knowledge bank written by `monai-cilmp knowledge extract`. "
+            "The run folder (--out) records everything that rebuilds the network (run.json), a copy of the "
+            "knowledge bank, checkpoints (last.pt every epoch, final.pt at the end) and TensorBoard logs."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--datalist", required=True, help="datalist JSON written by `monai-cilmp prepare`")
     parser.add_argument("--knowledge", required=True, help="knowledge bank from `monai-cilmp knowledge extract`")
@@ -22,12 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--classes", nargs="+", metavar="NAME", help="class names in label order")
     parser.add_argument("--preset", help="modality preset (default: the datalist's)")
     add_backbone_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.0025)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=4, help="data loading processes")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--epochs", type=positive(int), default=100, help="training epochs")
+    parser.add_argument("--batch-size", type=positive(int), default=64, help="images per training step")
+    parser.add_argument("--lr", type=positive(float), default=0.0025, help="learning rate of SGD")
+    parser.add_argument("--seed", type=int, default=1, help="seed of shuffling, augmentation and initialisation")
+    add_runtime_arguments(parser)
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue the run in --out (same settings) from last.pt")
+    runs.add_argument("--overwrite", action="store_true", help="replace a run of other settings in --out")
     parser.set_defaults(func=run)
 
 
@@ -44,33 +72,47 @@ def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -
     return names
 
 
+def warn_random_weights(pretrained: str) -> None:
+    if str(pretrained).strip().lower() in ("", "none", "random"):
+        print(
+            "WARNING: --pretrained none trains on a backbone of RANDOM weights: results mean nothing beyond testing "
+            "the pipeline. Use pretrained weights (e.g. --pretrained openai) or the demo's pre-trained tiny backbone.",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     overrides = class_overrides(args)
     names = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
+    pretrained = args.pretrained
+    if Path(pretrained).expanduser().is_file():  # a weights file: recorded absolute, never relative to a cwd
+        pretrained = str(Path(pretrained).expanduser().resolve())
     overrides.update(
         {
             "datalist_file": str(Path(args.datalist).resolve()),
             "knowledge_file": str(Path(args.knowledge).resolve()),
             "output_dir": str(out),
             "backbone": args.backbone,
-            "pretrained": args.pretrained,
+            "pretrained": pretrained,
             "offline": args.offline,
             "recipe#max_epochs": args.epochs,
             "recipe#batch_size": args.batch_size,
             "recipe#lr": args.lr,
             "recipe#seed": args.seed,
-            "num_workers": args.workers,
             "train#trainer#resume": args.resume,
+            "train#trainer#overwrite": args.overwrite,
+            **apply_runtime(args),
         }
     )
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
+    warn_random_weights(pretrained)
     print(
-        f"Training CILMP ({args.backbone}, {args.pretrained}) for {args.epochs} epochs on {len(names)} classes: "
+        f"Training CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
         f"{', '.join(names)}"
     )
     run_bundle(["train.json"], overrides)
-    print(f"Done. Checkpoints: {out / 'checkpoints'}; TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     print(f"Evaluate with: monai-cilmp evaluate --run {out}")
     return 0

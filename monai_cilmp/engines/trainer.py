@@ -18,13 +18,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.engines import SupervisedTrainer
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
-from monai_cilmp.handlers import GaussianPromptAggregation
+from monai_cilmp.engines.runs import prepare_run_folder, record_run_inputs, run_lock
+from monai_cilmp.handlers import GaussianPromptAggregation, NonFiniteGuard
 
-__all__ = ["RegularizedLoss", "create_evaluator", "create_trainer", "default_device", "predict", "reseed"]
+__all__ = [
+    "RegularizedLoss",
+    "RunFolderTrainer",
+    "create_evaluator",
+    "create_trainer",
+    "default_device",
+    "predict",
+    "reseed",
+]
 
 
 def default_device() -> torch.device:
@@ -123,6 +133,42 @@ def create_evaluator(
     )
 
 
+class RunFolderTrainer(SupervisedTrainer):
+    """MONAI's ``SupervisedTrainer`` that holds its run folder's lock while it runs.
+
+    Args:
+        run_folder: the folder to lock (``None``: nothing to lock, e.g. a non-main DDP process).
+        kwargs: passed to ``SupervisedTrainer``.
+    """
+
+    def __init__(self, run_folder: Path | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run_folder = run_folder
+
+    def run(self) -> None:
+        if self.run_folder is None:
+            return super().run()
+        with run_lock(self.run_folder):
+            return super().run()
+
+
+def _prepare_out_dir(
+    out_dir: Path,
+    recipe: TrainingRecipe,
+    metadata: dict[str, Any] | None,
+    resume: bool,
+    overwrite: bool,
+    main_process: bool,
+) -> dict[str, Any]:
+    """The run's settings (recipe, metadata, input paths and hashes); the main process also checks and records them
+    in ``out_dir`` (see :func:`~monai_cilmp.engines.runs.prepare_run_folder`)."""
+    settings = record_run_inputs({"recipe": recipe.to_dict(), **(metadata or {})}, out_dir)
+    if main_process:
+        with run_lock(out_dir):
+            prepare_run_folder(out_dir, settings, resume=resume, overwrite=overwrite)
+    return settings
+
+
 def create_trainer(
     network: nn.Module,
     train_loader: Any,
@@ -135,6 +181,7 @@ def create_trainer(
     progress: bool = True,
     resume: bool = False,
     max_epochs: int | None = None,
+    overwrite: bool = False,
 ):
     """A MONAI ``SupervisedTrainer`` for ``network`` with the paper's recipe and the toolkit's handlers.
 
@@ -158,18 +205,24 @@ def create_trainer(
         amp: ``None``/``True``: bf16 (or fp16) autocast on GPU; ``False``: fp32. CPU always trains in fp32.
         metadata: facts stored in every checkpoint (class names, backbone, ...).
         progress: show a progress bar.
-        resume: continue from ``out_dir/checkpoints/last.pt``.
+        resume: continue from ``out_dir/checkpoints/last.pt``; the run's recorded settings must be the same.
         max_epochs: overrides ``recipe.max_epochs`` (so bundle configs can set ``train#trainer#max_epochs``).
+        overwrite: replace a run of other settings in ``out_dir`` (see
+            :func:`~monai_cilmp.engines.runs.prepare_run_folder`; a run of the same settings is always replaced).
 
     Returns:
         the trainer; ``trainer.checkpoint`` is its :class:`TrainingCheckpoint`, ``trainer.evaluator`` the
         validation evaluator (or ``None``), ``trainer.trains`` whether it takes training steps at all.
 
+    Training stops with a :class:`~monai_cilmp.handlers.NonFiniteError` naming the files of the first batch with
+    non-finite images or loss, before that batch changes any weight. ``out_dir`` is locked while the trainer runs and
+    records the run's settings in ``run.json`` (see :mod:`monai_cilmp.engines.runs`).
+
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
+        RunFolderError: ``out_dir`` holds a run of other settings, is in use, or cannot be written.
     """
     from ignite.engine import Events
-    from monai.engines import SupervisedTrainer
     from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
 
     recipe = recipe or TrainingRecipe()
@@ -179,10 +232,11 @@ def create_trainer(
     out_dir = Path(out_dir)
     reseed(recipe.seed)
     network = network.to(device)
-    if not _has_trainable_parameters(network):
-        return _frozen_trainer(network, out_dir, recipe, device, metadata, resume)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     main_process = not distributed or torch.distributed.get_rank() == 0
+    settings = _prepare_out_dir(out_dir, recipe, metadata, resume, overwrite, main_process)
+    if not _has_trainable_parameters(network):
+        return _frozen_trainer(network, out_dir, recipe, device, settings, resume, main_process)
     # DDP averages the gradients of the trainable parameters only (the frozen CLIP has none); everything that reads
     # or writes state (GPA, checkpoints, the regulariser) works on the unwrapped network.
     engine_network = (
@@ -214,14 +268,7 @@ def create_trainer(
     if recipe.gpa_std > 0 and prompt_names:  # nothing to aggregate otherwise (e.g. a linear probe)
         gpa = GaussianPromptAggregation(network, prompt_names, mean=recipe.gpa_mean, std=recipe.gpa_std)
         handlers.append(gpa)
-    checkpoint = TrainingCheckpoint(
-        out_dir / "checkpoints",
-        network,
-        optimizer,
-        scheduler,
-        gpa,
-        metadata={"recipe": recipe.to_dict(), **(metadata or {})},
-    )
+    checkpoint = TrainingCheckpoint(out_dir / "checkpoints", network, optimizer, scheduler, gpa, metadata=settings)
     if main_process:  # one writer of checkpoints and logs
         handlers += [
             checkpoint,
@@ -231,7 +278,8 @@ def create_trainer(
             ),
         ]
 
-    trainer = SupervisedTrainer(
+    trainer = RunFolderTrainer(
+        out_dir if main_process else None,
         device=device,
         max_epochs=recipe.max_epochs,
         train_data_loader=train_loader,
@@ -243,6 +291,7 @@ def create_trainer(
         amp_kwargs=amp_kwargs,
         optim_set_to_none=True,
     )
+    NonFiniteGuard().attach(trainer)
     dataset = getattr(train_loader, "dataset", None)
     # Each epoch's shuffling, augmentation and dropout depend only on (seed, epoch): a resumed run replays exactly
     # what an uninterrupted one would have done.
@@ -267,22 +316,19 @@ def _frozen_trainer(
     out_dir: Path,
     recipe: TrainingRecipe,
     device: torch.device,
-    metadata: dict[str, Any] | None,
+    settings: dict[str, Any],
     resume: bool,
+    main_process: bool,
 ):
     """The trainer of a network with nothing to train: one epoch of one step that does nothing, then checkpoints.
 
     Ignite cannot run zero epochs; this keeps the contract of :func:`create_trainer` (``run()``, ``checkpoint``,
     ``final.pt`` with the metadata) without reading any data.
     """
-    from monai.engines import SupervisedTrainer
-
-    recipe = dataclasses.replace(recipe, max_epochs=0, gpa_std=0.0)
-    checkpoint = TrainingCheckpoint(
-        out_dir / "checkpoints", network, None, metadata={"recipe": recipe.to_dict(), **(metadata or {})}
-    )
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    trainer = SupervisedTrainer(
+    settings = {**settings, "recipe": dataclasses.replace(recipe, max_epochs=0, gpa_std=0.0).to_dict()}
+    checkpoint = TrainingCheckpoint(out_dir / "checkpoints", network, None, metadata=settings)
+    trainer = RunFolderTrainer(
+        out_dir if main_process else None,
         device=device,
         max_epochs=1,
         train_data_loader=[{}],
@@ -291,7 +337,7 @@ def _frozen_trainer(
         optimizer=None,
         loss_function=None,
         iteration_update=lambda engine, batch: {},
-        train_handlers=[] if distributed and torch.distributed.get_rank() != 0 else [checkpoint],
+        train_handlers=[checkpoint] if main_process else [],
         decollate=False,
     )
     if resume:

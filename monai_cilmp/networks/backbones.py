@@ -25,6 +25,7 @@ import open_clip
 import torch
 
 __all__ = [
+    "DEFAULT_INIT_SEED",
     "Backbone",
     "BackboneWeightsNotFoundError",
     "TINY_BACKBONE",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 TINY_BACKBONE = "CILMP-Tiny"
+#: seed of a backbone's random weights when it has no pretrained ones (recorded by runs as ``backbone_init_seed``)
+DEFAULT_INIT_SEED = 0
 _MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -147,6 +150,7 @@ def load_backbone(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     quick_gelu: bool | None = None,
+    init_seed: int = DEFAULT_INIT_SEED,
 ) -> Backbone:
     """Load an open_clip model, its tokenizer and preprocessing facts.
 
@@ -162,6 +166,8 @@ def load_backbone(
         precision: open_clip precision string (``"fp32"``, ``"bf16"``, ``"fp16"``, ...).
         quick_gelu: force the QuickGELU activation on or off; ``None`` follows the pretrained tag (OpenAI's weights
             need it) or the model config.
+        init_seed: seed of random weights (no ``pretrained``), drawn apart from the global random state, so that a
+            run on random weights is rebuilt with the very same weights by evaluation (:data:`DEFAULT_INIT_SEED`).
 
     Returns:
         the loaded :class:`Backbone`, model in eval mode.
@@ -230,7 +236,10 @@ def load_backbone(
         elif checkpoint is not None:
             model = _create_from_checkpoint(source, checkpoint, create_kwargs)
         else:
-            model = open_clip.create_model(source, pretrained=None, **create_kwargs)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                model = open_clip.create_model(source, pretrained=None, **{**create_kwargs, "device": "cpu"})
+            model = model.to(device)
     model.eval()
 
     context_length = getattr(model, "context_length", None)

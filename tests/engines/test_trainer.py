@@ -113,12 +113,12 @@ def test_resume_without_checkpoint_is_explained(tmp_path):
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = atomic_torch_save({"network": {"a": torch.ones(2)}}, tmp_path / "last.pt")
 
-    def dies(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
+    def dies(tmp):
+        with open(tmp, "wb") as handle:
             handle.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", dies)
+    monkeypatch.setattr("monai_cilmp.utils.files._sync", lambda tmp: dies(tmp))
     with pytest.raises(KeyboardInterrupt):
         atomic_torch_save({"network": {"a": torch.zeros(2)}}, path)
     monkeypatch.undo()

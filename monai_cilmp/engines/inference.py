@@ -1,0 +1,106 @@
+"""Predicting a list of image files where some may be unreadable: the bad ones are reported, the rest predicted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ImagePredictions", "predict_images"]
+
+
+class _ItemsOrErrors(torch.utils.data.Dataset):
+    """``(index, image tensor or None, error or None)`` of each file: a file that fails is an error, not a crash."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable[[dict], dict], key: str) -> None:
+        self.paths, self.transform, self.key = list(paths), transform, key
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        path = self.paths[index]
+        try:
+            image = torch.as_tensor(self.transform({self.key: path})[self.key]).float()
+        except Exception as e:  # any failure of this one file is reported, and the others go on
+            message = " ".join(str(e).split()) or type(e).__name__
+            return index, None, message if path in message else f"'{path}': {message}"
+        if not bool(torch.isfinite(image).all()):
+            return index, None, f"'{path}' holds NaN or infinite values: fix or remove it."
+        return index, image.as_subclass(torch.Tensor), None
+
+
+def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[str, Any]:
+    good = [(i, image) for i, image, _ in batch if image is not None]
+    return {
+        "index": [i for i, _ in good],
+        "image": torch.stack([image for _, image in good]) if good else None,
+        "errors": {i: error for i, _, error in batch if error is not None},
+    }
+
+
+class ImagePredictions(dict):
+    """``{path: probabilities (C,)}`` of the images predicted, in input order, with ``errors``: ``{path: sentence}``
+    of the files that could not be predicted."""
+
+    errors: dict[str, str]
+
+
+@torch.no_grad()
+def predict_images(
+    network: nn.Module,
+    paths: Sequence[str],
+    transform: Callable[[dict], dict],
+    device: torch.device | str | None = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    key: str = "image",
+) -> ImagePredictions:
+    """Class probabilities of every readable image of ``paths``; one sentence per file that is not.
+
+    Args:
+        network: the classifier (logits ``(B, C)``).
+        paths: image files.
+        transform: the dictionary transform that loads and preprocesses ``{key: path}``.
+        device: where to run (default: the network's).
+        batch_size: images per forward pass.
+        num_workers: data loading processes.
+        key: the item key of the image.
+
+    Returns:
+        the predictions (see :class:`ImagePredictions`).
+    """
+    from monai_cilmp.engines.trainer import _amp_kwargs
+
+    device = torch.device(device) if device is not None else next(network.parameters()).device
+    use_amp, amp_kwargs = _amp_kwargs(device, None)
+    loader = torch.utils.data.DataLoader(
+        _ItemsOrErrors(paths, transform, key),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+    )
+    network.eval()
+    probabilities: dict[int, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    for batch in loader:
+        errors.update(batch["errors"])
+        if batch["image"] is None:
+            continue
+        images = batch["image"].to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp, **amp_kwargs):
+            logits = network(images)
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        for row, index in zip(probs, batch["index"]):
+            if np.isfinite(row).all():
+                probabilities[index] = row
+            else:
+                errors[index] = f"'{paths[index]}' gave non-finite class scores; the image may be corrupt."
+    out = ImagePredictions((paths[i], probabilities[i]) for i in sorted(probabilities))
+    out.errors = {paths[i]: errors[i] for i in sorted(errors)}
+    return out
