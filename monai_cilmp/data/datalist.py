@@ -136,6 +136,13 @@ def validate_datalist(datalist: Mapping[str, Any], *, source: str = "the datalis
     class_names = datalist.get("class_names")
     if not class_names:
         raise ValueError(f"{source} has no 'class_names'.")
+    if not isinstance(class_names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in class_names):
+        raise ValueError(f"'class_names' of {source} must be a list of non-empty strings.")
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{source} has a single class ({class_names[0]!r}): a classifier needs at least two classes; add the "
+            "images of the other classes."
+        )
     duplicates = sorted(n for n, c in Counter(class_names).items() if c > 1)
     if duplicates:
         raise ValueError(f"{source} repeats class name(s) {', '.join(duplicates)}.")
@@ -153,14 +160,16 @@ def validate_datalist(datalist: Mapping[str, Any], *, source: str = "the datalis
                     f"Item {i} of the {split} split of {source} has label {label}, out of range for "
                     f"{len(class_names)} classes."
                 )
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     for split in SPLITS:
         for item in out[split]:
-            other = seen.setdefault(str(item["image"]), split)
+            # the file itself, not its spelling: symbolic links and 'a/../a/x.png' name the same image
+            other, spelling = seen.setdefault(os.path.realpath(str(item["image"])), (split, str(item["image"])))
             if other != split:
+                same = "" if spelling == str(item["image"]) else f" (as '{spelling}')"
                 raise ValueError(
-                    f"Image '{item['image']}' is in both the {other} and the {split} split of {source}; an image "
-                    "must be in one split only."
+                    f"Image '{item['image']}' is in both the {other}{same} and the {split} split of {source}; an "
+                    "image must be in one split only."
                 )
     counts = Counter(int(item["label"]) for item in out["training"])
     for index, name in enumerate(class_names):
@@ -291,15 +300,19 @@ def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path
     return write_json(path, validate_datalist(datalist, source=str(path)), indent=1)
 
 
-def load_datalist(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def load_datalist(
+    path: str | os.PathLike, class_names: Sequence[str] | None = None, check_files: bool = True
+) -> dict[str, Any]:
     """Read and validate a datalist, making relative image paths absolute (relative to the file's folder).
 
     Args:
         path: the JSON file.
-        class_names: class names to use when the file has none (a plain MONAI datalist).
+        class_names: class names to use when the file has none (a plain MONAI datalist); when the file has some,
+            they must be the same.
+        check_files: check that every image file exists (before any work starts, not mid-epoch).
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        FileNotFoundError: the file or image files it lists do not exist.
         ValueError: the file is not JSON or not a valid datalist.
     """
     path = Path(path)
@@ -308,9 +321,22 @@ def load_datalist(path: str | os.PathLike, class_names: Sequence[str] | None = N
         raise ValueError(f"Datalist '{path}' must hold a JSON object with 'training', 'validation' and 'test' lists.")
     if class_names is not None and not data.get("class_names"):
         data["class_names"] = list(class_names)
+    elif class_names is not None and [normalise_class_name(str(n)) for n in class_names] != [
+        normalise_class_name(str(n)) for n in data["class_names"]
+    ]:
+        raise ValueError(
+            f"The class names given ({', '.join(map(str, class_names))}) differ from those of datalist '{path}' "
+            f"({', '.join(map(str, data['class_names']))}): drop --classes/--dataset, or give the datalist's names in "
+            "its order."
+        )
     base = path.resolve().parent
     for split in SPLITS:
         for item in data.get(split, []):
             if isinstance(item, dict) and isinstance(item.get("image"), str):
                 item["image"] = str(base / item["image"])  # an absolute path stays as it is
-    return validate_datalist(data, source=f"datalist '{path}'")
+    data = validate_datalist(data, source=f"datalist '{path}'")
+    if check_files:
+        missing = [str(item["image"]) for split in SPLITS for item in data[split] if not os.path.exists(item["image"])]
+        if missing:
+            raise missing_images_error(missing, f"datalist '{path}'")
+    return data

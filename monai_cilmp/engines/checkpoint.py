@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,19 @@ CHECKPOINT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`~monai_cilmp.utils.atomic_write`: a crash never leaves a broken checkpoint."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through :func:`~monai_cilmp.utils.atomic_write`: a crash never leaves a broken checkpoint.
+
+    The checkpoint is serialised in memory and written with plain file I/O, so that a full disk is reported as
+    such (PyTorch's own writer reports it as an obscure "unexpected pos" error).
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .gpa import GaussianPromptAggregation, gaussian_epoch_weights
+from .nonfinite import NonFiniteError, NonFiniteGuard, batch_files
 
-__all__ = ["GaussianPromptAggregation", "gaussian_epoch_weights"]
+__all__ = ["GaussianPromptAggregation", "NonFiniteError", "NonFiniteGuard", "batch_files", "gaussian_epoch_weights"]

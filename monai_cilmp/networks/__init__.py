@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from . import blocks, nets
-from .backbones import Backbone, BackboneWeightsNotFoundError, load_backbone
+from .backbones import Backbone, BackboneWeightsNotFoundError, load_backbone, register_model_configs
 from .nets import CILMP, IVLP, CoCoOp, CoOp, KgCoOp, LinearProbe, ZeroShotCLIP, build_method, list_methods
+
+register_model_configs()  # CILMP-Tiny and the other project configs, known to open_clip from here on
 
 __all__ = [
     "Backbone",

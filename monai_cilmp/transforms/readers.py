@@ -43,6 +43,7 @@ __all__ = [
     "LoadMedicalImaged",
     "NIFTI_SUFFIXES",
     "NiftiReader",
+    "NumpyArrayReader",
     "PHOTO_SUFFIXES",
     "PhotoReader",
     "SUPPORTED_PHOTOMETRIC_INTERPRETATIONS",
@@ -473,12 +474,47 @@ class NiftiReader(NibabelReader):
             raise ImageReadError(f"Cannot read '{path}': the file is corrupt or not NIfTI ({_reason(e, path)}).") from e
 
 
+class NumpyArrayReader(NumpyReader):
+    """MONAI's :class:`~monai.data.NumpyReader` that never unpickles, whatever MONAI's version or arguments.
+
+    A ``.npy``/``.npz`` file may hold pickled Python objects, and unpickling runs code: only plain arrays are read.
+
+    Raises:
+        ImageReadError: the file holds pickled objects, is corrupt, or is not a NumPy file.
+    """
+
+    def __init__(self, npz_keys: KeysCollection | None = None, channel_dim: str | int | None = None, **kwargs) -> None:
+        kwargs.pop("allow_pickle", None)
+        super().__init__(npz_keys=npz_keys, channel_dim=channel_dim, allow_pickle=False, **kwargs)
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
+        kwargs.pop("allow_pickle", None)
+        arrays: list[np.ndarray] = []
+        for name in ensure_tuple(data):
+            try:
+                loaded = np.load(name, allow_pickle=False, **{**self.kwargs, **kwargs})
+            except ValueError as e:
+                if "pickle" in str(e).lower():
+                    raise ImageReadError(
+                        f"Refusing to read '{name}': it holds pickled Python objects, which could run code when "
+                        "loaded; save it as a plain array (numpy.save with allow_pickle=False) or as an image."
+                    ) from None
+                raise ImageReadError(f"Cannot read '{name}': not a NumPy array file ({_reason(e, name)}).") from e
+            except OSError as e:
+                raise ImageReadError(f"Cannot read '{name}': not a NumPy array file ({_reason(e, name)}).") from e
+            if str(name).endswith(".npz"):
+                arrays += [loaded[k] for k in (self.npz_keys or list(loaded.keys()))]
+            else:
+                arrays.append(loaded)
+        return arrays if len(arrays) > 1 else arrays[0]
+
+
 class LoadMedicalImage(LoadImage):
     """MONAI's ``LoadImage`` with :class:`PhotoReader`, :class:`DicomReader` and :class:`NiftiReader` registered.
 
     The reader is chosen by file type: photographs by suffix, NIfTI by suffix, DICOM by suffix or by the ``DICM``
-    magic of a file without one, and a folder is read as one DICOM series; ``.npy``/``.npz`` go to MONAI's
-    ``NumpyReader``. Failures are one sentence naming the file.
+    magic of a file without one, and a folder is read as one DICOM series; ``.npy``/``.npz`` go to
+    :class:`NumpyArrayReader` (never unpickles). Failures are one sentence naming the file.
 
     Args:
         photo_mode: ``PhotoReader`` mode: ``"RGB"``, ``"L"`` or ``None`` (keep the image's channels).
@@ -513,7 +549,7 @@ class LoadMedicalImage(LoadImage):
         self.pattern, self.sep = None, "."
         self.readers: list[ImageReader] = []
         for reader in (
-            NumpyReader(),
+            NumpyArrayReader(),
             NiftiReader(as_closest_canonical=nifti_canonical),
             DicomReader(rescale=dicom_rescale, voi_lut=dicom_voi_lut, invert_monochrome1=invert_monochrome1),
             PhotoReader(mode=photo_mode),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -12,22 +13,50 @@ from typing import Any
 __all__ = ["atomic_write", "read_json", "write_json"]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
+def _write_error(path: Path, error: OSError) -> OSError:
+    """The same error with one sentence naming the file and what to do (disk full, read-only or forbidden)."""
+    if error.errno == errno.ENOSPC:
+        message = f"No space left on device while writing '{path}': free some space (or write elsewhere) and retry."
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        message = f"Cannot write to '{path.parent}' ({error.strerror}): choose a writable folder."
+    else:
+        return error
+    return type(error)(error.errno, message)
 
-    Either the whole new file appears or, on any error (including an interrupt), the previous file is left as it
-    was and the temporary file is removed.
+
+def _sync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, flush it to disk, then rename it to ``path``.
+
+    Either the whole new file appears or, on any error (including an interrupt or a full disk), the previous file is
+    left as it was and the temporary file is removed. Temporary files are named ``.<name>.<random>.tmp``; a process
+    killed outright can leave one behind, which run folders clean up (see :mod:`monai_cilmp.engines.runs`).
 
     Returns:
         ``path``.
+
+    Raises:
+        OSError: the file cannot be written; a full disk or a folder that cannot be written says so in one sentence
+            naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     os.close(fd)
     try:
         write(tmp)
+        _sync(tmp)  # the data reach the disk before the rename makes them the file
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

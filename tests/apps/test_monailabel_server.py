@@ -191,3 +191,50 @@ def test_client_errors_are_4xx_with_a_clear_message_and_the_server_keeps_serving
     assert requests.get(f"{url}/info/", timeout=30).status_code == 200
     response = _infer(url, params={"image": "photo1"})
     assert response.status_code == 200 and sum(response.json()["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_datastore_is_read_only_by_default(server):
+    url = server["url"]
+    response = requests.delete(f"{url}/datastore/image", params={"id": "photo0"}, timeout=30)
+    assert response.status_code == 403 and "read-only" in response.json()["detail"]
+    assert (server["studies"] / "photo0.png").is_file()
+    png = (server["studies"] / "photo1.png").read_bytes()
+    response = requests.put(f"{url}/datastore/image", files={"file": ("planted.png", png, "image/png")}, timeout=30)
+    assert response.status_code == 403 and not (server["studies"] / "planted.png").exists()
+
+
+def test_image_ids_are_studies_only_and_errors_do_not_reveal_files(server):
+    url = server["url"]
+    outside = server["root"] / "secret.png"
+    shutil.copy(server["studies"] / "photo0.png", outside)
+    for image in (str(outside), str(server["root"] / "missing.png"), "../secret.png", str(server["studies"] / "x")):
+        response = _infer(url, params={"image": image})
+        assert response.status_code == 404, (image, response.text)
+        assert response.json()["detail"] == f"Image '{image}' is not in the datastore: use an id listed by /datastore/."
+    # the same through the params form field, which MONAI Label merges into the request
+    response = _infer(url, params={"image": "photo0"}, data={"params": json.dumps({"image": str(outside)})})
+    assert response.status_code == 404
+
+
+def test_uploads_are_deleted_and_devices_checked(server):
+    import tempfile
+
+    url = server["url"]
+    before = set(Path(tempfile.gettempdir()).glob("tmp*"))
+    response = _infer(url, files={"file": ("fake.png", b"not a PNG", "image/png")})
+    assert response.status_code == 415
+    png = (server["studies"] / "photo2.png").read_bytes()
+    assert _infer(url, files={"file": ("ok.png", png, "image/png")}).status_code == 200
+    time.sleep(1)
+    assert {p for p in Path(tempfile.gettempdir()).glob("tmp*") if p.suffix == ".png"} - before == set()
+    response = _infer(url, params={"image": "photo0"}, data={"params": json.dumps({"device": "cuda:7"})})
+    assert response.status_code == 400 and "is not available on this server" in response.json()["detail"]
+    nan = server["root"] / "nan.npy"
+    import numpy as np
+
+    array = np.random.rand(32, 32).astype(np.float32)
+    array[0, 0] = np.nan
+    np.save(nan, array)
+    response = _infer(url, files={"file": ("nan.npy", nan.read_bytes(), "application/octet-stream")})
+    assert response.status_code == 415 and "NaN" in response.json()["detail"], response.text
+    assert server["proc"].poll() is None

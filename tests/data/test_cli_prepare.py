@@ -38,7 +38,7 @@ def test_check_reports_every_unreadable_image_and_writes_nothing(tmp_path, capsy
     code = main(["prepare", "folder", str(root), "--out", str(out), "--check"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"monai-cilmp prepare: error: 3 of 13 images in '{root}' cannot be read:\n")
+    assert err.startswith(f"monai-cilmp prepare: error: 3 of 13 images in '{root}' cannot be used:\n")
     for name in ("covid/broken.png", "normal/empty.jpg", "normal/cut.png"):
         assert f"Cannot read '{root / name}': the file is corrupt or not a valid" in err
     assert only_these_files(out.parent) == []
@@ -82,13 +82,13 @@ def test_csv_errors_write_nothing(tmp_path, capsys):
 
 
 def test_fewshot_and_base_novel(tmp_path, capsys):
-    root = class_tree(tmp_path / "tree", {"a": 30, "b": 30, "c": 12})
+    root = class_tree(tmp_path / "tree", {"a": 30, "b": 30, "c": 12, "d": 12})
     full = tmp_path / "full.json"
     assert main(["prepare", "folder", str(root), "--out", str(full)]) == 0
     few = tmp_path / "few.json"
     assert main(["prepare", "fewshot", str(full), "--shots", "8", "--seed", "2", "--out", str(few)]) == 0
     datalist = json.loads(few.read_text())
-    assert datalist["few_shot"]["shots"] == 8 and len(datalist["training"]) == 24
+    assert datalist["few_shot"]["shots"] == 8 and len(datalist["training"]) == 32
     capsys.readouterr()
     too_many = tmp_path / "too_many.json"
     assert main(["prepare", "fewshot", str(full), "--shots", "16", "--out", str(too_many)]) == 2
@@ -99,7 +99,7 @@ def test_fewshot_and_base_novel(tmp_path, capsys):
     assert not too_many.exists()
     novel = tmp_path / "novel.json"
     assert main(["prepare", "base-novel", str(full), "--subset", "novel", "--out", str(novel)]) == 0
-    assert json.loads(novel.read_text())["class_names"] == ["c"]
+    assert json.loads(novel.read_text())["class_names"] == ["c", "d"]
 
 
 def test_dataset_download(tmp_path, capsys):

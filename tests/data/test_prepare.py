@@ -324,7 +324,7 @@ def test_check_before_writing(tmp_path):
     with pytest.raises(ValueError) as e:
         prepare_dataset("adam", tmp_path / "raw", out, check=True)
     assert str(e.value).startswith(
-        f"1 of 5 images in '{root}' cannot be read:\n  Cannot read '{root / 'AMD' / 'A0003.jpg'}'"
+        f"1 of 5 images in '{root}' cannot be used:\n  Cannot read '{root / 'AMD' / 'A0003.jpg'}'"
     )
     assert only_these_files(out.parent) == []
     written = prepare_dataset("adam", tmp_path / "raw", out)  # without the check the images are not opened
@@ -436,4 +436,9 @@ def test_grouped_split_and_no_image_in_two_splits():
         assert len({where[p] for p, gg in groups.items() if gg == g}) == 1
     assert all(counts_ for counts_ in (Counter(lab for _, lab in splits["training"]).values()))
     with pytest.raises(ValueError, match="is in both the training and the test split"):
-        make_datalist({"training": [("/x/a.png", 0)], "test": [("/x/a.png", 0)]}, ["a"])
+        make_datalist({"training": [("/x/a.png", 0), ("/x/b.png", 1)], "test": [("/x/a.png", 0)]}, ["a", "b"])
+    # the same file under another spelling is the same image
+    with pytest.raises(ValueError, match=r"is in both the training \(as '/x/a.png'\) and the test split"):
+        make_datalist({"training": [("/x/a.png", 0), ("/x/b.png", 1)], "test": [("/x/../x/a.png", 0)]}, ["a", "b"])
+    with pytest.raises(ValueError, match="single class"):
+        make_datalist({"training": [("/x/a.png", 0)]}, ["a"])

@@ -1,8 +1,9 @@
 """The classification infer task: one trained CILMP run served through MONAI Label.
 
-The network and the preprocessing are rebuilt exactly as ``monai-cilmp predict --run DIR`` rebuilds them: the run's
-checkpoint metadata become overrides of the CILMP bundle's ``inference.json`` (``run_overrides``), whose ``network``
-gets the trained state and whose ``preprocessing`` is the training preset's evaluation pipeline. Class probabilities
+The network and the preprocessing are rebuilt exactly as ``monai-cilmp predict --run DIR`` rebuilds them: the CILMP
+bundle's ``inference.json`` reads the run folder (``monai_cilmp.engines.load_run``: every stored value checked, the
+backbone weights against their hash, the run's own copy of the knowledge bank), builds the run's network with its
+trained state, and its ``preprocessing`` is the training preset's evaluation pipeline. Class probabilities
 come from the library's ``predict`` (the same evaluator, autocast and softmax as the command line).
 
 Unlike MONAI Label's generic ``BundleInferTask`` this task has no post-restore step (``Restored`` would try to put a
@@ -68,14 +69,13 @@ class CILMPClassification(BasicInferTask):
     def __init__(
         self, run_dir: str | Path, checkpoint: str = "final", description: str | None = None, preload: bool = False
     ) -> None:
-        from monai_cilmp.cli.evaluate import run_overrides
+        from monai_cilmp.engines import load_run
 
-        self.run_dir = Path(run_dir).resolve()
-        self.checkpoint = self.run_dir / "checkpoints" / f"{checkpoint}.pt"
-        self.overrides = run_overrides(self.run_dir, self.checkpoint)
-        self._check_knowledge()
-        self.class_names = [str(n) for n in self.overrides["class_names"]]
-        self.preset = str(self.overrides["preset"])
+        self.run = load_run(run_dir, checkpoint)
+        self.run_dir, self.checkpoint, self.checkpoint_name = self.run.directory, self.run.checkpoint, checkpoint
+        self.class_names = self.run.class_names
+        self.preset = str(self.run.metadata["preset"])
+        self.backbone = str(self.run.metadata["backbone"])
         self._loaded: dict[str, tuple[Any, Any, float]] = {}
         self._lock = threading.Lock()
         super().__init__(
@@ -85,34 +85,18 @@ class CILMPClassification(BasicInferTask):
             labels=self.class_names,
             dimension=2,
             description=description
-            or f"CILMP classifier ({self.overrides['backbone']}, {self.preset} preset) from {self.run_dir.name}",
+            or f"CILMP classifier ({self.backbone}, {self.preset} preset) from {self.run_dir.name}",
         )
         if preload:
             from monailabel.utils.others.generic import name_to_device
 
             self._load(name_to_device(None))
 
-    def _check_knowledge(self) -> None:
-        """The run records its knowledge bank by absolute path; a run copied elsewhere may carry it alongside."""
-        recorded = Path(self.overrides["knowledge_file"])
-        if recorded.is_file():
-            return
-        for candidate in (self.run_dir / recorded.name, self.run_dir / "knowledge.safetensors"):
-            if candidate.is_file():
-                logger.info(f"Knowledge bank {recorded} is missing; using the run's copy {candidate}")
-                self.overrides["knowledge_file"] = str(candidate)
-                self.overrides["network_def#knowledge"] = str(candidate)
-                return
-        raise FileNotFoundError(
-            f"The knowledge bank '{recorded}' this run was trained with does not exist: copy it to "
-            f"'{self.run_dir / recorded.name}'."
-        )
-
     def info(self) -> dict[str, Any]:
         return {
             **super().info(),
             "preset": self.preset,
-            "backbone": self.overrides["backbone"],
+            "backbone": self.backbone,
             "checkpoint": self.checkpoint.name,
         }
 
@@ -123,7 +107,6 @@ class CILMPClassification(BasicInferTask):
         """The network (trained state loaded, eval mode, on ``device``) and the preprocessing, built once per device
         and rebuilt when the checkpoint file changes."""
         from monai_cilmp.cli._bundle import parse_bundle
-        from monai_cilmp.engines import load_checkpoint
 
         device = str(device)
         with self._lock:
@@ -132,11 +115,10 @@ class CILMPClassification(BasicInferTask):
             if cached is not None and cached[2] == mtime:
                 return cached[0], cached[1]
             logger.info(f"Building the CILMP network of {self.run_dir} on {device}")
-            parser = parse_bundle(["inference.json"], {**self.overrides, "device": device})
-            network = parser.get_parsed_content("network")
-            network.load_trainable_state_dict(load_checkpoint(self.checkpoint)["network"])
+            overrides = {"output_dir": str(self.run_dir), "checkpoint_name": self.checkpoint_name, "device": device}
+            network = parse_bundle(["inference.json"], overrides).get_parsed_content("network")
             network.eval()
-            preprocessing = parser.get_parsed_content("preprocessing")
+            preprocessing = parse_bundle(["inference.json"], overrides).get_parsed_content("preprocessing")
             self._loaded[device] = (network, preprocessing, mtime)
             return network, preprocessing
 
@@ -165,6 +147,9 @@ class CILMPClassification(BasicInferTask):
         from monai_cilmp.engines import predict
 
         network, _ = self._load(device)
+        image = data[self.input_key]
+        if not np.isfinite(np.asarray(image, dtype=np.float32)).all():
+            raise ImageInputError(f"Image '{data.get('image_path', 'upload')}' holds NaN or infinite values.")
         loader = DataLoader(Dataset([{self.input_key: data[self.input_key]}]), batch_size=1, num_workers=0)
         probs, _ = predict(network, loader, device)
         data[self.output_label_key] = probs[0]
