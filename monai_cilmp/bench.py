@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["REFERENCE_CPU", "add_arguments", "main", "run_benchmark"]
+__all__ = ["REFERENCE_CPU", "main", "run_benchmark"]
 
 # The reference implementation (github usr922/cilmp, patched to run fp32 on CPU) measured on the development
 # machine class (2 cores, fp32, 2 threads, ViT-B/16 shape, B=4, C=4, L=16); see DESIGN.md.
@@ -148,12 +148,12 @@ class _Steps:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark described by ``args`` (see :func:`add_arguments`) and return the report.
+    """Run the benchmark described by ``args`` (see :func:`monai_cilmp.cli.bench.add_arguments`) and return the report.
 
     Timings alternate between the variants round by round and report medians, so that their ratios hold even on a
     machine whose speed drifts; the matmul peak is the best of a measurement before and after.
     """
-    device = torch.device(args.device)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = _DTYPES[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,33 +233,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the benchmark's options to ``parser``."""
-    parser.add_argument("--backbone", default="ViT-B-16", help="open_clip model shape (random weights)")
-    parser.add_argument(
-        "--activation",
-        choices=("quick_gelu", "gelu"),
-        default="quick_gelu",
-        help="MLP activation of the random backbone (quick_gelu: as OpenAI's CLIP weights, the paper's setting)",
-    )
-    parser.add_argument("--batch-size", "-B", type=int, default=4)
-    parser.add_argument("--classes", "-C", type=int, default=4)
-    parser.add_argument("--knowledge-length", "-L", type=int, default=16)
-    parser.add_argument("--knowledge-dim", "-D", type=int, default=4096, help="LLM hidden size")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="autocast dtype (fp32: none)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--steps", type=int, default=5, help="timed rounds (median reported)")
-    parser.add_argument("--unconditional", action="store_true", help="benchmark the unconditional variant")
-    parser.add_argument("--grad-checkpointing", action="store_true", help="recompute encoder blocks in backward")
-    parser.add_argument(
-        "--full-context", action="store_true", help="also run every prompt at the full context, for the ratio"
-    )
-    parser.add_argument("--out", help="also write the JSON report to this file")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from monai_cilmp.cli.bench import add_arguments
+
     args = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args(argv)
     return _run(args)
 

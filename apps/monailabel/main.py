@@ -113,7 +113,8 @@ class CILMPApp(MONAILabelApp):
             self.studies,
             extensions=patterns,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-            read_only=not writable or settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            # MONAI Label's own flag only skips listing the folder's images at start-up; the class refuses writes
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
     def init_infers(self) -> dict[str, Any]:

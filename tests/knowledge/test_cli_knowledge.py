@@ -91,3 +91,17 @@ def test_attributes_then_extract_from_them(tiny_models, images, tmp_path, capsys
     bank = KnowledgeBank.load(bank_path)
     assert bank.metadata["texts"] == {n: e["description"] for n, e in result["classes"].items()}
     assert set(bank.metadata["description_sources"].values()) == {"file:attributes.json"}
+
+
+def test_extract_keeps_hostile_class_names_as_data(tiny_models, tmp_path, monkeypatch):
+    """Class names that look like MONAI config code (or contain quotes and non-ASCII letters) are only names."""
+    monkeypatch.chdir(tmp_path)
+    names = ["$__import__('os').system('touch PWNED')", '@recipe %m #id "q" naïve']
+    descriptions = tmp_path / "descriptions.json"
+    descriptions.write_text(json.dumps({n: f"the look of {n}" for n in names}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "kb.safetensors"
+    argv = ["knowledge", "extract", "--descriptions", str(descriptions), "--model", str(tiny_models["llama"])]
+    assert main([*argv, "--out", str(out), "--max-length", "4", "--device", "cpu"]) == 0
+    assert KnowledgeBank.load(out).class_names == names
+    assert main(["knowledge", "show", str(out)]) == 0
+    assert not list(tmp_path.rglob("PWNED"))
