@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = ["REFERENCE_CPU", "main", "run_benchmark"]
 
 # The reference implementation (github usr922/cilmp, patched to run fp32 on CPU) measured on the development
-# machine class (2 cores, fp32, 2 threads, ViT-B/16 shape, B=4, C=4, L=16); see DESIGN.md.
+# machine class (2 cores, fp32, 2 threads, ViT-B/16 shape, B=4, C=4, L=16): figures of another run, not of this one.
 REFERENCE_CPU = {"train_images_per_s": 1.5, "infer_images_per_s": 4.0, "peak_memory_gb": 3.1}
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

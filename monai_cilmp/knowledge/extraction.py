@@ -1,6 +1,6 @@
 """Knowledge extraction: hidden states of a language model for each class's description, as a knowledge bank.
 
-Two readings of CILMP's knowledge (``METHOD.md`` section 1), selectable and recorded in the bank:
+Two readings of CILMP's knowledge (``docs/method.md``), selectable and recorded in the bank:
 
 - ``tokens`` (default): the hidden states of the description's own tokens at one layer (default the last), so
   ``L_c`` is the description's token count, capped so that CILMP's prompt fits CLIP's context
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 GENERATION_PROMPT = "In {article} {modality}, describe the distinctive visual features of {class_name}."
-"""The prompt of ``generate`` (METHOD.md's wording; the registry's modality words already name the image kind)."""
+"""The prompt of ``generate`` (docs/method.md's wording; the registry's modality words already name the image kind)."""
 
 DEFAULT_MODALITY = "medical image"
 

@@ -1,4 +1,4 @@
-"""The CILMP network: the method of METHOD.md, exactly, and everything around it."""
+"""The CILMP network: the method of docs/method.md, exactly, and everything around it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def images(n=4, size=64, seed=0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-# ----- a naive, loop-per-sample/class/position reading of METHOD.md, at the full 77-token context ---------------
+# ----- a naive, loop-per-sample/class/position reading of docs/method.md, at the full 77-token context ---------------
 
 
 def _phi(module, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """CILMP: Conditional Intervention of Large language models for Medical image Prompt tuning (Du et al., IEEE TMI 2025).
 
-See ``METHOD.md`` (section 1) for the method. In short: each class's LLM knowledge ``K_c`` (a knowledge bank) is
+See ``docs/method.md`` for the method. In short: each class's LLM knowledge ``K_c`` (a knowledge bank) is
 edited by low-rank interventions conditioned on the image, projected into CLIP's text space and placed in the
 class prompt at every text layer, next to deep learnable context tokens; the image side gets deep visual
 prompts. Only those prompts, interventions and projections train; CLIP stays frozen.
