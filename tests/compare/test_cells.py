@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from monai_cilmp.compare import Cell, class_specific_parameters, harmonic_mean, run_comparison
 from monai_cilmp.data import load_datalist, subsample_classes, write_datalist
@@ -19,6 +20,7 @@ METHODS = ["zero-shot-name", "linear-probe", "coop", "coop-csc", "cilmp"]
 @pytest.fixture(scope="module")
 def base_to_novel(tiny_data4, tmp_path_factory):
     out = tmp_path_factory.mktemp("b2n")
+    torch.manual_seed(0)  # the random tiny backbone
     result = run_comparison(
         tiny_data4["datalist"],
         METHODS,
@@ -60,13 +62,17 @@ def test_base_to_novel_trains_on_the_base_half_and_scores_both(base_to_novel, ti
 
 
 def test_novel_score_of_zero_shot_equals_its_score_on_the_novel_classes_alone(base_to_novel, tiny_data4, tmp_path):
-    _, records = base_to_novel
+    out, records = base_to_novel
     novel = subsample_classes(load_datalist(tiny_data4["datalist"]), "novel")
     write_datalist(novel, tmp_path / "novel.json")
+    torch.manual_seed(0)  # the same random tiny backbone as the base-to-novel run
     alone = run_comparison(
         tmp_path / "novel.json", ["zero-shot-name"], [2], [1], tmp_path / "cmp", log=lambda line: None, **TINY
     )
     assert alone["records"][0]["metrics"]["accuracy"] == records["zero-shot-name"]["novel"]["accuracy"]
+    ours = Cell("zero-shot-name", 2, 1, LABEL).directory(out) / "test_novel_predictions.csv"
+    theirs = Cell("zero-shot-name", 2, 1, LABEL).directory(tmp_path / "cmp") / "test_predictions.csv"
+    assert ours.read_text() == theirs.read_text()  # same images, same probabilities over the novel classes
 
 
 def test_report_has_base_novel_and_hm_with_na_for_per_class_methods(base_to_novel):
