@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="few-shot",
         help="base-to-novel: train on the first ceil(C/2) classes, report base, novel and harmonic-mean accuracy",
     )
+    parser.add_argument("--sampler", choices=["monai-cilmp", "dassl"], default="monai-cilmp", help="few-shot draw")
     parser.add_argument("--knowledge", help="knowledge bank for CILMP (monai-cilmp knowledge extract)")
     parser.add_argument("--descriptions", help="class descriptions / attribute prompts for the zero-shot methods")
     parser.add_argument("--preset", help="modality preset (default: the dataset's or the datalist's)")
@@ -89,5 +90,6 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         num_workers=args.workers,
         protocol=args.protocol,
+        sampler=args.sampler,
     )
     return 0

@@ -170,6 +170,8 @@ class CellContext:
         backbone_label: the backbone's :func:`backbone_label`, recorded in each cell.
         subset_loaders: for ``base-to-novel``: ``{"base": (datalist, loader), "novel": (datalist, loader)}``, each
             subset's datalist (relabelled ``0..n-1``) and a loader of its test split.
+        sampler: the few-shot sampler (:class:`~monai_cilmp.data.FewShotSampler`); with ``"dassl"`` and
+            base-to-novel the draw is over all classes, then the base ones are kept, as Dassl's code does.
     """
 
     datalist: Mapping[str, Any]
@@ -188,6 +190,7 @@ class CellContext:
     protocol: str = Protocol.FEW_SHOT
     backbone_label: str = ""
     subset_loaders: Mapping[str, tuple[Mapping[str, Any], Any]] = dataclasses.field(default_factory=dict)
+    sampler: str = "monai-cilmp"
 
     def build(self, method: str, class_names: Sequence[str]):
         """The network of ``method`` for ``class_names`` on the shared backbone (knowledge bank restricted to them)."""
@@ -273,8 +276,11 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     recipe = context.recipe_for(spec.name, cell.seed)
     if cell.shots == FULL:
         training = [dict(item) for item in data["training"]]
+    elif b2n and context.sampler == "dassl":  # Dassl draws over all classes, then keeps the base ones
+        drawn = few_shot_datalist(context.datalist, cell.shots, cell.seed, sampler="dassl")["training"]
+        training = [item for item in drawn if int(item["label"]) < len(names)]
     else:
-        training = few_shot_datalist(data, cell.shots, cell.seed)["training"]
+        training = few_shot_datalist(data, cell.shots, cell.seed, sampler=context.sampler)["training"]
 
     reseed(cell.seed)  # the initial prompts / head depend on the seed only, not on the cells run before
     network = context.build(spec.name, names)
@@ -340,6 +346,8 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "n_train": len(training) if trained else 0,
+        "sampler": context.sampler,
+        "train_images": [str(item["image"]) for item in training] if cell.shots != FULL else None,
         "recipe": recipe.to_dict() if trained else None,
         "class_names": list(context.datalist["class_names"]),
     }

@@ -107,6 +107,7 @@ def run_comparison(
     device: Any = None,
     num_workers: int = 0,
     protocol: str = Protocol.FEW_SHOT,
+    sampler: str = "monai-cilmp",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Compare ``methods`` over ``shots`` x ``seeds`` on one datalist; resume what a previous run left.
@@ -133,6 +134,8 @@ def run_comparison(
         num_workers: data loading processes.
         protocol: ``"few-shot"`` or ``"base-to-novel"`` (:class:`~monai_cilmp.compare.Protocol`; train on the first
             ``ceil(C / 2)`` classes, report base, novel and harmonic-mean accuracy).
+        sampler: how each cell's K-shot subset is drawn (:class:`~monai_cilmp.data.FewShotSampler`; ``"dassl"``:
+            the subsets of CoOp's / BiomedCoOp's seeds on a datalist imported from their split file).
         log: where progress lines go.
 
     Returns:
@@ -143,7 +146,7 @@ def run_comparison(
         ValueError: unknown methods, a method that needs a knowledge bank without one, more shots than a class has,
             fewer than four classes for base-to-novel, or a folder holding a comparison with other settings.
     """
-    from monai_cilmp.data import get_dataset, load_datalist, subsample_classes
+    from monai_cilmp.data import FewShotSampler, get_dataset, load_datalist, subsample_classes
     from monai_cilmp.engines import TrainingRecipe, default_device
     from monai_cilmp.networks import load_backbone
     from monai_cilmp.networks.nets import get_method
@@ -155,11 +158,19 @@ def run_comparison(
     seed_list = list(dict.fromkeys(int(s) for s in seeds))
     if not seed_list:
         raise ValueError("Give at least one seed.")
+    curated = True
     if dataset:
         ds = get_dataset(dataset)
         class_names = class_names or list(ds.class_names)
         preset, ordinal, dataset = preset or ds.preset, ordinal or ds.ordinal, ds.name
+        curated = ds.curated_descriptions
+        if not curated and not descriptions and any(get_method(m).uses_descriptions for m in methods):
+            log(
+                f"Dataset '{ds.name}' has no curated class descriptions yet: the methods that use descriptions get "
+                "generic ones (give --descriptions for better ones)."
+            )
     protocol = look_up_option(protocol, Protocol)
+    sampler = str(look_up_option(sampler, FewShotSampler))
     data = load_datalist(datalist, class_names)
     names = list(data["class_names"])
     subsets = {}
@@ -186,6 +197,7 @@ def run_comparison(
     label = backbone_label(backbone, pretrained)
     settings = {
         "protocol": str(protocol),
+        "sampler": sampler,
         "backbone_label": label,
         "datalist": str(Path(datalist).resolve()),
         "class_names": names,
@@ -237,13 +249,14 @@ def run_comparison(
             method_recipes=method_recipes,
             knowledge=bank,
             descriptions=str(descriptions) if descriptions else None,
-            dataset=dataset,
+            dataset=dataset if curated else None,
             ordinal=ordinal,
             device=device if device is not None else default_device(),
             num_workers=num_workers,
             protocol=protocol,
             backbone_label=label,
             subset_loaders={k: (v, test_loader(v["test"])) for k, v in subsets.items()},
+            sampler=sampler,
         )
     for i, cell in enumerate(cells, 1):
         prefix = f"[{i}/{len(cells)}] {cell}:"

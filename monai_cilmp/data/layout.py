@@ -102,6 +102,8 @@ class DatasetLayout:
         extensions: image file extensions of the folder kinds.
         official: the download defines the split (else: a stratified, seeded split of everything).
         deduplicate: drop repeated ``(image, label)`` rows of a table.
+        checked: what this layout was checked against (a real download, a published split file's paths); ``""``:
+            written from the dataset's documentation and not checked against the real download.
     """
 
     kind: str
@@ -127,6 +129,7 @@ class DatasetLayout:
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")
     official: bool = False
     deduplicate: bool = False
+    checked: str = ""
 
     def label_of(self, value: str, where: str, file_name: str | None = None) -> int | None:
         """The label of a folder name or cell ``value`` (``None``: leave the item out).

@@ -479,11 +479,9 @@ def describe_layouts(name: str) -> str:
     lines.append("Expected layout of the unpacked download (the first found is used):")
     for layout in spec.layouts:
         split = "official split" if layout.official else "stratified seeded split"
-        lines += textwrap.wrap(f"{layout.expected}; {split}.", 110, initial_indent="  - ", subsequent_indent="    ")
-    checked = "checked against the download" if spec.layout_checked else "written from the documentation, unchecked"
-    if spec.layout_checked and "biomedcoop" in spec.papers:
-        checked = "checked against every image path of BiomedCoOp's split file"
-    lines += ["", f"Layout {checked}."]
+        checked = f"checked against {layout.checked}" if layout.checked else "UNCHECKED: written from its documentation"
+        text = f"{layout.expected}; {split}; {checked}."
+        lines += textwrap.wrap(text, 110, initial_indent="  - ", subsequent_indent="    ")
     if spec.notes:
         lines += ["", *textwrap.wrap(spec.notes, 110)]
     return "\n".join(lines)

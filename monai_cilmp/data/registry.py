@@ -34,8 +34,6 @@ class DatasetSpec:
         class_synonyms: other names of its classes (e.g. in the other paper's split files) -> our class name.
         papers: the papers that evaluate it (``"cilmp"``, ``"biomedcoop"``).
         curated_descriptions: :mod:`monai_cilmp.knowledge` has curated descriptions of its classes.
-        layout_checked: the layouts were checked against the real download (or, for BiomedCoOp's datasets, against
-            every image path of its published split file); ``False``: written from the dataset's documentation.
         notes: anything a user should know (e.g. why a preset was chosen).
         prepare: function converting the public download into a MONAI datalist (set by :mod:`monai_cilmp.data`).
     """
@@ -51,13 +49,17 @@ class DatasetSpec:
     class_synonyms: Mapping[str, str] = field(default_factory=dict)
     papers: tuple[str, ...] = ("cilmp",)
     curated_descriptions: bool = True
-    layout_checked: bool = False
     notes: str = ""
     prepare: Callable | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def layouts_checked(self) -> bool:
+        """Every layout was checked (:attr:`DatasetLayout.checked`) rather than written from documentation."""
+        return all(layout.checked for layout in self.layouts)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -97,15 +99,20 @@ def _folders(expected: str, folders: Mapping[str, int], **kwargs) -> DatasetLayo
     return DatasetLayout(LayoutKind.CLASS_FOLDERS, expected, tuple(folders), dict(folders), **kwargs)
 
 
-def _biomedcoop(folder: str, class_folders: tuple[str, ...], extensions=(".png", ".jpg", ".jpeg")) -> tuple:
+def _biomedcoop(
+    folder: str, class_folders: tuple[str, ...], extensions=(".png", ".jpg", ".jpeg"), checked: bool = True
+) -> tuple:
     """BiomedCoOp's archive ``<folder>/<folder>/<class folder>/*`` with its ``split_<folder>.json``; without the
-    split file, its class folders (label = position in ``class_folders``) with a stratified split."""
+    split file, its class folders (label = position in ``class_folders``) with a stratified split. ``checked``: the
+    folder and class names were read from every image path of the published split file."""
+    against = f"every image path of BiomedCoOp's split_{folder}.json" if checked else ""
     split = DatasetLayout(
         LayoutKind.SPLIT_FILE,
         f"{folder}/split_{folder}.json and {folder}/{folder}/<class folder>/* (BiomedCoOp's archive and split file)",
         (f"split_{folder}.json",),
         images=(folder,),
         official=True,
+        checked=against,
     )
     classes = DatasetLayout(
         LayoutKind.CLASS_FOLDERS,
@@ -113,6 +120,7 @@ def _biomedcoop(folder: str, class_folders: tuple[str, ...], extensions=(".png",
         class_folders,
         {name: i for i, name in enumerate(class_folders)},
         extensions=extensions,
+        checked=against,
     )
     return split, classes
 
@@ -220,7 +228,6 @@ for _spec in (
         layouts=_biomedcoop("BTMRI", ("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "normal_brain")),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
     ),
     DatasetSpec(
         "busi",
@@ -288,7 +295,6 @@ for _spec in (
         ),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
     ),
     DatasetSpec(
         "covid-qu-ex",
@@ -300,7 +306,6 @@ for _spec in (
         layouts=_biomedcoop("COVID_19", ("covid_lungs", "lung_opacity_lungs", "viral_pneumonia_lungs", "normal_lungs")),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
     ),
     DatasetSpec(
         "cpn-x-ray",
@@ -321,7 +326,6 @@ for _spec in (
         layouts=_biomedcoop("CTKidney", ("cyst_kidney", "kidney_stone", "kidney_tumor", "normal_kidney")),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
         notes="The images are 8-bit JPEG exports of windowed CT slices (no Hounsfield units): the radiography "
         "preset's percentile normalisation fits them, the ct preset's HU windows do not.",
     ),
@@ -489,7 +493,6 @@ for _spec in (
         ),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
     ),
     DatasetSpec(
         "kvasir",
@@ -539,7 +542,6 @@ for _spec in (
         ),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
     ),
     DatasetSpec(
         "octmnist",
@@ -548,7 +550,11 @@ for _spec in (
         "retinal optical coherence tomography B-scan",
         "ultrasound",
         layouts=(
-            _biomedcoop("OCTMNIST", ("choroidal_neovascularization", "diabetic_macular_edema", "drusen", "normal"))[0],
+            _biomedcoop(
+                "OCTMNIST",
+                ("choroidal_neovascularization", "diabetic_macular_edema", "drusen", "normal"),
+                checked=False,
+            )[0],
             _medmnist("octmnist"),
         ),
         class_synonyms={
@@ -656,7 +662,6 @@ for _spec in (
         layouts=_biomedcoop("RETINA", ("diabetic_retinopathy", "glaucoma", "cataract", "normal_retina")),
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        layout_checked=True,
     ),
 ):
     register_dataset(_spec)

@@ -39,10 +39,10 @@ def make_tiny_data(root: Path, per_class: int = 12, classes=CLASSES) -> dict[str
     random_bank(classes, lengths=(6, 9, 5, 7)[: len(classes)], dim=16).save(paths["knowledge"])
     descriptions = {}
     for name in classes:
-        shape, colour, kind = name.split()
+        shape, colour, kind = name.split() if len(name.split()) == 3 else ("", "", name)
         descriptions[name] = {
-            "description": f"a {shape} {kind}, {colour}",
-            "attributes": {"colour": colour, "shape": shape},
+            "description": f"a {shape} {kind}, {colour}" if colour else f"a {name}",
+            "attributes": {"colour": colour or "grey", "shape": shape or "round"},
         }
     Path(paths["descriptions"]).write_text(json.dumps({"classes": descriptions}))
     return paths

@@ -120,3 +120,49 @@ def test_command_line_base_to_novel(tiny_data4, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "base-to-novel: 2 base classes" in printed and ", HM " in printed
     assert "| backbone | method | shots | base | novel | HM |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_dataset_without_curated_descriptions_gets_generic_ones(tmp_path):
+    from monai_cilmp.data import get_dataset
+
+    from .conftest import make_tiny_data
+
+    spec = get_dataset("btmri")
+    assert not spec.curated_descriptions
+    data = make_tiny_data(tmp_path, per_class=4, classes=list(spec.class_names))
+    lines: list[str] = []
+    torch.manual_seed(0)
+    result = run_comparison(
+        data["datalist"],
+        ["zero-shot-attributes"],
+        [1],
+        [1],
+        tmp_path / "cmp",
+        dataset="btmri",
+        log=lines.append,
+        **TINY,
+    )
+    assert any("'btmri' has no curated class descriptions yet" in line for line in lines)
+    assert 0 <= result["records"][0]["metrics"]["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("protocol", ["few-shot", "base-to-novel"])
+def test_dassl_sampler_trains_on_dassls_subsets(tiny_data4, tmp_path, protocol):
+    from monai_cilmp.data import few_shot_datalist
+
+    torch.manual_seed(0)
+    result = run_comparison(
+        tiny_data4["datalist"],
+        ["coop"],
+        [2],
+        [3],
+        tmp_path,
+        recipe=recipe(max_epochs=1),
+        protocol=protocol,
+        sampler="dassl",
+        log=lambda line: None,
+        **TINY,
+    )
+    drawn = few_shot_datalist(load_datalist(tiny_data4["datalist"]), 2, 3, sampler="dassl")["training"]
+    expected = [i["image"] for i in drawn if protocol == "few-shot" or i["label"] < 2]  # Dassl: draw all, keep base
+    assert result["records"][0]["train_images"] == expected and result["records"][0]["sampler"] == "dassl"

@@ -314,7 +314,7 @@ def test_every_layout_is_described_and_marked_checked_or_not():
         assert all(
             layout.expected in text.replace("\n    ", " ") or layout.expected[:40] in text for layout in spec.layouts
         )
-        assert ("unchecked" in text) != spec.layout_checked, name
+        assert text.count("UNCHECKED") == sum(not layout.checked for layout in spec.layouts), name
         assert get_dataset(name).prepare.__doc__.startswith(text)
 
 
