@@ -347,7 +347,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         "eval_seconds": round(eval_seconds, 3),
         "n_train": len(training) if trained else 0,
         "sampler": context.sampler,
-        "train_images": [str(item["image"]) for item in training] if cell.shots != FULL else None,
+        "train_images": [str(item["image"]) for item in training] if trained and cell.shots != FULL else None,
         "recipe": recipe.to_dict() if trained else None,
         "class_names": list(context.datalist["class_names"]),
     }

@@ -57,23 +57,37 @@ def _check_shots(datalist: Mapping[str, Any], shots: Sequence[int]) -> None:
         )
 
 
-def _check_settings(out: Path, settings: Mapping[str, Any]) -> None:
-    """Refuse a folder whose cells were made with other settings; backbones may differ (each has its own cells)."""
+def _check_settings(out: Path, settings: Mapping[str, Any]) -> list[str]:
+    """Refuse a folder whose cells were made with other settings; backbones may differ (each has its own cells).
+
+    Returns:
+        the backbone labels of the folder, in the order they were first run.
+    """
     path = out / SETTINGS_FILE
-    backbones = [settings["backbone_label"]]
+    label = settings["backbone_label"]
+    weights = f"{settings['backbone']} {settings['pretrained']}"
+    backbones = {label: weights}
     if path.is_file():
         before = read_json(path, "Comparison settings")
         ignored = {*PER_BACKBONE, "backbone_label", "backbones"}
         changed = sorted(
             k for k in set(before) | set(settings) if k not in ignored and before.get(k) != settings.get(k)
         )
-        if changed and any((out / "cells").rglob(CELL_FILE)):
+        has_cells = any((out / "cells").rglob(CELL_FILE))
+        if changed and has_cells:
             raise ValueError(
                 f"'{out}' holds a comparison made with other settings ({', '.join(changed)} differ): give another "
                 "--out, or the same settings to resume it."
             )
-        backbones = list(dict.fromkeys([*before.get("backbones", []), *backbones]))
+        known = dict(before.get("backbones") or {})
+        if known.get(label, weights) != weights and has_cells:
+            raise ValueError(
+                f"'{out}' holds cells of backbone '{label}' made from other weights ({known[label]}): give the "
+                "checkpoint another file name or use another --out."
+            )
+        backbones = {**known, **backbones}
     write_json(path, {**settings, "backbones": backbones})
+    return list(backbones)
 
 
 def _other_backbones(out: Path, label: str, methods: Sequence[str]) -> list[dict[str, Any]]:
@@ -210,7 +224,7 @@ def run_comparison(
         "method_recipes": method_recipes,
     }
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, settings)
+    backbones = _check_settings(out, settings)
 
     cells = plan_cells(methods, shot_list, seed_list, label)
     done = [c for c in cells if c.record_path(out).is_file()]
@@ -291,7 +305,6 @@ def run_comparison(
             f"trained in {record['train_seconds']:.1f} s"
         )
     ordered = [records[c] for c in cells]
-    backbones = read_json(out / SETTINGS_FILE, "Comparison settings")["backbones"]  # in the order first run
     everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
     files = write_report(out, everything, methods, shot_list)
     log(f"Results: {files['markdown']}\n         {files['csv']}\n         {files['plot']}")

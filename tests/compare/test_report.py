@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import open_clip
+import pytest
 import torch
 
 from monai_cilmp.compare import backbone_label, run_comparison, summarise_cells, write_report
@@ -42,6 +43,19 @@ def test_one_report_holds_several_backbones(tiny_data, tmp_path):
     )
     text = (tmp_path / "cmp" / "results.md").read_text()
     assert f"| {LABEL} | zero-shot-name |" in text and f"| {label} | zero-shot-name |" in text
+    (tmp_path / "elsewhere").mkdir()
+    same_name = tmp_path / "elsewhere" / other.name  # same label, other weights: never mixed into the same cells
+    same_name.write_bytes(other.read_bytes())
+    with pytest.raises(ValueError, match="made from other weights"):
+        run_comparison(
+            tiny_data["datalist"],
+            ["zero-shot-name"],
+            [2],
+            [1],
+            tmp_path / "cmp",
+            **{**TINY, "pretrained": str(same_name)},
+            **kwargs,
+        )
 
 
 def record(method, shots, seed, accuracy, backbone="B"):
