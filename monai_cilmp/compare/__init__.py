@@ -23,7 +23,7 @@ from .cells import (
     run_cell,
     shots_label,
 )
-from .report import REPORTED_METRICS, plot_accuracy, summarise_cells, write_report
+from .report import REPORTED_METRICS, plot_accuracy, plot_base_novel, summarise_cells, write_report
 from .run import SETTINGS_FILE, base_recipe, plan_cells, run_comparison
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "parse_shots",
     "plan_cells",
     "plot_accuracy",
+    "plot_base_novel",
     "read_cell",
     "run_cell",
     "run_comparison",

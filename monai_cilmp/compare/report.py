@@ -22,7 +22,7 @@ from monai_cilmp.utils.files import atomic_write
 
 from .cells import FULL, Protocol, harmonic_mean, shots_label
 
-__all__ = ["REPORTED_METRICS", "plot_accuracy", "summarise_cells", "write_report"]
+__all__ = ["REPORTED_METRICS", "plot_accuracy", "plot_base_novel", "summarise_cells", "write_report"]
 
 #: the metrics of the results table, with their column titles
 REPORTED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro AUC"}
@@ -192,6 +192,34 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], shots: Sequence[int], path:
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
+def plot_base_novel(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Base, novel and harmonic-mean accuracy per backbone and method at its largest shots setting, as grouped
+    bars (base-to-novel); a method without novel scores has its base bar only."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    largest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (r["shots"] == FULL, r["shots"])):  # the full split counts as the largest
+        largest[(r["backbone"], r["method"])] = r
+    several = len({b for b, _ in largest}) > 1
+    figure = Figure(figsize=(max(6.0, 0.9 * len(largest) + 2), 4.5))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    x = np.arange(len(largest))
+    for i, (part, title) in enumerate((("base_mean", "base"), ("novel_mean", "novel"), ("hm", "HM"))):
+        values = [100 * r[part] for r in largest.values()]
+        ax.bar(x + (i - 1) * 0.27, np.nan_to_num(values), width=0.27, label=title)
+    labels = [f"{m}\n{b}" if several else m for b, m in largest]
+    shots = ", ".join(dict.fromkeys(shots_label(r["shots"]) for r in largest.values()))
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel(f"accuracy (%), {shots}")
+    ax.set_title("base-to-novel (missing novel / HM bar: the method cannot score unseen classes)", fontsize="small")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+    figure.tight_layout()
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+
+
 def write_report(
     out: str | os.PathLike,
     records: Sequence[Mapping[str, Any]],
@@ -199,11 +227,11 @@ def write_report(
     shots: Sequence[int],
     title: str = "Method comparison",
 ) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and the plot (``accuracy_vs_shots.png``, or ``hm_vs_shots.png`` under
-    base-to-novel) into ``out``.
+    """Write ``results.md``, ``results.csv`` and the plot (``accuracy_vs_shots.png``, or under base-to-novel
+    ``hm_vs_shots.png`` and ``base_novel.png``) into ``out``.
 
     Returns:
-        their paths under ``"markdown"``, ``"csv"`` and ``"plot"``.
+        their paths under ``"markdown"``, ``"csv"``, ``"plot"`` (and ``"bars"`` under base-to-novel).
     """
     out = Path(out)
     rows, method_rows = summarise_cells(records, methods, shots)
@@ -212,6 +240,7 @@ def write_report(
     b2n = any("hm" in r for r in rows)
     params = {(m["backbone"], m["method"]): m["trainable_parameters"] for m in method_rows}
     plot = plot_accuracy(rows, shots, out / ("hm_vs_shots.png" if b2n else "accuracy_vs_shots.png"))
+    bars = plot_base_novel(rows, out / "base_novel.png") if b2n else None
     stats = [f"{k}_{s}" for k in REPORTED_METRICS for s in ("mean", "std")]
     if b2n:
         stats += ["base_mean", "base_std", "novel_mean", "novel_std", "hm"]
@@ -242,5 +271,10 @@ def write_report(
 
     csv_path = atomic_write(out / "results.csv", write_csv)
     text = _markdown(rows, method_rows, shots, title, plot.name)
+    if bars is not None:
+        text = text.replace(
+            "\n## All metrics", f"\n![base, novel and HM at the largest shots]({bars.name})\n\n## All metrics", 1
+        )
     md_path = atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return {"markdown": md_path, "csv": csv_path, "plot": plot}
+    files = {"markdown": md_path, "csv": csv_path, "plot": plot}
+    return {**files, "bars": bars} if bars is not None else files

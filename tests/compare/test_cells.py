@@ -87,6 +87,7 @@ def test_report_has_base_novel_and_hm_with_na_for_per_class_methods(base_to_nove
     coop_csc = next(line for line in text.splitlines() if line.startswith(f"| {LABEL} | coop-csc | 2-shot |"))
     assert coop_csc.endswith("| n/a | n/a |")
     assert (out / "hm_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "base_novel.png").read_bytes()[:4] == b"\x89PNG" and "(base_novel.png)" in text
     assert json.loads((out / "comparison.json").read_text())["protocol"] == "base-to-novel"
 
 
