@@ -185,3 +185,21 @@ def test_every_dataset_of_both_papers_is_one_entry():
     for spec in specs.values():
         assert spec.layouts[0].kind == "split-file", spec.name
         assert spec.curated_descriptions == (spec.name in ("busi", "dermamnist", "kvasir")), spec.name
+
+
+def test_a_coop_split_file_with_its_image_folder(tmp_path):
+    """CoOp's files (``split_zhou_<Name>.json``) hold paths relative to a folder given with ``images``."""
+    images = tmp_path / "oxford_pets" / "images"
+    touch_images(images, [f"{breed}_{i}.jpg" for breed in ("abyssinian", "beagle") for i in range(3)])
+    split = {
+        "train": [["beagle_0.jpg", 1, "beagle"], ["abyssinian_0.jpg", 0, "abyssinian"], ["beagle_1.jpg", 1, "beagle"]],
+        "val": [["abyssinian_1.jpg", 0, "abyssinian"]],
+        "test": [["beagle_2.jpg", 1, "beagle"], ["abyssinian_2.jpg", 0, "abyssinian"]],
+    }
+    split_file = tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json"
+    split_file.write_text(json.dumps(split))
+    datalist = datalist_from_split_file(split_file, images)
+    assert datalist["class_names"] == ["abyssinian", "beagle"] and datalist["name"] == "zhou_OxfordPets"
+    assert as_file_lists(datalist, images) == split
+    with pytest.raises(FileNotFoundError, match="6 image files listed in split file"):
+        datalist_from_split_file(split_file)  # the default folder (the file's own) does not hold them
