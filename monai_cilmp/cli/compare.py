@@ -42,7 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--shots", nargs="+", default=["1", "2", "4", "8", "16"], metavar="K", help="images per class; 'all': all"
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], metavar="S")
-    parser.add_argument("--out", required=True, help="comparison folder (re-running into it resumes)")
+    parser.add_argument("--out", required=True, help="comparison folder (re-running resumes; other backbones add)")
+    parser.add_argument(
+        "--protocol",
+        choices=["few-shot", "base-to-novel"],
+        default="few-shot",
+        help="base-to-novel: train on the first ceil(C/2) classes, report base, novel and harmonic-mean accuracy",
+    )
+    parser.add_argument("--sampler", choices=["monai-cilmp", "dassl"], default="monai-cilmp", help="few-shot draw")
     parser.add_argument("--knowledge", help="knowledge bank for CILMP (monai-cilmp knowledge extract)")
     parser.add_argument("--descriptions", help="class descriptions / attribute prompts for the zero-shot methods")
     parser.add_argument("--preset", help="modality preset (default: the dataset's or the datalist's)")
@@ -95,5 +102,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         device=runtime["device"],
         num_workers=runtime["num_workers"],
+        protocol=args.protocol,
+        sampler=args.sampler,
     )
     return 0

@@ -7,6 +7,8 @@ Examples::
     monai-cilmp prepare csv labels.csv --out mine.json --classes normal pneumonia
     monai-cilmp prepare kvasir --raw downloads/kvasir-dataset-v2 --out kvasir.json
     monai-cilmp prepare fewshot kvasir.json --shots 16 --seed 1 --out kvasir_16shot_seed1.json
+    monai-cilmp prepare split-file data/BTMRI/split_BTMRI.json --dataset btmri --out btmri.json
+    monai-cilmp prepare fewshot btmri.json --shots 16 --seed 1 --sampler dassl --out btmri_16shot_seed1.json
 
 Datalists are written atomically: on any error nothing is written. ``--check`` opens every image once and
 reports all unreadable files before anything is written.
@@ -21,9 +23,11 @@ from typing import Any
 from monai_cilmp.data import (
     COMMON_SHOTS,
     ClassSubset,
+    FewShotSampler,
     datalist_from_csv,
     datalist_from_datalist,
     datalist_from_folder,
+    datalist_from_split_file,
     few_shot_datalist,
     get_dataset,
     list_datasets,
@@ -85,8 +89,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fewshot.add_argument("--shots", type=int, required=True, help=f"images per class (papers: {COMMON_SHOTS})")
     fewshot.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     fewshot.add_argument("--val-shots", type=int, help="also keep at most this many validation images per class")
+    fewshot.add_argument(
+        "--sampler",
+        choices=[str(s) for s in FewShotSampler],
+        default=str(FewShotSampler.MONAI_CILMP),
+        help="dassl: the draw of CoOp/BiomedCoOp's code, giving their seeds' subsets of an imported split file",
+    )
     _common(fewshot, split=False)
     fewshot.set_defaults(func=_run_fewshot)
+
+    published = sources.add_parser("split-file", help="a published split_*.json of CoOp / BiomedCoOp, exactly")
+    published.add_argument("file", metavar="SPLIT.json")
+    published.add_argument("--images", help="folder the split's paths start from (default: <dir>/<Name> or <dir>)")
+    published.add_argument("--dataset", help="registered dataset: its preset and class spelling (file order kept)")
+    _common(published, split=False)
+    published.set_defaults(func=_run_split_file)
 
     subset = sources.add_parser("base-novel", help="keep the base (first half) or novel classes, relabelled")
     subset.add_argument("datalist", metavar="DATALIST")
@@ -104,7 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         dataset.add_argument("--raw", required=True, metavar="DIR", help="the unpacked public download")
-        if name in ("bloodmnist", "dermamnist"):
+        if any(layout.kind == "npz" for layout in spec.layouts):
             dataset.add_argument("--image-dir", help="where the PNG images go (default: next to the datalist)")
         _common(dataset)
         dataset.set_defaults(func=_run_dataset, dataset=name)
@@ -158,9 +175,19 @@ def _run_datalist(args: argparse.Namespace) -> int:
 def _run_fewshot(args: argparse.Namespace) -> int:
     source = f"'{args.datalist}'"
     datalist = few_shot_datalist(
-        load_datalist(args.datalist), args.shots, args.seed, val_shots=args.val_shots, source=source
+        load_datalist(args.datalist),
+        args.shots,
+        args.seed,
+        val_shots=args.val_shots,
+        source=source,
+        sampler=args.sampler,
     )
     return _write(datalist, args, source)
+
+
+def _run_split_file(args: argparse.Namespace) -> int:
+    datalist = datalist_from_split_file(args.file, args.images, dataset=args.dataset)
+    return _write(datalist, args, f"'{args.file}'")
 
 
 def _run_subset(args: argparse.Namespace) -> int:

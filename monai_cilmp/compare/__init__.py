@@ -1,14 +1,29 @@
 """Method comparisons: CILMP and its baselines over shots and seeds, through the same engine, splits and test set.
 
-- :mod:`.cells`: one cell (method x shots x seed): few-shot subset, training, test evaluation, its record;
+- :mod:`.cells`: one cell (method x shots x seed, on a backbone) under a protocol (few-shot or base-to-novel):
+  few-shot subset, training, test evaluation, its record;
 - :mod:`.run`: the grid, run resumably (:func:`run_comparison`, behind ``monai-cilmp compare``);
-- :mod:`.report`: mean ± std over seeds as ``results.md`` / ``results.csv`` and a plot of accuracy against shots.
+- :mod:`.report`: the papers' table (mean ± std over seeds; base / novel / HM for base-to-novel; a backbone column)
+  as ``results.md`` / ``results.csv`` and a plot against shots.
 """
 
 from __future__ import annotations
 
-from .cells import CELL_FILE, FULL, Cell, CellContext, parse_shots, read_cell, run_cell, shots_label
-from .report import REPORTED_METRICS, plot_accuracy, summarise_cells, write_report
+from .cells import (
+    CELL_FILE,
+    FULL,
+    Cell,
+    CellContext,
+    Protocol,
+    backbone_label,
+    class_specific_parameters,
+    harmonic_mean,
+    parse_shots,
+    read_cell,
+    run_cell,
+    shots_label,
+)
+from .report import REPORTED_METRICS, plot_accuracy, plot_base_novel, summarise_cells, write_report
 from .run import SETTINGS_FILE, base_recipe, plan_cells, run_comparison
 
 __all__ = [
@@ -18,10 +33,15 @@ __all__ = [
     "SETTINGS_FILE",
     "Cell",
     "CellContext",
+    "Protocol",
+    "backbone_label",
     "base_recipe",
+    "class_specific_parameters",
+    "harmonic_mean",
     "parse_shots",
     "plan_cells",
     "plot_accuracy",
+    "plot_base_novel",
     "read_cell",
     "run_cell",
     "run_comparison",

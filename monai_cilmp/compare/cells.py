@@ -5,12 +5,25 @@ A comparison is a grid of :class:`Cell` (method x shots x seed). Each cell lives
 the test metrics, predictions and confusion matrix of :func:`~monai_cilmp.engines.evaluate_split`, and last,
 written atomically, :data:`CELL_FILE`: the record the results table is made of. A cell is done exactly when that
 file exists, so an interrupted comparison resumes at the first cell without it.
+
+Two protocols (:class:`Protocol`), as in CoOp, CoCoOp and BiomedCoOp:
+
+- ``few-shot``: train on K images of every class, test on the whole test split;
+- ``base-to-novel``: train on K images of each *base* class (the first ``ceil(C / 2)`` classes in label order,
+  CoCoOp's and BiomedCoOp's split, :func:`~monai_cilmp.data.base_novel_split`), then test on the base classes'
+  test images among the base classes, and on the novel classes' test images among the novel classes, with the
+  network rebuilt for the novel class names and the trained parameters loaded into it. Only class-agnostic
+  trained parameters transfer (prompt contexts, meta-networks, CILMP's interventions: CILMP reads each novel
+  class's knowledge from the bank); a method whose trained parameters are per class (a linear probe's head,
+  class-specific contexts) cannot score unseen classes: its novel accuracy is ``None`` ("n/a" in the report).
+  Zero-shot methods score both halves without training. The harmonic mean ``2 b n / (b + n)`` summarises both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +31,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import StrEnum
 
 from monai_cilmp.utils.files import read_json
 
-__all__ = ["CELL_FILE", "FULL", "Cell", "CellContext", "parse_shots", "read_cell", "run_cell", "shots_label"]
+__all__ = [
+    "CELL_FILE",
+    "FULL",
+    "Cell",
+    "CellContext",
+    "Protocol",
+    "backbone_label",
+    "class_specific_parameters",
+    "harmonic_mean",
+    "parse_shots",
+    "read_cell",
+    "run_cell",
+    "shots_label",
+]
+
+
+class Protocol(StrEnum):
+    """What a comparison measures (see the module docstring)."""
+
+    FEW_SHOT = "few-shot"
+    BASE_TO_NOVEL = "base-to-novel"
+
 
 CELL_FILE = "metrics.json"
 """The record of a finished cell (written last)."""
@@ -63,18 +98,43 @@ def shots_label(shots: int) -> str:
     return "full" if shots == FULL else f"{shots}-shot"
 
 
+def backbone_label(backbone: str, pretrained: str | None) -> str:
+    """``"ViT-B-16 (openai)"``: the backbone column of a report (``random`` for untrained weights, the file name for a
+    checkpoint file)."""
+    weights = pretrained or "random"
+    if os.sep in weights or "/" in weights:
+        weights = Path(weights).name
+    return f"{backbone} ({weights})"
+
+
+def harmonic_mean(base: float | None, novel: float | None) -> float | None:
+    """``2 b n / (b + n)`` (0 when both are 0); ``None`` when either is missing."""
+    if base is None or novel is None:
+        return None
+    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One method trained on ``shots`` images per class (``0``: all) sampled with ``seed``."""
+    """One method trained on ``shots`` images per class (``0``: all) sampled with ``seed``, on ``backbone``.
+
+    ``backbone`` (a :func:`backbone_label`) adds a folder level, so that one comparison folder holds the cells of
+    several backbones; ``""`` leaves it out.
+    """
 
     method: str
     shots: int
     seed: int
+    backbone: str = ""
 
     def directory(self, out: str | os.PathLike) -> Path:
-        """``<out>/cells/<method>/<K>shot/seed<s>`` (``full`` instead of ``<K>shot`` for the whole split)."""
+        """``<out>/cells/[<backbone>/]<method>/<K>shot/seed<s>`` (``full`` instead of ``<K>shot`` for the whole
+        split; the backbone folder name keeps letters, digits, ``.``, ``_`` and ``-``)."""
         shots = "full" if self.shots == FULL else f"{self.shots}shot"
-        return Path(out) / "cells" / self.method / shots / f"seed{self.seed}"
+        root = Path(out) / "cells"
+        if self.backbone:
+            root = root / re.sub(r"[^A-Za-z0-9._-]+", "_", self.backbone).strip("_")
+        return root / self.method / shots / f"seed{self.seed}"
 
     def record_path(self, out: str | os.PathLike) -> Path:
         return self.directory(out) / CELL_FILE
@@ -106,6 +166,12 @@ class CellContext:
         ordinal: the classes are ordered grades (quadratic kappa).
         device: where to run.
         num_workers: data loading processes.
+        protocol: :class:`Protocol`.
+        backbone_label: the backbone's :func:`backbone_label`, recorded in each cell.
+        subset_loaders: for ``base-to-novel``: ``{"base": (datalist, loader), "novel": (datalist, loader)}``, each
+            subset's datalist (relabelled ``0..n-1``) and a loader of its test split.
+        sampler: the few-shot sampler (:class:`~monai_cilmp.data.FewShotSampler`); with ``"dassl"`` and
+            base-to-novel the draw is over all classes, then the base ones are kept, as Dassl's code does.
     """
 
     datalist: Mapping[str, Any]
@@ -121,6 +187,29 @@ class CellContext:
     ordinal: bool = False
     device: Any = None
     num_workers: int = 0
+    protocol: str = Protocol.FEW_SHOT
+    backbone_label: str = ""
+    subset_loaders: Mapping[str, tuple[Mapping[str, Any], Any]] = dataclasses.field(default_factory=dict)
+    sampler: str = "monai-cilmp"
+
+    def build(self, method: str, class_names: Sequence[str]):
+        """The network of ``method`` for ``class_names`` on the shared backbone (knowledge bank restricted to them)."""
+        from monai_cilmp.networks.nets import build_method
+
+        bank = self.knowledge
+        if bank is not None and list(bank.class_names) != list(class_names):
+            from monai_cilmp.knowledge import KnowledgeBank
+
+            keep = {k: v for k, v in bank.metadata.items() if k not in ("class_names", "lengths", "dim")}
+            bank = KnowledgeBank({name: bank[name] for name in class_names}, keep)
+        return build_method(
+            method,
+            list(class_names),
+            self.backbone,
+            knowledge=bank,
+            descriptions=self.descriptions,
+            dataset=self.dataset,
+        )
 
     def recipe_for(self, method: str, seed: int):
         """The training recipe of ``method``: base, then the registry's overrides, then ``method_recipes``."""
@@ -138,12 +227,38 @@ def _loader(items: Sequence[Mapping[str, Any]], transform: Any, batch_size: int,
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle, num_workers=int(workers))
 
 
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in CELL_METRICS}
+
+
+def class_specific_parameters(network: Any, other: Any) -> list[str]:
+    """Trained parameters whose shapes differ between two builds of a method for different class counts: those
+    are per class (a probe's head, class-specific contexts) and cannot score classes they were not trained on."""
+    mine = {n: tuple(p.shape) for n, p in network.trainable_parameters().items()}
+    theirs = {n: tuple(p.shape) for n, p in other.trainable_parameters().items()}
+    return sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+
+
+def _novel_network(cell: Cell, network: Any, context: CellContext) -> tuple[Any | None, str]:
+    """The trained ``network`` rebuilt for the novel classes, or ``None`` and why it cannot be."""
+    all_names = list(context.datalist["class_names"])
+    specific = class_specific_parameters(network, context.build(cell.method, all_names))
+    if specific:
+        return None, f"per-class trained parameters ({', '.join(specific)}) cannot score unseen classes"
+    novel_names = list(context.subset_loaders["novel"][0]["class_names"])
+    novel = context.build(cell.method, novel_names)
+    novel.load_trainable_state_dict(network.trainable_state_dict())
+    return novel, "class-agnostic trained parameters loaded into the network rebuilt for the novel classes"
+
+
 def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[str, Any]:
     """Train ``cell.method`` on its K-shot subset through :func:`~monai_cilmp.engines.create_trainer`, evaluate it
     on the test split with :func:`~monai_cilmp.engines.evaluate_split`, and write the cell's record last.
 
     Methods that do not train (zero-shot) are only evaluated (training time 0); linear probes train on image
-    features cached once with the evaluation transforms.
+    features cached once with the evaluation transforms. Under ``base-to-novel`` the cell trains on the base
+    classes and is evaluated on the base and the novel classes (module docstring); ``metrics`` are then the base
+    ones and ``novel`` / ``harmonic_mean`` are ``None`` for a method that cannot score unseen classes.
 
     Returns:
         the cell record (also written to ``cell.record_path(out)``).
@@ -151,26 +266,24 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     from monai_cilmp.data import few_shot_datalist
     from monai_cilmp.engines import cached_feature_loader, create_trainer, evaluate_split, reseed
     from monai_cilmp.metrics import save_metrics
-    from monai_cilmp.networks.nets import build_method, get_method
+    from monai_cilmp.networks.nets import get_method
 
     spec = get_method(cell.method)
     directory = cell.directory(out)
-    names = list(context.datalist["class_names"])
+    b2n = context.protocol == Protocol.BASE_TO_NOVEL
+    data = context.subset_loaders["base"][0] if b2n else context.datalist
+    names = list(data["class_names"])
     recipe = context.recipe_for(spec.name, cell.seed)
     if cell.shots == FULL:
-        training = [dict(item) for item in context.datalist["training"]]
+        training = [dict(item) for item in data["training"]]
+    elif b2n and context.sampler == "dassl":  # Dassl draws over all classes, then keeps the base ones
+        drawn = few_shot_datalist(context.datalist, cell.shots, cell.seed, sampler="dassl")["training"]
+        training = [item for item in drawn if int(item["label"]) < len(names)]
     else:
-        training = few_shot_datalist(context.datalist, cell.shots, cell.seed)["training"]
+        training = few_shot_datalist(data, cell.shots, cell.seed, sampler=context.sampler)["training"]
 
     reseed(cell.seed)  # the initial prompts / head depend on the seed only, not on the cells run before
-    network = build_method(
-        spec.name,
-        names,
-        context.backbone,
-        knowledge=context.knowledge,
-        descriptions=context.descriptions,
-        dataset=context.dataset,
-    )
+    network = context.build(spec.name, names)
     n_params = network.num_trainable_parameters()
     train_seconds = 0.0
     trained = spec.needs_training and n_params > 0
@@ -188,23 +301,55 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         trainer.run()
         train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    test_items = context.datalist["test"]
-    metrics = evaluate_split(
-        network, context.test_loader, names, directory, items=test_items, ordinal=context.ordinal, device=context.device
-    )
+    loader = context.subset_loaders["base"][1] if b2n else context.test_loader
+    evaluate = dict(ordinal=context.ordinal, device=context.device)
+    split = "test_base" if b2n else "test"
+    metrics = evaluate_split(network, loader, names, directory, items=data["test"], split=split, **evaluate)
+    extra: dict[str, Any] = {}
+    if b2n:
+        novel_data, novel_loader = context.subset_loaders["novel"]
+        novel, how = _novel_network(cell, network, context)
+        novel_metrics = None
+        if novel is not None:
+            novel_names = list(novel_data["class_names"])
+            novel_metrics = _scalars(
+                evaluate_split(
+                    novel,
+                    novel_loader,
+                    novel_names,
+                    directory,
+                    items=novel_data["test"],
+                    split="test_novel",
+                    **evaluate,
+                )
+            )
+        extra = {
+            "base": _scalars(metrics),
+            "novel": novel_metrics,
+            "harmonic_mean": harmonic_mean(metrics["accuracy"], novel_metrics and novel_metrics["accuracy"]),
+            "novel_classes": how,
+            "base_class_names": names,
+            "novel_class_names": list(novel_data["class_names"]),
+        }
+        del novel
     eval_seconds = time.perf_counter() - start
     record = {
         "method": spec.name,
         "shots": cell.shots,
         "seed": cell.seed,
-        "metrics": {k: metrics.get(k) for k in CELL_METRICS},
+        "backbone": context.backbone_label,
+        "protocol": str(context.protocol),
+        "metrics": _scalars(metrics),
+        **extra,
         "trainable_parameters": int(n_params),
         "trained": trained,
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "n_train": len(training) if trained else 0,
+        "sampler": context.sampler,
+        "train_images": [str(item["image"]) for item in training] if trained and cell.shots != FULL else None,
         "recipe": recipe.to_dict() if trained else None,
-        "class_names": names,
+        "class_names": list(context.datalist["class_names"]),
     }
     del network
     if torch.cuda.is_available():

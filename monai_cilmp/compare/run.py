@@ -14,9 +14,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from monai.utils import look_up_option
+
 from monai_cilmp.utils.files import read_json, write_json
 
-from .cells import CELL_FILE, FULL, Cell, CellContext, parse_shots, read_cell, run_cell, shots_label
+from .cells import (
+    CELL_FILE,
+    FULL,
+    Cell,
+    CellContext,
+    Protocol,
+    backbone_label,
+    parse_shots,
+    read_cell,
+    run_cell,
+    shots_label,
+)
 from .report import write_report
 
 __all__ = ["SETTINGS_FILE", "base_recipe", "plan_cells", "run_comparison"]
@@ -24,9 +37,13 @@ __all__ = ["SETTINGS_FILE", "base_recipe", "plan_cells", "run_comparison"]
 SETTINGS_FILE = "comparison.json"
 
 
-def plan_cells(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int]) -> list[Cell]:
+def plan_cells(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int], backbone: str = "") -> list[Cell]:
     """The grid, method by method (so a method's results are complete early)."""
-    return [Cell(m, k, int(s)) for m in methods for k in shots for s in seeds]
+    return [Cell(m, k, int(s), backbone) for m in methods for k in shots for s in seeds]
+
+
+#: settings a comparison folder may hold several of: each gets its own cells (``cells/<backbone>/...``)
+PER_BACKBONE = ("backbone", "pretrained")
 
 
 def _check_shots(datalist: Mapping[str, Any], shots: Sequence[int]) -> None:
@@ -40,17 +57,47 @@ def _check_shots(datalist: Mapping[str, Any], shots: Sequence[int]) -> None:
         )
 
 
-def _check_settings(out: Path, settings: Mapping[str, Any]) -> None:
+def _check_settings(out: Path, settings: Mapping[str, Any]) -> list[str]:
+    """Refuse a folder whose cells were made with other settings; backbones may differ (each has its own cells).
+
+    Returns:
+        the backbone labels of the folder, in the order they were first run.
+    """
     path = out / SETTINGS_FILE
+    label = settings["backbone_label"]
+    weights = f"{settings['backbone']} {settings['pretrained']}"
+    backbones = {label: weights}
     if path.is_file():
         before = read_json(path, "Comparison settings")
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed and any((out / "cells").glob(f"*/*/*/{CELL_FILE}")):
+        ignored = {*PER_BACKBONE, "backbone_label", "backbones"}
+        changed = sorted(
+            k for k in set(before) | set(settings) if k not in ignored and before.get(k) != settings.get(k)
+        )
+        has_cells = any((out / "cells").rglob(CELL_FILE))
+        if changed and has_cells:
             raise ValueError(
                 f"'{out}' holds a comparison made with other settings ({', '.join(changed)} differ): give another "
                 "--out, or the same settings to resume it."
             )
-    write_json(path, settings)
+        known = dict(before.get("backbones") or {})
+        if known.get(label, weights) != weights and has_cells:
+            raise ValueError(
+                f"'{out}' holds cells of backbone '{label}' made from other weights ({known[label]}): give the "
+                "checkpoint another file name or use another --out."
+            )
+        backbones = {**known, **backbones}
+    write_json(path, {**settings, "backbones": backbones})
+    return list(backbones)
+
+
+def _other_backbones(out: Path, label: str, methods: Sequence[str]) -> list[dict[str, Any]]:
+    """Finished cells of the other backbones in ``out`` (so that one report holds every backbone)."""
+    records = []
+    for path in sorted((out / "cells").rglob(CELL_FILE)):
+        record = read_cell(path)
+        if record.get("backbone") and record["backbone"] != label and record.get("method") in methods:
+            records.append(record)
+    return records
 
 
 def run_comparison(
@@ -73,6 +120,8 @@ def run_comparison(
     ordinal: bool = False,
     device: Any = None,
     num_workers: int = 0,
+    protocol: str = Protocol.FEW_SHOT,
+    sampler: str = "monai-cilmp",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Compare ``methods`` over ``shots`` x ``seeds`` on one datalist; resume what a previous run left.
@@ -97,16 +146,21 @@ def run_comparison(
         ordinal: ordered classes (quadratic kappa).
         device: where to run (default: GPU if any).
         num_workers: data loading processes.
+        protocol: ``"few-shot"`` or ``"base-to-novel"`` (:class:`~monai_cilmp.compare.Protocol`; train on the first
+            ``ceil(C / 2)`` classes, report base, novel and harmonic-mean accuracy).
+        sampler: how each cell's K-shot subset is drawn (:class:`~monai_cilmp.data.FewShotSampler`; ``"dassl"``:
+            the subsets of CoOp's / BiomedCoOp's seeds on a datalist imported from their split file).
         log: where progress lines go.
 
     Returns:
-        ``{"records": [...], "files": {"markdown", "csv", "plot"}, "ran": n, "skipped": n}``.
+        ``{"records": [...], "files": {"markdown", "csv", "plot"}, "ran": n, "skipped": n}``; the report also holds
+        the finished cells of other backbones run into the same ``out``.
 
     Raises:
         ValueError: unknown methods, a method that needs a knowledge bank without one, more shots than a class has,
-            or a folder holding a comparison with other settings.
+            fewer than four classes for base-to-novel, or a folder holding a comparison with other settings.
     """
-    from monai_cilmp.data import get_dataset, load_datalist
+    from monai_cilmp.data import FewShotSampler, get_dataset, load_datalist, subsample_classes
     from monai_cilmp.engines import TrainingRecipe, default_device
     from monai_cilmp.networks import load_backbone
     from monai_cilmp.networks.nets import get_method
@@ -118,13 +172,30 @@ def run_comparison(
     seed_list = list(dict.fromkeys(int(s) for s in seeds))
     if not seed_list:
         raise ValueError("Give at least one seed.")
+    curated = True
     if dataset:
         ds = get_dataset(dataset)
         class_names = class_names or list(ds.class_names)
         preset, ordinal, dataset = preset or ds.preset, ordinal or ds.ordinal, ds.name
+        curated = ds.curated_descriptions
+        if not curated and not descriptions and any(get_method(m).uses_descriptions for m in methods):
+            log(
+                f"Dataset '{ds.name}' has no curated class descriptions yet: the methods that use descriptions get "
+                "generic ones (give --descriptions for better ones)."
+            )
+    protocol = look_up_option(protocol, Protocol)
+    sampler = str(look_up_option(sampler, FewShotSampler))
     data = load_datalist(datalist, class_names)
     names = list(data["class_names"])
-    _check_shots(data, shot_list)
+    subsets = {}
+    if protocol == Protocol.BASE_TO_NOVEL:
+        if len(names) < 4:
+            raise ValueError(
+                f"Base-to-novel needs at least 4 classes (2 base, 2 novel), the datalist has {len(names)}: with one "
+                "class in a half its accuracy is 100 % by construction."
+            )
+        subsets = {subset: subsample_classes(data, subset) for subset in ("base", "novel")}
+    _check_shots(subsets.get("base", data), shot_list)
     needing = [s.name for s in specs if s.needs_knowledge]
     bank = None
     if needing:
@@ -137,7 +208,11 @@ def run_comparison(
     recipe = recipe or TrainingRecipe()
     method_recipes = {k: dict(v) for k, v in (method_recipes or {}).items()}
     pretrained = None if pretrained in (None, "", "none") else str(pretrained)
+    label = backbone_label(backbone, pretrained)
     settings = {
+        "protocol": str(protocol),
+        "sampler": sampler,
+        "backbone_label": label,
         "datalist": str(Path(datalist).resolve()),
         "class_names": names,
         "backbone": backbone,
@@ -149,13 +224,14 @@ def run_comparison(
         "method_recipes": method_recipes,
     }
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, settings)
+    backbones = _check_settings(out, settings)
 
-    cells = plan_cells(methods, shot_list, seed_list)
+    cells = plan_cells(methods, shot_list, seed_list, label)
     done = [c for c in cells if c.record_path(out).is_file()]
     log(
         f"Comparing {len(methods)} methods x {len(shot_list)} shot settings ({', '.join(map(shots_label, shot_list))})"
         f" x {len(seed_list)} seeds = {len(cells)} cells on {len(names)} classes into {out}"
+        + (f" (base-to-novel: {len(subsets['base']['class_names'])} base classes)" if subsets else "")
     )
     if done:
         log(f"{len(done)} cells are done already (their {done[0].record_path(out).name} exists): they are skipped.")
@@ -173,21 +249,28 @@ def run_comparison(
         eval_transforms = get_preset(preset).eval_transforms(**kwargs)
         from monai.data import CacheDataset, DataLoader
 
-        test = CacheDataset(list(data["test"]), eval_transforms, progress=False)
+        def test_loader(items):
+            dataset = CacheDataset(list(items), eval_transforms, progress=False)
+            return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=False, num_workers=num_workers)
+
         context = CellContext(
             datalist=data,
             backbone=loaded,
-            test_loader=DataLoader(test, batch_size=recipe.batch_size, shuffle=False, num_workers=num_workers),
+            test_loader=test_loader(data["test"]) if not subsets else None,
             train_transforms=get_preset(preset).train_transforms(**kwargs),
             eval_transforms=eval_transforms,
             recipe=recipe,
             method_recipes=method_recipes,
             knowledge=bank,
             descriptions=str(descriptions) if descriptions else None,
-            dataset=dataset,
+            dataset=dataset if curated else None,
             ordinal=ordinal,
             device=device if device is not None else default_device(),
             num_workers=num_workers,
+            protocol=protocol,
+            backbone_label=label,
+            subset_loaders={k: (v, test_loader(v["test"])) for k, v in subsets.items()},
+            sampler=sampler,
         )
     for i, cell in enumerate(cells, 1):
         prefix = f"[{i}/{len(cells)}] {cell}:"
@@ -212,16 +295,29 @@ def run_comparison(
         log(f"{prefix} {what} ...")
         record = run_cell(cell, out, context)
         records[cell] = record
+        if "harmonic_mean" in record:
+            novel = record["novel"]["accuracy"] if record["novel"] else None
+            scores = f"base {_pct(record['base']['accuracy'])}, novel {_pct(novel)}, HM {_pct(record['harmonic_mean'])}"
+        else:
+            scores = f"accuracy {_pct(record['metrics']['accuracy'])}, macro-F1 {_pct(record['metrics']['macro_f1'])}"
         log(
-            f"{prefix} accuracy {100 * record['metrics']['accuracy']:.1f} %, macro-F1 "
-            f"{100 * record['metrics']['macro_f1']:.1f} %, {record['trainable_parameters']:,} trainable parameters, "
+            f"{prefix} {scores}, {record['trainable_parameters']:,} trainable parameters, "
             f"trained in {record['train_seconds']:.1f} s"
         )
     ordered = [records[c] for c in cells]
-    files = write_report(out, ordered, methods, shot_list)
+    everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
+    files = write_report(out, everything, methods, shot_list)
     log(f"Results: {files['markdown']}\n         {files['csv']}\n         {files['plot']}")
     log(f"Cells (checkpoints, predictions, confusion matrices): {out / 'cells'}")
     return {"records": ordered, "files": files, "ran": len(to_run), "skipped": len(done)}
+
+
+def _position(backbones: Sequence[str], record: Mapping[str, Any]) -> int:
+    return backbones.index(record["backbone"]) if record["backbone"] in backbones else len(backbones)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def base_recipe(**fields: Any):

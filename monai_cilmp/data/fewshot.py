@@ -8,6 +8,7 @@ training split with a seed, and report base-to-novel generalisation by training 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,9 +17,28 @@ from monai.utils import StrEnum, look_up_option
 
 from .datalist import SPLITS, validate_datalist
 
-__all__ = ["COMMON_SHOTS", "ClassSubset", "base_novel_split", "few_shot_datalist", "subsample_classes"]
+__all__ = [
+    "COMMON_SHOTS",
+    "ClassSubset",
+    "FewShotSampler",
+    "base_novel_split",
+    "few_shot_datalist",
+    "subsample_classes",
+]
 
 COMMON_SHOTS = (1, 2, 4, 8, 16)
+
+
+class FewShotSampler(StrEnum):
+    """How :func:`few_shot_datalist` draws.
+
+    - ``monai-cilmp``: a generator seeded by ``(seed, label)`` per class, independent of the datalist's order.
+    - ``dassl``: Dassl's draw (CoOp, BiomedCoOp, ...), see :func:`~monai_cilmp.data.splits.dassl_few_shot`: on a
+      datalist imported from a published split file it gives the subsets of that code's seeds.
+    """
+
+    MONAI_CILMP = "monai-cilmp"
+    DASSL = "dassl"
 
 
 class ClassSubset(StrEnum):
@@ -44,6 +64,7 @@ def few_shot_datalist(
     *,
     val_shots: int | None = None,
     source: str = "the datalist",
+    sampler: str = FewShotSampler.MONAI_CILMP,
 ) -> dict[str, Any]:
     """A datalist whose training split has exactly ``shots`` images per class, drawn with ``seed``.
 
@@ -54,9 +75,12 @@ def few_shot_datalist(
         val_shots: also reduce the validation split to at most this many images per class (``None`` keeps it);
             classes with fewer keep all theirs.
         source: what the datalist is, for error messages.
+        sampler: :class:`FewShotSampler`; with ``"dassl"`` the validation split is reduced as Dassl does, to
+            ``min(shots, 4)`` per class, unless ``val_shots`` is given, and the items keep Dassl's order.
 
     Returns:
-        the new datalist, with ``few_shot: {"shots", "seed", "val_shots"}`` recorded; the test split is unchanged.
+        the new datalist, with ``few_shot: {"shots", "seed", "val_shots", "sampler"}`` recorded; the test split is
+        unchanged.
 
     Raises:
         ValueError: ``shots`` < 1, or a class has fewer than ``shots`` training images (naming it).
@@ -64,6 +88,7 @@ def few_shot_datalist(
     if int(shots) < 1:
         raise ValueError(f"shots must be a positive number of images per class, got {shots}.")
     shots = int(shots)
+    sampler = look_up_option(sampler, FewShotSampler)
     data = validate_datalist(datalist, source=source)
     names = data["class_names"]
     training: list[dict[str, Any]] = []
@@ -75,12 +100,21 @@ def few_shot_datalist(
                 f"Class '{name}' has only {len(pool)} training image{'s' if len(pool) != 1 else ''} in {source}, "
                 f"fewer than the {shots} shots asked for."
             )
-        training += _sample(pool, shots, seed, label)
-        if val_shots is not None:
-            val_pool = [item for item in data["validation"] if int(item["label"]) == label]
-            validation += _sample(val_pool, min(int(val_shots), len(val_pool)), seed, label)
+        if sampler == FewShotSampler.MONAI_CILMP:
+            training += _sample(pool, shots, seed, label)
+            if val_shots is not None:
+                val_pool = [item for item in data["validation"] if int(item["label"]) == label]
+                validation += _sample(val_pool, min(int(val_shots), len(val_pool)), seed, label)
+    if sampler == FewShotSampler.DASSL:
+        from .splits import dassl_few_shot
+
+        val_shots = min(shots, 4) if val_shots is None else int(val_shots)
+        rng = random.Random(int(seed))  # Dassl seeds Python's generator once, then draws train, then val
+        label_of = lambda item: int(item["label"])  # noqa: E731
+        training = [dict(i) for i in dassl_few_shot(data["training"], shots, rng, label_of)]
+        validation = [dict(i) for i in dassl_few_shot(data["validation"], val_shots, rng, label_of)]
     out = {k: v for k, v in data.items() if k not in SPLITS}
-    out["few_shot"] = {"shots": shots, "seed": int(seed), "val_shots": val_shots}
+    out["few_shot"] = {"shots": shots, "seed": int(seed), "val_shots": val_shots, "sampler": str(sampler)}
     out["training"] = training
     out["validation"] = validation if val_shots is not None else [dict(i) for i in data["validation"]]
     out["test"] = [dict(i) for i in data["test"]]

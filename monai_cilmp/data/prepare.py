@@ -1,23 +1,25 @@
-"""``prepare`` functions turning the public downloads of the paper's datasets into MONAI datalists.
+"""One routine turning the public download of any registered dataset into a MONAI datalist.
 
-Each ``prepare_<dataset>(raw_dir, out, *, seed, val_fraction, test_fraction, check)`` finds its files anywhere up
-to a few folders below ``raw_dir`` (archives unpack with or without a top folder), maps the dataset's own labels
-to the registry's class order, keeps the official split where the dataset has one (carving a missing validation
-split out of the official training split) and otherwise makes a stratified seeded split, then writes the datalist
-atomically. The expected layout of each download is in its function's docstring. The functions are attached to
-the registry (``get_dataset("kvasir").prepare``) when :mod:`monai_cilmp.data` is imported.
+:func:`prepare_dataset` reads the dataset's :class:`~monai_cilmp.data.layout.DatasetLayout` entries from the
+registry (tried in order: the first whose anchor file or folders are found anywhere up to a few folders below the
+download wins, so archives unpack with or without a top folder), reads the images and labels with the reader of
+that layout's kind, keeps the official split where the layout has one (carving a missing validation or test split
+out of the official training split, keeping each patient or lesion in one split where the layout names them) and
+otherwise makes a stratified seeded split, then writes the datalist atomically. ``get_dataset(name).prepare`` is the
+same routine bound to one dataset, documented with its layouts.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
 import tempfile
+import textwrap
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 import numpy as np
@@ -32,42 +34,21 @@ from .datalist import (
     stratified_split,
     write_datalist,
 )
-from .registry import DATASETS, get_dataset
+from .layout import DatasetLayout, LayoutKind
+from .registry import DATASETS, DatasetSpec, get_dataset
+from .splits import datalist_from_split_file, safe_join
 
-__all__ = [
-    "PREPARE_FUNCTIONS",
-    "prepare_adam",
-    "prepare_aptos2019",
-    "prepare_bloodmnist",
-    "prepare_busi",
-    "prepare_chaoyang",
-    "prepare_cpn_x_ray",
-    "prepare_dataset",
-    "prepare_derm7pt",
-    "prepare_dermamnist",
-    "prepare_fetal_us",
-    "prepare_isic",
-    "prepare_kvasir",
-    "prepare_odir",
-    "prepare_odir2",
-    "prepare_pneumonia2",
-    "prepare_pneumonia3",
-]
+__all__ = ["PREPARE_FUNCTIONS", "describe_layouts", "prepare_dataset"]
 
 Splits = dict[str, list[tuple[str, int]]]
+Groups = dict[str, str] | None
 _MAX_DEPTH = 4
+_SPLIT_FOLDERS = (("training", "train"), ("validation", "val"), ("test", "test"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # finding files in an unpacked download
 # ---------------------------------------------------------------------------------------------------------------
-def _raw(raw_dir: str | os.PathLike) -> Path:
-    raw = Path(raw_dir)
-    if not raw.is_dir():
-        raise FileNotFoundError(f"Download folder '{raw}' does not exist.")
-    return raw
-
-
 def _folders(raw: Path) -> Iterable[Path]:
     """``raw`` and the folders below it, breadth first, to ``_MAX_DEPTH`` levels, skipping macOS and hidden ones."""
     queue = deque([(raw, 0)])
@@ -86,37 +67,45 @@ def _children(folder: Path) -> dict[str, Path]:
     return {p.name.lower(): p for p in folder.iterdir()}
 
 
-def _find_file(raw: Path, name: str, title: str, layout: str) -> Path:
+def _file_anywhere(raw: Path, name: str) -> Path | None:
     for folder in _folders(raw):
         match = _children(folder).get(name.lower())
         if match is not None and match.is_file():
             return match
-    raise FileNotFoundError(f"'{raw}' does not look like the {title} download: no '{name}' found (expected {layout}).")
+    return None
 
 
-def _find_folder_with(raw: Path, names: Iterable[str], title: str, layout: str) -> Path:
+def _folder_anywhere(raw: Path, names: Iterable[str]) -> Path | None:
+    wanted = {n.lower() for n in names}
+    return next((f for f in _folders(raw) if f.name.lower() in wanted), None)
+
+
+def _folder_with(raw: Path, names: Iterable[str]) -> Path | None:
     """The first folder holding sub-folders with all of ``names`` (case-insensitive)."""
     wanted = [n.lower() for n in names]
     for folder in _folders(raw):
         children = _children(folder)
         if all(n in children and children[n].is_dir() for n in wanted):
             return folder
-    raise FileNotFoundError(
-        f"'{raw}' does not look like the {title} download: no folder with {', '.join(names)} sub-folders "
-        f"(expected {layout})."
-    )
+    return None
 
 
-def _subfolder(folder: Path, name: str, layout: str) -> Path:
-    """The sub-folder ``name`` of ``folder`` (case-insensitive).
+def _subfolder(folder: Path, relative: str, layout: str) -> Path:
+    """The folder ``relative`` to ``folder`` (``..`` allowed, names case-insensitive).
 
     Raises:
-        FileNotFoundError: ``folder`` has no such sub-folder; the message gives the expected layout.
+        FileNotFoundError: no such folder; the message gives the expected layout.
     """
-    match = _children(folder).get(name.lower())
-    if match is None or not match.is_dir():
-        raise FileNotFoundError(f"'{folder}' has no '{name}' folder (expected {layout}).")
-    return match
+    current = folder
+    for part in Path(relative).parts:
+        if part == "..":
+            current = current.parent
+            continue
+        match = _children(current).get(part.lower())
+        if match is None or not match.is_dir():
+            raise FileNotFoundError(f"'{current}' has no '{part}' folder (expected {layout}).")
+        current = match
+    return current
 
 
 def _check_exist(paths: Iterable[str], source: str) -> None:
@@ -125,11 +114,225 @@ def _check_exist(paths: Iterable[str], source: str) -> None:
         raise missing_images_error(missing, source)
 
 
+def _locate(layout: DatasetLayout, raw: Path) -> Path | None:
+    """The folder (folder kinds) or file that anchors ``layout`` in the download, or ``None``."""
+    if layout.kind in (LayoutKind.CLASS_FOLDERS, LayoutKind.SPLIT_FOLDERS):
+        return _folder_with(raw, layout.anchor)
+    if layout.kind == LayoutKind.NPZ:
+        name = layout.anchor[0]
+        found = [p for folder in _folders(raw) for p in sorted(folder.glob(f"{name}*.npz"))]
+        found = [p for p in found if p.stem == name or p.stem.removeprefix(f"{name}_").isdigit()]
+        # MedMNIST+ ships 64, 128 and 224 pixel versions next to the 28 pixel one: use the largest for CLIP
+        return max(found, key=lambda p: int(p.stem.removeprefix(f"{name}_")) if p.stem != name else 28, default=None)
+    return _file_anywhere(raw, layout.anchor[0])
+
+
+def _not_found(spec: DatasetSpec, layout: DatasetLayout, raw: Path) -> str:
+    if layout.kind in (LayoutKind.CLASS_FOLDERS, LayoutKind.SPLIT_FOLDERS):
+        what = f"no folder with {', '.join(layout.anchor)} sub-folders"
+    elif layout.kind == LayoutKind.NPZ:
+        what = f"no '{layout.anchor[0]}.npz' or '{layout.anchor[0]}_<size>.npz'"
+    else:
+        what = f"no '{layout.anchor[0]}'"
+    return f"'{raw}' does not look like the {spec.title} download: {what} found (expected {layout.expected})"
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# the shared ending: datalist, optional check, atomic write
+# one reader per kind of layout: (layout, anchor, download, spec) -> (splits, groups, source)
+# ---------------------------------------------------------------------------------------------------------------
+def _read_class_folders(layout: DatasetLayout, root: Path, raw: Path, spec: DatasetSpec) -> tuple[Splits, Groups, str]:
+    children = _children(root)
+    items = []
+    for folder in layout.classes:
+        for path in list_images(children[folder.lower()], layout.extensions):
+            name = Path(path).name
+            if any(text in name for text in layout.exclude):
+                continue
+            label = layout.label_of(folder, f"'{root}'", name)
+            if label is not None:
+                items.append((path, label))
+    return {"training": items}, None, f"'{root}'"
+
+
+def _read_split_folders(layout: DatasetLayout, root: Path, raw: Path, spec: DatasetSpec) -> tuple[Splits, Groups, str]:
+    splits: Splits = {split: [] for split in SPLITS}
+    children = _children(root)
+    for split, folder in _SPLIT_FOLDERS:
+        if folder not in children:
+            continue
+        classes = _children(children[folder])
+        for class_folder in layout.classes:
+            if class_folder.lower() not in classes:
+                raise FileNotFoundError(f"'{children[folder]}' has no '{class_folder.upper()}' folder.")
+            for path in list_images(classes[class_folder.lower()], layout.extensions):
+                label = layout.label_of(class_folder, f"'{classes[class_folder.lower()]}'", Path(path).name)
+                if label is not None:
+                    splits[split].append((path, label))
+    return splits, None, f"'{root}'"
+
+
+def _fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in Formatter().parse(template) if name]
+
+
+def _label_columns(layout: DatasetLayout) -> list[str]:
+    column = layout.label_column
+    return [column.format(eye=eye) for eye in ("Left", "Right")] if "{eye}" in column else [column]
+
+
+def _row_label(layout: DatasetLayout, row: Mapping[str, str], image: str, where: str) -> int | None:
+    column = layout.label_column
+    if "{eye}" in column:
+        column = column.format(eye="Left" if "left" in Path(image).name.lower() else "Right")
+    value = row[column]
+    if layout.classes or layout.rules:
+        return layout.label_of(value, where)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"The '{column}' of {where} is '{value}', not a class index.") from None
+
+
+def _image_folder(layout: DatasetLayout, anchor: Path, raw: Path) -> Path:
+    if layout.images_anywhere:
+        found = _folder_anywhere(raw, layout.images)
+        if found is None:
+            raise FileNotFoundError(f"'{raw}' has '{anchor.name}' but no '{layout.images[0]}' folder.")
+        return found
+    if not layout.images:
+        return anchor.parent
+    return _subfolder(anchor.parent, layout.images[0], layout.expected)
+
+
+def _read_table(layout: DatasetLayout, csv_file: Path, raw: Path, spec: DatasetSpec) -> tuple[Splits, Groups, str]:
+    images = _image_folder(layout, csv_file, raw)
+    optional = [c for c in (layout.split_column, layout.group_column) if c]
+    _, rows = read_csv_rows(csv_file, [*_fields(layout.image), *_label_columns(layout), *optional])
+    splits: Splits = {split: [] for split in SPLITS}
+    groups: dict[str, str] = {}
+    source = f"'{csv_file}'"
+    for line, row in enumerate(rows, start=2):
+        where = f"line {line} of {source}"
+        path = str(safe_join(images, layout.image.format(**row), where))
+        if layout.group_column and row[layout.group_column]:
+            groups[path] = f"{layout.group_column} {row[layout.group_column]}"
+        label = _row_label(layout, row, path, where)
+        if label is None:
+            continue
+        split = "training"
+        if layout.split_column:
+            value = row[layout.split_column].strip()
+            if value not in layout.split_values:
+                raise ValueError(
+                    f"The '{layout.split_column}' of {where} is '{value}'; expected one of: "
+                    f"{', '.join(layout.split_values)}."
+                )
+            split = layout.split_values[value]
+        splits[split].append((path, label))
+    if layout.deduplicate:
+        splits = {split: sorted(set(items)) for split, items in splits.items()}
+    _check_exist((p for items in splits.values() for p, _ in items), source)
+    return splits, (groups if layout.group_column else None), source
+
+
+def _read_json_lists(layout: DatasetLayout, anchor: Path, raw: Path, spec: DatasetSpec) -> tuple[Splits, Groups, str]:
+    splits: Splits = {split: [] for split in SPLITS}
+    for split, file_name in layout.split_files.items():
+        json_file = anchor.parent / file_name
+        if not json_file.is_file():
+            if split in layout.optional_splits:
+                continue
+            raise FileNotFoundError(f"The {spec.title} download in '{anchor.parent}' has no '{file_name}'.")
+        entries = json.loads(json_file.read_text(encoding="utf-8"))
+        for i, entry in enumerate(entries):
+            where = f"entry {i} of '{json_file}'"
+            if not isinstance(entry, dict) or layout.image not in entry or layout.label_column not in entry:
+                raise ValueError(f"The {where} needs '{layout.image}' and '{layout.label_column}'.")
+            label = _row_label(layout, {k: str(v) for k, v in entry.items()}, "", where)
+            splits[split].append((str(safe_join(json_file.parent, entry[layout.image], where)), label))
+        _check_exist((p for p, _ in splits[split]), f"'{json_file}'")
+    return splits, None, f"'{anchor.parent}'"
+
+
+def _read_indexed_table(layout: DatasetLayout, table: Path, raw: Path, spec: DatasetSpec) -> tuple[Splits, Groups, str]:
+    images = _image_folder(layout, table, raw)
+    _, rows = read_csv_rows(table, [*_fields(layout.image), *_label_columns(layout)])
+    splits: Splits = {split: [] for split in SPLITS}
+    for split, file_name in layout.split_files.items():
+        index_file = table.parent / file_name
+        if not index_file.is_file():
+            if split in layout.optional_splits:
+                continue
+            raise FileNotFoundError(f"The {spec.title} download in '{table.parent}' has no '{file_name}'.")
+        _, indexes = read_csv_rows(index_file, (layout.index_column,))
+        for line, entry in enumerate(indexes, start=2):
+            where = f"line {line} of '{index_file}'"
+            try:
+                row = rows[int(entry[layout.index_column])]
+            except (ValueError, IndexError):
+                raise ValueError(f"The {where} is not a row of '{table}'.") from None
+            label = _row_label(layout, row, "", where)
+            if label is not None:
+                splits[split].append((str(safe_join(images, layout.image.format(**row), where)), label))
+    _check_exist((p for items in splits.values() for p, _ in items), f"'{table}'")
+    return splits, None, f"'{table}'"
+
+
+def _groups_from_files(layout: DatasetLayout, raw: Path, items: Iterable[tuple[str, int]]) -> Groups:
+    """Image path -> group from the layout's group tables present in the download (matched on the image stem)."""
+    groups: dict[str, str] = {}
+    found = False
+    for file_name, image_column, group_column in layout.group_files:
+        table = _file_anywhere(raw, file_name)
+        if table is None:
+            continue
+        found = True
+        _, rows = read_csv_rows(table, (image_column, group_column))
+        for row in rows:
+            if row[group_column]:
+                groups.setdefault(row[image_column], row[group_column])
+    if not found:
+        return None
+    return {path: f"group {groups[Path(path).stem]}" for path, _ in items if Path(path).stem in groups}
+
+
+def _read_one_hot(layout: DatasetLayout, anchor: Path, raw: Path, spec: DatasetSpec) -> tuple[Splits, Groups, str]:
+    splits: Splits = {split: [] for split in SPLITS}
+    columns = list(layout.classes)
+    for split, file_name in layout.split_files.items():
+        csv_file = anchor if split == "training" else _file_anywhere(raw, file_name)
+        if csv_file is None:
+            if split in layout.optional_splits:
+                continue  # e.g. the ISIC validation and test ground truths are separate downloads
+            raise FileNotFoundError(f"'{raw}' has no '{file_name}' (expected {layout.expected}).")
+        images = _folder_anywhere(raw, (layout.split_images[split],))
+        if images is None:
+            raise FileNotFoundError(f"'{raw}' has '{csv_file.name}' but no '{layout.split_images[split]}' folder.")
+        _, rows = read_csv_rows(csv_file, [*_fields(layout.image), *columns])
+        for line, row in enumerate(rows, start=2):
+            scores = [float(row.get(c) or 0) for c in columns]
+            if max(scores) > 0:  # rows of classes outside ours (ISIC 2019's SCC, UNK) have none of the columns
+                path = safe_join(images, layout.image.format(**row), f"line {line} of '{csv_file}'")
+                splits[split].append((str(path), layout.classes[columns[int(np.argmax(scores))]]))
+        _check_exist((p for p, _ in splits[split]), f"'{csv_file}'")
+    return splits, _groups_from_files(layout, raw, splits["training"]), f"'{anchor}'"
+
+
+_READERS: dict[str, Callable[..., tuple[Splits, Groups, str]]] = {
+    LayoutKind.CLASS_FOLDERS: _read_class_folders,
+    LayoutKind.SPLIT_FOLDERS: _read_split_folders,
+    LayoutKind.TABLE: _read_table,
+    LayoutKind.JSON_LISTS: _read_json_lists,
+    LayoutKind.INDEXED_TABLE: _read_indexed_table,
+    LayoutKind.ONE_HOT: _read_one_hot,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the shared ending: split, datalist, optional check, atomic write
 # ---------------------------------------------------------------------------------------------------------------
 def _build(
-    name: str,
+    spec: DatasetSpec,
     splits: Splits,
     *,
     official: bool,
@@ -141,12 +344,12 @@ def _build(
     groups: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The validated (and, with ``check``, opened) datalist; ``groups`` (path -> patient/lesion) keep together."""
-    spec = get_dataset(name)
     if not official:
+        training = [item for items in splits.values() for item in items]
         if groups is None:
-            splits = stratified_split(splits["training"], val_fraction, test_fraction, seed)
+            splits = stratified_split(training, val_fraction, test_fraction, seed)
         else:
-            splits = grouped_stratified_split(splits["training"], groups, val_fraction, test_fraction, seed)
+            splits = grouped_stratified_split(training, groups, val_fraction, test_fraction, seed)
     else:
         splits = _fill_splits(splits, val_fraction, test_fraction, seed, groups)
     datalist = make_datalist(
@@ -157,125 +360,10 @@ def _build(
     return datalist
 
 
-def _finish(name: str, splits: Splits, out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
-    """:func:`_build` the datalist, then write it atomically."""
-    datalist = _build(name, splits, **kwargs)
-    write_datalist(datalist, out)
-    return datalist
-
-
-def _by_folder(root: Path, folders: dict[str, int], extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")) -> Splits:
-    """All images of the given class folders of ``root`` (folder name, case-insensitive, -> label)."""
-    items = []
-    children = _children(root)
-    for folder, label in folders.items():
-        items += [(path, label) for path in list_images(children[folder.lower()], extensions)]
-    return {"training": items, "validation": [], "test": []}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the datasets
-# ---------------------------------------------------------------------------------------------------------------
-def prepare_adam(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
+def _prepare_npz(
+    spec: DatasetSpec, npz: Path, out: str | os.PathLike, image_dir: str | os.PathLike | None, **kwargs: Any
 ) -> dict[str, Any]:
-    """ADAM (iChallenge-AMD, Baidu Research Open Access Dataset): AMD versus non-AMD fundus photographs.
-
-    Expected layout (the labelled training release; the validation and test labels are spreadsheets that are not
-    read)::
-
-        Training400/AMD/A0001.jpg ...        (label 1, "fundus with age-related macular degeneration")
-        Training400/Non-AMD/N0001.jpg ...    (label 0, "normal fundus")
-
-    No official split of the labelled images: stratified seeded split.
-
-    Args:
-        raw_dir: the unpacked download.
-        out: the datalist JSON to write.
-        seed: seed of the split.
-        val_fraction: fraction of each class for validation.
-        test_fraction: fraction of each class for test.
-        check: open every image first and fail, listing all unreadable ones, before writing.
-
-    Returns:
-        the datalist written.
-    """
-    raw = _raw(raw_dir)
-    root = _find_folder_with(raw, ("AMD", "Non-AMD"), "ADAM", "Training400/AMD/*.jpg and Training400/Non-AMD/*.jpg")
-    splits = _by_folder(root, {"AMD": 1, "Non-AMD": 0})
-    return _finish(
-        "adam",
-        splits,
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{root}'",
-    )
-
-
-def prepare_aptos2019(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """APTOS 2019 Blindness Detection (Kaggle): diabetic retinopathy grades 0-4.
-
-    Expected layout (Kaggle's competition download)::
-
-        train.csv                 id_code,diagnosis    (diagnosis 0-4 is the label)
-        train_images/<id_code>.png
-        test.csv, test_images/    (unlabelled, ignored)
-
-    Only the training images are labelled: stratified seeded split of them. Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    csv_file = _find_file(raw, "train.csv", "APTOS 2019", "train.csv and train_images/<id_code>.png")
-    images = _subfolder(csv_file.parent, "train_images", "train.csv and train_images/<id_code>.png")
-    _, rows = read_csv_rows(csv_file, ("id_code", "diagnosis"))
-    items = [(str(images / f"{row['id_code']}.png"), int(row["diagnosis"])) for row in rows]
-    _check_exist((p for p, _ in items), f"'{csv_file}'")
-    return _finish(
-        "aptos2019",
-        {"training": items},
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{csv_file}'",
-    )
-
-
-def _medmnist(
-    name: str,
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    image_dir: str | os.PathLike | None,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    raw = _raw(raw_dir)
-    candidates = [p for folder in _folders(raw) for p in sorted(folder.glob(f"{name}*.npz"))]
-    candidates = [p for p in candidates if p.stem == name or p.stem.removeprefix(f"{name}_").isdigit()]
-    if not candidates:
-        raise FileNotFoundError(
-            f"'{raw}' does not look like the MedMNIST download: no '{name}.npz' or '{name}_<size>.npz' found."
-        )
-    # MedMNIST+ ships 64, 128 and 224 pixel versions next to the 28 pixel one: use the largest for CLIP
-    npz = max(candidates, key=lambda p: int(p.stem.removeprefix(f"{name}_")) if p.stem != name else 28)
+    """A MedMNIST ``.npz``: its images are written as PNG files to ``image_dir``, then the datalist."""
     target = Path(image_dir) if image_dir is not None else Path(out).with_name(f"{Path(out).stem}_images")
     marker = ".monai-cilmp-medmnist"
     if target.exists() and not (target / marker).exists():
@@ -292,14 +380,14 @@ def _medmnist(
 
         splits: Splits = {split: [] for split in SPLITS}
         with np.load(npz) as data:
-            for split, key in (("training", "train"), ("validation", "val"), ("test", "test")):
+            for split, key in _SPLIT_FOLDERS:
                 images, labels = data[f"{key}_images"], data[f"{key}_labels"].reshape(-1)
                 (tmp / key).mkdir()
                 for i, (image, label) in enumerate(zip(images, labels)):
                     Image.fromarray(image).save(tmp / key / f"{i:06d}.png")
                     splits[split].append((str(tmp / key / f"{i:06d}.png"), int(label)))
         (tmp / marker).write_text(f"images of {npz.name}\n")
-        datalist = _build(name, splits, official=True, source=f"'{npz}'", **kwargs)
+        datalist = _build(spec, splits, official=True, source=f"'{npz}'", **kwargs)
         for split in SPLITS:
             for item in datalist[split]:
                 item["image"] = str(target / Path(item["image"]).relative_to(tmp))
@@ -324,696 +412,90 @@ def _medmnist(
     return datalist
 
 
-def prepare_bloodmnist(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-    image_dir: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """BloodMNIST (MedMNIST v2): 8 blood cell types in peripheral blood smears.
-
-    Expected layout (the MedMNIST download; with MedMNIST+ sizes the largest is used)::
-
-        bloodmnist.npz  or  bloodmnist_64.npz / bloodmnist_128.npz / bloodmnist_224.npz
-            train_images (N, H, W, 3) uint8, train_labels (N, 1); val_*; test_*
-
-    The images are written as PNG files to ``image_dir`` (default: ``<out without .json>_images`` next to the
-    datalist, replaced on a re-run). Official train/val/test split. Other arguments as :func:`prepare_adam`.
-    """
-    return _medmnist(
-        "bloodmnist",
-        raw_dir,
-        out,
-        image_dir,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-    )
-
-
-def prepare_dermamnist(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-    image_dir: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """DermaMNIST (MedMNIST v2, from HAM10000): 7 skin lesion classes.
-
-    Expected layout: ``dermamnist.npz`` or ``dermamnist_<size>.npz`` as for :func:`prepare_bloodmnist`, whose
-    label order (0 actinic keratoses ... 6 vascular lesions) is the registry's. Official train/val/test split.
-    """
-    return _medmnist(
-        "dermamnist",
-        raw_dir,
-        out,
-        image_dir,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-    )
-
-
-def prepare_busi(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """BUSI, Breast Ultrasound Images (Al-Dhabyani et al. 2020): normal, malignant, benign.
-
-    Expected layout (the Kaggle/Cairo University download)::
-
-        Dataset_BUSI_with_GT/benign/benign (1).png, benign (1)_mask.png, benign (4)_mask_1.png ...
-        Dataset_BUSI_with_GT/malignant/...
-        Dataset_BUSI_with_GT/normal/...
-
-    Segmentation masks (``*_mask*.png``) are skipped. No official split: stratified seeded split. Arguments as
-    :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    root = _find_folder_with(
-        raw, ("benign", "malignant", "normal"), "BUSI", "Dataset_BUSI_with_GT/{benign,malignant,normal}/*.png"
-    )
-    splits = _by_folder(root, {"normal": 0, "malignant": 1, "benign": 2})
-    splits["training"] = [(p, label) for p, label in splits["training"] if "_mask" not in Path(p).name]
-    return _finish(
-        "busi",
-        splits,
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{root}'",
-    )
-
-
-def prepare_chaoyang(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """Chaoyang (Zhu et al. 2021): colon histopathology, normal, serrated, adenocarcinoma, adenoma.
-
-    Expected layout (the authors' download)::
-
-        chaoyang-data/train.json   [{"name": "train/539562-IMG005x014.JPG", "label": 0}, ...]
-        chaoyang-data/test.json
-        chaoyang-data/train/*.JPG, chaoyang-data/test/*.JPG
-
-    The JSON labels (0 normal, 1 serrated, 2 adenocarcinoma, 3 adenoma) are the registry's order. Official
-    train/test split; validation is carved out of the training split. Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    train_json = _find_file(raw, "train.json", "Chaoyang", "train.json, test.json, train/ and test/")
-    splits: Splits = {split: [] for split in SPLITS}
-    for split, file_name in (("training", "train.json"), ("test", "test.json")):
-        json_file = train_json.parent / file_name
-        if not json_file.is_file():
-            raise FileNotFoundError(f"The Chaoyang download in '{train_json.parent}' has no '{file_name}'.")
-        entries = json.loads(json_file.read_text(encoding="utf-8"))
-        splits[split] = [(str(json_file.parent / e["name"]), int(e["label"])) for e in entries]
-        _check_exist((p for p, _ in splits[split]), f"'{json_file}'")
-    return _finish(
-        "chaoyang",
-        splits,
-        out,
-        official=True,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{train_json.parent}'",
-    )
-
-
-def prepare_cpn_x_ray(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """CPN-X-ray, the COVID-19, Pneumonia and Normal chest X-ray PA dataset (Mendeley Data).
-
-    Expected layout::
-
-        covid/*.jpg|png    normal/*.jpg|png    pneumonia/*.jpg|png    (folder names in any case)
-
-    No official split: stratified seeded split. Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    root = _find_folder_with(raw, ("covid", "normal", "pneumonia"), "CPN-X-ray", "covid/, normal/ and pneumonia/")
-    splits = _by_folder(root, {"normal": 0, "covid": 1, "pneumonia": 2})
-    return _finish(
-        "cpn-x-ray",
-        splits,
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{root}'",
-    )
-
-
-def _derm7pt_class(diagnosis: str) -> int:
-    """Derm7pt's 20 diagnoses grouped into the five classes of its authors' ``DIAG`` task (registry order)."""
-    d = diagnosis.strip().lower()
-    if d == "basal cell carcinoma":
-        return 0  # carcinoma
-    if d == "seborrheic keratosis":
-        return 1  # keratosis
-    if d.startswith("melanoma"):  # in situ, by thickness, metastasis (not "melanosis")
-        return 2
-    if "nevus" in d:  # blue, clark, combined, congenital, dermal, recurrent, reed or spitz
-        return 4
-    return 3  # miscellaneous: dermatofibroma, lentigo, melanosis, miscellaneous, vascular lesion
-
-
-def prepare_derm7pt(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """Derm7pt, the seven-point checklist dermatology dataset (Kawahara et al. 2019), dermoscopic images.
-
-    Expected layout (``release_v0`` from derm.cs.sfu.ca)::
-
-        release_v0/meta/meta.csv                 case_num,diagnosis,...,clinic,derm,...
-        release_v0/meta/train_indexes.csv        indexes (0-based rows of meta.csv), also valid_ and test_
-        release_v0/images/<derm>                 e.g. images/NEL/NEL025.JPG
-
-    The 20 diagnoses are grouped as in the authors' five-class task: basal cell carcinoma -> carcinoma,
-    seborrheic keratosis -> keratosis, melanoma (all kinds) -> melanoma, nevi (all kinds) -> nevus, the rest ->
-    miscellaneous. The dermoscopic image (``derm``) of each case is used. Official train/valid/test split.
-    Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    meta_csv = _find_file(raw, "meta.csv", "Derm7pt", "release_v0/meta/meta.csv and release_v0/images/")
-    release = meta_csv.parent.parent
-    images = _subfolder(release, "images", "release_v0/meta/meta.csv and release_v0/images/")
-    _, rows = read_csv_rows(meta_csv, ("diagnosis", "derm"))
-    splits: Splits = {split: [] for split in SPLITS}
-    for split, file_name in (
-        ("training", "train_indexes.csv"),
-        ("validation", "valid_indexes.csv"),
-        ("test", "test_indexes.csv"),
-    ):
-        index_file = meta_csv.parent / file_name
-        if not index_file.is_file():
-            raise FileNotFoundError(f"The Derm7pt download in '{release}' has no 'meta/{file_name}'.")
-        _, indexes = read_csv_rows(index_file, ("indexes",))
-        for entry in indexes:
-            row = rows[int(entry["indexes"])]
-            splits[split].append((str(images / row["derm"]), _derm7pt_class(row["diagnosis"])))
-    _check_exist((p for items in splits.values() for p, _ in items), f"'{meta_csv}'")
-    return _finish(
-        "derm7pt",
-        splits,
-        out,
-        official=True,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{meta_csv}'",
-    )
-
-
-def prepare_fetal_us(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """FETAL_PLANES_DB (Burgos-Artizzu et al. 2020, Zenodo 3904280): maternal-fetal ultrasound planes.
-
-    Expected layout (``FETAL_PLANES_ZENODO``)::
-
-        FETAL_PLANES_DB_data.csv   Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train
-        Images/<Image_name>.png
-
-    ``Plane`` is the label ("Other" is the registry's "Other planes"); ``Train`` (1/0) is the official
-    train/test split of the paper; validation is carved out of the training split, stratified by class with each
-    patient (``Patient_num``) in one split. Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    csv_file = _find_file(
-        raw, "FETAL_PLANES_DB_data.csv", "FETAL_PLANES_DB", "FETAL_PLANES_DB_data.csv and Images/<Image_name>.png"
-    )
-    images = _subfolder(csv_file.parent, "Images", "FETAL_PLANES_DB_data.csv and Images/<Image_name>.png")
-    names = {n.lower(): i for i, n in enumerate(get_dataset("fetal-us").class_names)}
-    names["other"] = names["other planes"]
-    _, rows = read_csv_rows(csv_file, ("Image_name", "Patient_num", "Plane", "Train"))
-    splits: Splits = {split: [] for split in SPLITS}
-    groups: dict[str, str] = {}
-    for line, row in enumerate(rows, start=2):
-        plane = row["Plane"].strip().lower()
-        if plane not in names:
-            raise ValueError(f"Unknown plane '{row['Plane']}' on line {line} of '{csv_file}'.")
-        split = "training" if row["Train"].strip() == "1" else "test"
-        path = str(images / f"{row['Image_name']}.png")
-        splits[split].append((path, names[plane]))
-        if row["Patient_num"]:
-            groups[path] = f"patient {row['Patient_num']}"
-    _check_exist((p for items in splits.values() for p, _ in items), f"'{csv_file}'")
-    return _finish(
-        "fetal-us",
-        splits,
-        out,
-        official=True,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{csv_file}'",
-        groups=groups,
-    )
-
-
-_ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")  # the registry's class order
-_ISIC2019_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC")
-
-
-def _isic_items(csv_file: Path, images: Path, columns: tuple[str, ...]) -> list[tuple[str, int]]:
-    _, rows = read_csv_rows(csv_file, ("image", *columns))
-    items = []
-    for row in rows:
-        scores = [float(row.get(c) or 0) for c in columns]
-        if max(scores) > 0:  # ISIC 2019's SCC and UNK rows have none of the seven classes
-            items.append((str(images / f"{row['image']}.jpg"), int(np.argmax(scores))))
-    _check_exist((p for p, _ in items), f"'{csv_file}'")
-    return items
-
-
-_ISIC_LESION_FILES = (  # file name, image column, lesion column
-    ("ISIC2018_Task3_Training_LesionGroupings.csv", "image", "lesion_id"),
-    ("HAM10000_metadata.csv", "image_id", "lesion_id"),
-    ("HAM10000_metadata", "image_id", "lesion_id"),
-    ("ISIC_2019_Training_Metadata.csv", "image", "lesion_id"),
-)
-
-
-def _isic_groups(raw: Path, items: Iterable[tuple[str, int]]) -> dict[str, str] | None:
-    """Image path -> lesion id from the lesion groupings or metadata CSV when the download has one, else None."""
-    lesions: dict[str, str] = {}
-    found = False
-    for file_name, image_column, lesion_column in _ISIC_LESION_FILES:
-        try:
-            csv_file = _find_file(raw, file_name, "ISIC", "")
-        except FileNotFoundError:
-            continue
-        found = True
-        _, rows = read_csv_rows(csv_file, (image_column, lesion_column))
-        for row in rows:
-            if row[lesion_column]:
-                lesions.setdefault(row[image_column], row[lesion_column])
-    if not found:
-        return None
-    return {path: f"lesion {lesions[Path(path).stem]}" for path, _ in items if Path(path).stem in lesions}
-
-
-def prepare_isic(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """ISIC 2018 Task 3 (HAM10000), or ISIC 2019 restricted to the same seven classes.
-
-    Expected layout (ISIC challenge downloads, each zip unpacked in place)::
-
-        ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv
-            image,MEL,NV,BCC,AKIEC,BKL,DF,VASC   (one-hot)
-        ISIC2018_Task3_Training_Input/ISIC_0024306.jpg ...
-        ISIC2018_Task3_Validation_GroundTruth/..., ISIC2018_Task3_Validation_Input/    (optional)
-        ISIC2018_Task3_Test_GroundTruth/..., ISIC2018_Task3_Test_Input/                (optional)
-
-    or ``ISIC_2019_Training_GroundTruth.csv`` (``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK``) with
-    ``ISIC_2019_Training_Input/``, whose SCC and UNK images are left out. The official 2018 validation and test
-    splits are used when their ground truth is present; missing splits are carved out of the training images,
-    keeping all images of one lesion in one split when a lesion table is present
-    (``ISIC2018_Task3_Training_LesionGroupings.csv`` ``image,lesion_id``, ``HAM10000_metadata.csv``
-    ``lesion_id,image_id`` or ``ISIC_2019_Training_Metadata.csv`` ``image,...,lesion_id``).
-    Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    try:
-        train_csv = _find_file(raw, "ISIC2018_Task3_Training_GroundTruth.csv", "ISIC", "")
-    except FileNotFoundError:
-        train_csv = None
-    splits: Splits = {split: [] for split in SPLITS}
-    if train_csv is not None:
-        for split, part in (("training", "Training"), ("validation", "Validation"), ("test", "Test")):
-            try:
-                csv_file = _find_file(raw, f"ISIC2018_Task3_{part}_GroundTruth.csv", "ISIC", "")
-            except FileNotFoundError:
-                continue  # the validation and test ground truths are separate downloads
-            images = next((f for f in _folders(raw) if f.name.lower() == f"isic2018_task3_{part.lower()}_input"), None)
-            if images is None:
-                raise FileNotFoundError(f"'{raw}' has '{csv_file.name}' but no 'ISIC2018_Task3_{part}_Input' folder.")
-            splits[split] = _isic_items(csv_file, images, _ISIC2018_COLUMNS)
-        source = f"'{train_csv}'"
-    else:
-        csv_file = _find_file(
-            raw,
-            "ISIC_2019_Training_GroundTruth.csv",
-            "ISIC 2018 Task 3 or ISIC 2019",
-            "ISIC2018_Task3_Training_GroundTruth.csv or ISIC_2019_Training_GroundTruth.csv "
-            "with its _Input image folder",
-        )
-        images = next((f for f in _folders(raw) if f.name.lower() == "isic_2019_training_input"), None)
-        if images is None:
-            raise FileNotFoundError(f"'{raw}' has '{csv_file.name}' but no 'ISIC_2019_Training_Input' folder.")
-        splits["training"] = _isic_items(csv_file, images, _ISIC2019_COLUMNS)
-        source = f"'{csv_file}'"
-    return _finish(
-        "isic",
-        splits,
-        out,
-        official=True,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=source,
-        groups=_isic_groups(raw, splits["training"]),
-    )
-
-
-_KVASIR_FOLDERS = (
-    "dyed-lifted-polyps",
-    "dyed-resection-margins",
-    "esophagitis",
-    "normal-cecum",
-    "normal-pylorus",
-    "normal-z-line",
-    "polyps",
-    "ulcerative-colitis",
-)
-
-
-def prepare_kvasir(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """Kvasir v2 (Pogorelov et al. 2017): 8 classes of gastrointestinal endoscopy, 1000 images each.
-
-    Expected layout (``kvasir-dataset-v2.zip``)::
-
-        kvasir-dataset-v2/dyed-lifted-polyps/*.jpg, dyed-resection-margins/, esophagitis/, normal-cecum/,
-                          normal-pylorus/, normal-z-line/, polyps/, ulcerative-colitis/
-
-    No official split: stratified seeded split. Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    root = _find_folder_with(raw, _KVASIR_FOLDERS, "Kvasir v2", "kvasir-dataset-v2/<class folder>/*.jpg")
-    splits = _by_folder(root, {folder: i for i, folder in enumerate(_KVASIR_FOLDERS)})
-    return _finish(
-        "kvasir",
-        splits,
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{root}'",
-    )
-
-
-def _odir_table(raw: Path, required: tuple[str, ...]) -> tuple[Path, Path, list[dict[str, str]]]:
-    layout = "full_df.csv and preprocessed_images/ (Kaggle's ocular-disease-recognition-odir5k)"
-    csv_file = _find_file(raw, "full_df.csv", "ODIR-5K", layout)
-    images = next(
-        (f for f in _folders(raw) if f.name.lower() in ("preprocessed_images", "training images")),
-        None,
-    )
-    if images is None:
-        raise FileNotFoundError(f"'{raw}' has '{csv_file.name}' but no 'preprocessed_images' folder.")
-    _, rows = read_csv_rows(csv_file, ("ID", "filename", *required))
-    return csv_file, images, rows
-
-
-def _odir_groups(rows: Iterable[dict[str, str]], images: Path) -> dict[str, str]:
-    """Image path -> patient (the ``ID`` column: both eyes of a patient share it)."""
-    return {str(images / row["filename"]): f"patient {row['ID']}" for row in rows if row["ID"]}
-
-
-def prepare_odir(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """ODIR-5K (Peking University ocular disease recognition), 8 classes, one label per fundus image.
-
-    Expected layout (Kaggle's ``andrewmvd/ocular-disease-recognition-odir5k``)::
-
-        full_df.csv            ID,...,Left-Diagnostic Keywords,Right-Diagnostic Keywords,N,D,G,C,A,H,M,O,
-                               filepath,labels,target,filename      (labels: "['N']", one letter per image)
-        preprocessed_images/<filename>   e.g. 0_right.jpg
-
-    The letters N, D, G, C, A, H, M, O are the registry's class order. No official labelled test split:
-    stratified seeded split that keeps both eyes of a patient (``ID``) in one split. Arguments as
-    :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    csv_file, images, rows = _odir_table(raw, ("labels",))
-    letters = "NDGCAHMO"
-    items = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            letter = ast.literal_eval(row["labels"])[0]
-        except (ValueError, SyntaxError, IndexError, KeyError) as e:
-            raise ValueError(f"Line {line} of '{csv_file}' has no readable 'labels' value.") from e
-        if letter not in letters:
-            raise ValueError(f"Unknown ODIR label '{letter}' on line {line} of '{csv_file}'.")
-        items.append((str(images / row["filename"]), letters.index(letter)))
-    items = sorted(set(items))
-    _check_exist((p for p, _ in items), f"'{csv_file}'")
-    return _finish(
-        "odir",
-        {"training": items},
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{csv_file}'",
-        groups=_odir_groups(rows, images),
-    )
-
-
-def prepare_odir2(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """ODIR-5K normal versus cataract, labelled per eye from the diagnostic keywords.
-
-    Expected layout: as :func:`prepare_odir`. An image is "normal" when its eye's keywords
-    (``Left-Diagnostic Keywords`` for ``*_left.jpg``) are exactly "normal fundus", "cataract" when they mention
-    cataract; other images are left out. Stratified seeded split keeping both eyes of a patient (``ID``) in one
-    split. Arguments as :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    csv_file, images, rows = _odir_table(raw, ("Left-Diagnostic Keywords", "Right-Diagnostic Keywords"))
-    items = set()
-    for row in rows:
-        file_name = row["filename"]
-        side = "Left" if "left" in file_name.lower() else "Right"
-        keywords = row[f"{side}-Diagnostic Keywords"].strip().lower()
-        if keywords == "normal fundus":
-            items.add((str(images / file_name), 0))
-        elif "cataract" in keywords:
-            items.add((str(images / file_name), 1))
-    _check_exist((p for p, _ in items), f"'{csv_file}'")
-    return _finish(
-        "odir2",
-        {"training": sorted(items)},
-        out,
-        official=False,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{csv_file}'",
-        groups=_odir_groups(rows, images),
-    )
-
-
-def _chest_xray(raw: Path, label_of: Callable[[str, Path], int]) -> tuple[Path, Splits]:
-    root = _find_folder_with(
-        raw, ("train", "test"), "chest X-ray pneumonia", "chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg"
-    )
-    splits: Splits = {split: [] for split in SPLITS}
-    for split, folder in (("training", "train"), ("validation", "val"), ("test", "test")):
-        children = _children(root)
-        if folder not in children:
-            continue
-        classes = _children(children[folder])
-        for class_folder in ("normal", "pneumonia"):
-            if class_folder not in classes:
-                raise FileNotFoundError(f"'{children[folder]}' has no '{class_folder.upper()}' folder.")
-            for path in list_images(classes[class_folder], (".jpeg", ".jpg", ".png")):
-                splits[split].append((path, label_of(class_folder, Path(path))))
-    return root, splits
-
-
-def prepare_pneumonia2(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """Paediatric chest X-ray pneumonia (Kermany et al. 2018), normal versus pneumonia.
-
-    Expected layout (Kaggle's ``chest-xray-pneumonia``; its nested duplicate and ``__MACOSX`` are ignored)::
-
-        chest_xray/train/NORMAL/*.jpeg, chest_xray/train/PNEUMONIA/*.jpeg
-        chest_xray/val/...  chest_xray/test/...
-
-    Official train/val/test split (the official validation split is small: 16 images). Arguments as
-    :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    root, splits = _chest_xray(raw, lambda folder, _: 0 if folder == "normal" else 1)
-    return _finish(
-        "pneumonia2",
-        splits,
-        out,
-        official=True,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{root}'",
-    )
-
-
-def _pneumonia_kind(folder: str, path: Path) -> int:
-    if folder == "normal":
-        return 0
-    name = path.name.lower()
-    if "bacteria" in name:
-        return 1
-    if "virus" in name:
-        return 2
-    raise ValueError(f"Cannot tell bacterial from viral pneumonia for '{path}': its name has neither.")
-
-
-def prepare_pneumonia3(
-    raw_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    check: bool = False,
-) -> dict[str, Any]:
-    """Paediatric chest X-ray pneumonia, 3 classes: normal, bacterial and viral pneumonia.
-
-    Expected layout: as :func:`prepare_pneumonia2`; the kind of pneumonia is in the file name
-    (``person1_bacteria_1.jpeg``, ``person1_virus_6.jpeg``). Official train/val/test split. Arguments as
-    :func:`prepare_adam`.
-    """
-    raw = _raw(raw_dir)
-    root, splits = _chest_xray(raw, _pneumonia_kind)
-    return _finish(
-        "pneumonia3",
-        splits,
-        out,
-        official=True,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        check=check,
-        source=f"'{root}'",
-    )
-
-
-PREPARE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
-    "adam": prepare_adam,
-    "aptos2019": prepare_aptos2019,
-    "bloodmnist": prepare_bloodmnist,
-    "busi": prepare_busi,
-    "chaoyang": prepare_chaoyang,
-    "cpn-x-ray": prepare_cpn_x_ray,
-    "derm7pt": prepare_derm7pt,
-    "dermamnist": prepare_dermamnist,
-    "fetal-us": prepare_fetal_us,
-    "isic": prepare_isic,
-    "kvasir": prepare_kvasir,
-    "odir": prepare_odir,
-    "odir2": prepare_odir2,
-    "pneumonia2": prepare_pneumonia2,
-    "pneumonia3": prepare_pneumonia3,
-}
-for _name, _function in PREPARE_FUNCTIONS.items():
-    DATASETS[_name].prepare = _function
-
-
 def prepare_dataset(
     name: str,
     raw_dir: str | os.PathLike,
     out: str | os.PathLike,
-    **kwargs: Any,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    check: bool = False,
+    image_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Run the ``prepare`` function of the registered dataset ``name`` (or alias); see the ``prepare_*`` functions.
+    """Convert the unpacked public download of the registered dataset ``name`` (or alias) into a datalist.
+
+    The dataset's layouts (:func:`describe_layouts`) are tried in order; the first found is read.
+
+    Args:
+        name: registry name or alias.
+        raw_dir: the unpacked download.
+        out: the datalist JSON to write (atomically: on any error nothing is written).
+        seed: seed of the split (where the layout has no official split, or lacks a validation or test part).
+        val_fraction: fraction of each class for validation, when it is carved.
+        test_fraction: fraction of each class for test, when it is carved.
+        check: open every image first and fail, listing all unreadable ones, before writing.
+        image_dir: MedMNIST ``.npz`` layouts only: where the images are written as PNG files (default:
+            ``<out without .json>_images`` next to the datalist, replaced on a re-run).
+
+    Returns:
+        the datalist written.
 
     Raises:
-        ValueError: unknown dataset (listing the valid names), or a dataset without a prepare function.
+        ValueError: unknown dataset (listing the valid names), unknown labels, an unsafe path in a file.
+        FileNotFoundError: the download matches none of the layouts, or lacks files they list.
     """
     spec = get_dataset(name)
-    if spec.prepare is None:
-        raise ValueError(f"Dataset '{spec.name}' has no prepare function; build its datalist from a folder or CSV.")
-    return spec.prepare(raw_dir, out, **kwargs)
+    raw = Path(raw_dir)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"Download folder '{raw}' does not exist.")
+    if not spec.layouts:
+        raise ValueError(f"Dataset '{spec.name}' has no layout; build its datalist from a folder or CSV.")
+    found = next(((layout, anchor) for layout in spec.layouts if (anchor := _locate(layout, raw)) is not None), None)
+    if found is None:
+        message = _not_found(spec, spec.layouts[-1], raw)
+        others = "; ".join(layout.expected for layout in spec.layouts[:-1])
+        raise FileNotFoundError(message + (f", nor {others}." if others else "."))
+    layout, anchor = found
+    options = dict(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, check=check)
+    if layout.kind == LayoutKind.NPZ:
+        return _prepare_npz(spec, anchor, out, image_dir, **options)
+    if layout.kind == LayoutKind.SPLIT_FILE:
+        images = _subfolder(anchor.parent, layout.images[0], layout.expected) if layout.images else None
+        datalist = datalist_from_split_file(anchor, images, dataset=spec.name)
+        if check:
+            raise_for_unreadable(datalist, f"'{anchor}'")
+    else:
+        splits, groups, source = _READERS[layout.kind](layout, anchor, raw, spec)
+        datalist = _build(spec, splits, official=layout.official, source=source, groups=groups, **options)
+    write_datalist(datalist, out)
+    return datalist
+
+
+def describe_layouts(name: str) -> str:
+    """The expected download layouts of a dataset, in words (its ``prepare`` docstring and ``--help``)."""
+    spec = get_dataset(name)
+    lines = [f"{spec.title}: {spec.num_classes} classes ({', '.join(spec.class_names)}).", ""]
+    lines.append("Expected layout of the unpacked download (the first found is used):")
+    for layout in spec.layouts:
+        split = "official split" if layout.official else "stratified seeded split"
+        checked = f"checked against {layout.checked}" if layout.checked else "UNCHECKED: written from its documentation"
+        text = f"{layout.expected}; {split}; {checked}."
+        lines += textwrap.wrap(text, 110, initial_indent="  - ", subsequent_indent="    ")
+    if spec.notes:
+        lines += ["", *textwrap.wrap(spec.notes, 110)]
+    return "\n".join(lines)
+
+
+def _prepare_function(name: str) -> Callable[..., dict[str, Any]]:
+    def prepare(raw_dir: str | os.PathLike, out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+        return prepare_dataset(name, raw_dir, out, **kwargs)
+
+    prepare.__name__ = prepare.__qualname__ = f"prepare_{name.replace('-', '_')}"
+    prepare.__doc__ = describe_layouts(name) + "\n\nArguments as :func:`prepare_dataset` (without ``name``)."
+    return prepare
+
+
+PREPARE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {}
+for _name in DATASETS:
+    PREPARE_FUNCTIONS[_name] = DATASETS[_name].prepare = _prepare_function(_name)

@@ -20,6 +20,7 @@ from monai_cilmp.compare import (
 from monai_cilmp.networks.nets import get_method, list_methods
 
 TINY = {"backbone": "CILMP-Tiny", "pretrained": "none", "offline": True, "device": "cpu"}
+LABEL = "CILMP-Tiny (random)"  # the backbone column and cell folder of TINY
 
 
 def recipe(**kw):
@@ -54,7 +55,7 @@ def test_every_method_runs_a_cell_and_trains_only_its_own_parameters(all_methods
     assert result["ran"] == len(list_methods()) and result["skipped"] == 0
     for record in result["records"]:
         spec = get_method(record["method"])
-        assert Cell(spec.name, 2, 1).record_path(out).is_file()
+        assert Cell(spec.name, 2, 1, LABEL).record_path(out).is_file()
         assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
         assert record["trained"] == spec.needs_training
         if spec.needs_training:
@@ -93,7 +94,7 @@ def test_rerun_skips_finished_cells_and_recomputes_a_deleted_one(tiny_data, tmp_
     assert any("8 cells are done already" in line for line in lines)
     assert [r["metrics"] for r in again["records"]] == [r["metrics"] for r in first["records"]]
 
-    deleted = Cell("linear-probe", FULL, 2).record_path(tmp_path)
+    deleted = Cell("linear-probe", FULL, 2, LABEL).record_path(tmp_path)
     assert deleted.parent.name == "seed2" and deleted.parent.parent.name == "full"
     before = json.loads(deleted.read_text())
     deleted.unlink()
@@ -137,7 +138,7 @@ def test_command_line(tiny_data, tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "2 methods x 1 shot settings (2-shot) x 1 seeds = 2 cells" in printed and "results.md" in printed
-    record = json.loads(Cell("linear-probe", 2, 1).record_path(tmp_path).read_text())
+    record = json.loads(Cell("linear-probe", 2, 1, LABEL).record_path(tmp_path).read_text())
     assert record["recipe"]["lr"] == 0.5 and record["recipe"]["max_epochs"] == 1
     assert main(argv) == 0
     assert "done already, skipped" in capsys.readouterr().out

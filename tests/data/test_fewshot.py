@@ -25,7 +25,8 @@ def test_k_shots_per_class_are_seeded(shots):
     assert Counter(i["label"] for i in few["training"]) == dict.fromkeys(range(5), shots)
     assert {i["image"] for i in few["training"]} <= {i["image"] for i in full["training"]}
     assert few["validation"] == full["validation"] and few["test"] == full["test"]
-    assert few["few_shot"] == {"shots": shots, "seed": 1, "val_shots": None} and few["name"] == "toy"
+    assert few["few_shot"] == {"shots": shots, "seed": 1, "val_shots": None, "sampler": "monai-cilmp"}
+    assert few["name"] == "toy"
     again = few_shot_datalist(dict(full, training=list(reversed(full["training"]))), shots, seed=1)
     assert again["training"] == few["training"]  # the datalist's order does not matter
     if shots < 16:

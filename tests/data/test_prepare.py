@@ -41,7 +41,7 @@ def counts(datalist: dict, split: str) -> Counter:
 
 def test_every_dataset_has_a_prepare_function():
     assert all(spec.prepare is not None for spec in DATASETS.values())
-    assert len(DATASETS) == 15
+    assert len(DATASETS) == 23  # 15 of CILMP, 11 of BiomedCoOp, 3 shared
 
 
 def test_adam(tmp_path):
@@ -66,7 +66,7 @@ def test_aptos2019(tmp_path):
     assert sum(len(datalist[s]) for s in SPLITS) == 20
 
 
-@pytest.mark.parametrize("name, classes", [("bloodmnist", 8), ("dermamnist", 7)])
+@pytest.mark.parametrize("name, classes", [("bloodmnist", 8), ("dermamnist", 7), ("octmnist", 4)])
 def test_medmnist(tmp_path, name, classes):
     rng = np.random.default_rng(0)
 
@@ -294,6 +294,28 @@ def test_pneumonia3_reads_the_kind_from_the_name(tmp_path):
     assert labels[("training", "person1_bacteria_1.jpeg")] == "bacteria pneumonia"
     assert labels[("test", "person2_virus_2.jpeg")] == "virus pneumonia"
     assert labels[("test", "IM-test-0.jpeg")] == "normal"
+
+
+def test_biomedcoop_archive_without_its_split_file_is_split_by_class_folder(tmp_path):
+    root = tmp_path / "raw" / "BTMRI" / "BTMRI"
+    for folder in ("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "normal_brain"):
+        touch_images(root / folder, [f"{folder}-{i}.jpg" for i in range(10)])
+    datalist = run("btmri", tmp_path / "raw", tmp_path)
+    labels = by_name(datalist)
+    assert labels["pituitary_tumor-3.jpg"][1] == "pituitary tumor" and labels["normal_brain-0.jpg"][1] == "normal brain"
+    assert all(counts(datalist, "test")[c] == 2 for c in datalist["class_names"])  # stratified 20 %
+
+
+def test_every_layout_is_described_and_marked_checked_or_not():
+    from monai_cilmp.data import describe_layouts
+
+    for name, spec in DATASETS.items():
+        text = describe_layouts(name)
+        assert all(
+            layout.expected in text.replace("\n    ", " ") or layout.expected[:40] in text for layout in spec.layouts
+        )
+        assert text.count("UNCHECKED") == sum(not layout.checked for layout in spec.layouts), name
+        assert get_dataset(name).prepare.__doc__.startswith(text)
 
 
 def test_wrong_download_and_missing_images_write_nothing(tmp_path):
