@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["COMMANDS", "UserError", "build_parser", "main", "user_message"]
+__all__ = ["COMMANDS", "UserError", "build_parser", "main", "plain_text", "user_message"]
 
 #: module name under monai_cilmp.cli -> one line for ``monai-cilmp --help``, in the order they are listed
 COMMANDS = {
@@ -32,6 +32,11 @@ COMMANDS = {
     "compare": "compare methods (zero-shot, linear probe, CoOp, ..., CILMP) over shots and seeds; resumable",
     "bench": "benchmark CILMP (random weights) and print a JSON report",
 }
+
+
+def plain_text(doc: str) -> str:
+    """A module docstring as ``--help`` text: reST's double back-quotes and ``::`` literal markers removed."""
+    return doc.replace("``", "").replace("::\n", ":\n")
 
 
 class UserError(Exception):

@@ -19,6 +19,8 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
+from monai_cilmp.cli import plain_text
+
 __all__ = ["add_parser"]
 
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -43,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "knowledge",
         help="build LLM knowledge banks and attribute prompts, show banks",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="knowledge_command", metavar="SUBCOMMAND")

@@ -17,9 +17,9 @@ reports all unreadable files before anything is written.
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
+from monai_cilmp.cli import plain_text
 from monai_cilmp.data import (
     COMMON_SHOTS,
     ClassSubset,
@@ -32,13 +32,11 @@ from monai_cilmp.data import (
     get_dataset,
     list_datasets,
     load_datalist,
-    prepare_dataset,
-    raise_for_unreadable,
     subsample_classes,
     summarize_datalist,
     write_datalist,
 )
-from monai_cilmp.transforms.presets import get_preset
+from monai_cilmp.data.registry import describe_layouts
 
 
 def _common(parser: argparse.ArgumentParser, split: bool = True) -> None:
@@ -60,18 +58,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "prepare",
         help="build MONAI datalists from downloads, folders, CSV files; few-shot and base/novel splits",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
 
     folder = sources.add_parser("folder", help="a folder per class: ROOT/<class>/... or ROOT/<split>/<class>/...")
-    folder.add_argument("root", metavar="ROOT")
+    folder.add_argument("root", metavar="ROOT", help="the folder holding one sub-folder of images per class")
     _own_data(folder)
     folder.set_defaults(func=_run_folder)
 
     table = sources.add_parser("csv", help="a CSV file with an image path and a label name per row")
-    table.add_argument("file", metavar="FILE")
+    table.add_argument("file", metavar="FILE", help="the CSV file (a header row, then one image per row)")
     table.add_argument("--image-column", help="the image path column (default: image, path, filename, ...)")
     table.add_argument("--label-column", help="the label column (default: label, class, diagnosis, ...)")
     table.add_argument("--split-column", help="a train/val/test column (default: 'split' when present)")
@@ -80,12 +78,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     table.set_defaults(func=_run_csv)
 
     existing = sources.add_parser("datalist", help="validate and complete an existing MONAI datalist")
-    existing.add_argument("file", metavar="FILE")
+    existing.add_argument("file", metavar="FILE", help="a MONAI datalist JSON ('training'/'validation'/'test')")
     _own_data(existing)
     existing.set_defaults(func=_run_datalist)
 
     fewshot = sources.add_parser("fewshot", help="K training images per class, drawn with a seed")
-    fewshot.add_argument("datalist", metavar="DATALIST")
+    fewshot.add_argument("datalist", metavar="DATALIST", help="the full datalist to draw from")
     fewshot.add_argument("--shots", type=int, required=True, help=f"images per class (papers: {COMMON_SHOTS})")
     fewshot.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     fewshot.add_argument("--val-shots", type=int, help="also keep at most this many validation images per class")
@@ -99,14 +97,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fewshot.set_defaults(func=_run_fewshot)
 
     published = sources.add_parser("split-file", help="a published split_*.json of CoOp / BiomedCoOp, exactly")
-    published.add_argument("file", metavar="SPLIT.json")
+    published.add_argument("file", metavar="SPLIT.json", help="the published split file")
     published.add_argument("--images", help="folder the split's paths start from (default: <dir>/<Name> or <dir>)")
     published.add_argument("--dataset", help="registered dataset: its preset and class spelling (file order kept)")
     _common(published, split=False)
     published.set_defaults(func=_run_split_file)
 
     subset = sources.add_parser("base-novel", help="keep the base (first half) or novel classes, relabelled")
-    subset.add_argument("datalist", metavar="DATALIST")
+    subset.add_argument("datalist", metavar="DATALIST", help="the full datalist")
     subset.add_argument("--subset", choices=[str(s) for s in ClassSubset], required=True)
     _common(subset, split=False)
     subset.set_defaults(func=_run_subset)
@@ -117,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             name,
             aliases=list(spec.aliases),
             help=f"{spec.title} ({spec.num_classes} classes, {spec.preset})",
-            description=inspect.cleandoc(spec.prepare.__doc__ or "") if spec.prepare else None,
+            description=describe_layouts(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         dataset.add_argument("--raw", required=True, metavar="DIR", help="the unpacked public download")
@@ -138,6 +136,8 @@ def _report(datalist: dict[str, Any], out: str) -> int:
 
 def _write(datalist: dict[str, Any], args: argparse.Namespace, source: str) -> int:
     if args.check:
+        from monai_cilmp.data import raise_for_unreadable
+
         raise_for_unreadable(datalist, source)
     write_datalist(datalist, args.out)
     return _report(datalist, args.out)
@@ -145,6 +145,8 @@ def _write(datalist: dict[str, Any], args: argparse.Namespace, source: str) -> i
 
 def _split_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.preset:
+        from monai_cilmp.transforms.presets import get_preset
+
         get_preset(args.preset)  # fail on an unknown preset before listing any file
     return dict(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, preset=args.preset)
 
@@ -199,5 +201,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
     options = dict(seed=args.seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction, check=args.check)
     if getattr(args, "image_dir", None):
         options["image_dir"] = args.image_dir
+    from monai_cilmp.data import prepare_dataset
+
     datalist = prepare_dataset(args.dataset, args.raw, args.out, **options)
     return _report(datalist, args.out)

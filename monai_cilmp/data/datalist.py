@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from monai_cilmp.transforms.presets import get_preset
 from monai_cilmp.utils.files import read_json, write_json
 
 __all__ = [
@@ -116,6 +115,8 @@ def make_datalist(
         datalist["name"] = name
     datalist["class_names"] = [str(c) for c in class_names]
     if preset:
+        from monai_cilmp.transforms.presets import get_preset
+
         datalist["preset"] = str(get_preset(preset).name)  # validates it and stores the name, not an alias
     datalist.update(metadata)
     for split in SPLITS:
@@ -308,7 +309,7 @@ def load_datalist(
     Args:
         path: the JSON file.
         class_names: class names to use when the file has none (a plain MONAI datalist); when the file has some,
-            they must be the same.
+            they must be the same names (the file's order stays: its labels index it).
         check_files: check that every image file exists (before any work starts, not mid-epoch).
 
     Raises:
@@ -321,13 +322,12 @@ def load_datalist(
         raise ValueError(f"Datalist '{path}' must hold a JSON object with 'training', 'validation' and 'test' lists.")
     if class_names is not None and not data.get("class_names"):
         data["class_names"] = list(class_names)
-    elif class_names is not None and [normalise_class_name(str(n)) for n in class_names] != [
+    elif class_names is not None and sorted(normalise_class_name(str(n)) for n in class_names) != sorted(
         normalise_class_name(str(n)) for n in data["class_names"]
-    ]:
+    ):
         raise ValueError(
             f"The class names given ({', '.join(map(str, class_names))}) differ from those of datalist '{path}' "
-            f"({', '.join(map(str, data['class_names']))}): drop --classes/--dataset, or give the datalist's names in "
-            "its order."
+            f"({', '.join(map(str, data['class_names']))}): drop --classes/--dataset, or give the datalist's names."
         )
     base = path.resolve().parent
     for split in SPLITS:

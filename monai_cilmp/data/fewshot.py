@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from monai.utils import StrEnum, look_up_option
+
+from monai_cilmp.utils.enums import StrEnum
 
 from .datalist import SPLITS, validate_datalist
 
@@ -88,6 +89,8 @@ def few_shot_datalist(
     if int(shots) < 1:
         raise ValueError(f"shots must be a positive number of images per class, got {shots}.")
     shots = int(shots)
+    from monai.utils import look_up_option
+
     sampler = look_up_option(sampler, FewShotSampler)
     data = validate_datalist(datalist, source=source)
     names = data["class_names"]
@@ -143,6 +146,8 @@ def subsample_classes(datalist: Mapping[str, Any], subset: str = ClassSubset.BAS
     Returns:
         the new datalist, recording ``class_subset``.
     """
+    from monai.utils import look_up_option
+
     subset = look_up_option(subset, ClassSubset)
     data = validate_datalist(datalist)
     names = data["class_names"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from monai.utils import StrEnum
+from monai_cilmp.utils.enums import StrEnum
 
 __all__ = ["DatasetLayout", "LabelRule", "LayoutKind", "RuleMatch"]
 

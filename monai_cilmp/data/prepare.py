@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import tempfile
-import textwrap
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -35,10 +34,10 @@ from .datalist import (
     write_datalist,
 )
 from .layout import DatasetLayout, LayoutKind
-from .registry import DATASETS, DatasetSpec, get_dataset
+from .registry import DATASETS, DatasetSpec, describe_layouts, get_dataset
 from .splits import datalist_from_split_file, safe_join
 
-__all__ = ["PREPARE_FUNCTIONS", "describe_layouts", "prepare_dataset"]
+__all__ = ["PREPARE_FUNCTIONS", "prepare_dataset", "prepare_function"]
 
 Splits = dict[str, list[tuple[str, int]]]
 Groups = dict[str, str] | None
@@ -472,30 +471,20 @@ def prepare_dataset(
     return datalist
 
 
-def describe_layouts(name: str) -> str:
-    """The expected download layouts of a dataset, in words (its ``prepare`` docstring and ``--help``)."""
-    spec = get_dataset(name)
-    lines = [f"{spec.title}: {spec.num_classes} classes ({', '.join(spec.class_names)}).", ""]
-    lines.append("Expected layout of the unpacked download (the first found is used):")
-    for layout in spec.layouts:
-        split = "official split" if layout.official else "stratified seeded split"
-        checked = f"checked against {layout.checked}" if layout.checked else "UNCHECKED: written from its documentation"
-        text = f"{layout.expected}; {split}; {checked}."
-        lines += textwrap.wrap(text, 110, initial_indent="  - ", subsequent_indent="    ")
-    if spec.notes:
-        lines += ["", *textwrap.wrap(spec.notes, 110)]
-    return "\n".join(lines)
+def prepare_function(name: str) -> Callable[..., dict[str, Any]]:
+    """:func:`prepare_dataset` bound to dataset ``name`` (its docstring describes the expected download)."""
+    if name in PREPARE_FUNCTIONS:
+        return PREPARE_FUNCTIONS[name]
 
-
-def _prepare_function(name: str) -> Callable[..., dict[str, Any]]:
     def prepare(raw_dir: str | os.PathLike, out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
         return prepare_dataset(name, raw_dir, out, **kwargs)
 
     prepare.__name__ = prepare.__qualname__ = f"prepare_{name.replace('-', '_')}"
     prepare.__doc__ = describe_layouts(name) + "\n\nArguments as :func:`prepare_dataset` (without ``name``)."
+    PREPARE_FUNCTIONS[name] = prepare
     return prepare
 
 
 PREPARE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {}
 for _name in DATASETS:
-    PREPARE_FUNCTIONS[_name] = DATASETS[_name].prepare = _prepare_function(_name)
+    prepare_function(_name)

@@ -10,12 +10,13 @@ papers' splits; ``class_synonyms`` maps the other paper's names of a shared data
 from __future__ import annotations
 
 import difflib
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .layout import DatasetLayout, LabelRule, LayoutKind
 
-__all__ = ["DATASETS", "DatasetSpec", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DATASETS", "DatasetSpec", "describe_layouts", "get_dataset", "list_datasets", "register_dataset"]
 
 
 @dataclass
@@ -35,7 +36,6 @@ class DatasetSpec:
         papers: the papers that evaluate it (``"cilmp"``, ``"biomedcoop"``).
         curated_descriptions: :mod:`monai_cilmp.knowledge` has curated descriptions of its classes.
         notes: anything a user should know (e.g. why a preset was chosen).
-        prepare: function converting the public download into a MONAI datalist (set by :mod:`monai_cilmp.data`).
     """
 
     name: str
@@ -50,7 +50,14 @@ class DatasetSpec:
     papers: tuple[str, ...] = ("cilmp",)
     curated_descriptions: bool = True
     notes: str = ""
-    prepare: Callable | None = field(default=None, repr=False)
+
+    @property
+    def prepare(self) -> Callable[..., dict]:
+        """``prepare(raw_dir, out, **kwargs)``: convert the public download into a MONAI datalist
+        (:func:`~monai_cilmp.data.prepare_dataset` bound to this dataset; imported on first use)."""
+        from .prepare import prepare_function
+
+        return prepare_function(self.name)
 
     @property
     def num_classes(self) -> int:
@@ -665,3 +672,18 @@ for _spec in (
     ),
 ):
     register_dataset(_spec)
+
+
+def describe_layouts(name: str) -> str:
+    """The expected download layouts of a dataset, in words (its ``prepare`` docstring and ``--help``)."""
+    spec = get_dataset(name)
+    lines = [f"{spec.title}: {spec.num_classes} classes ({', '.join(spec.class_names)}).", ""]
+    lines.append("Expected layout of the unpacked download (the first found is used):")
+    for layout in spec.layouts:
+        split = "official split" if layout.official else "stratified seeded split"
+        checked = f"checked against {layout.checked}" if layout.checked else "UNCHECKED: written from its documentation"
+        text = f"{layout.expected}; {split}; {checked}."
+        lines += textwrap.wrap(text, 110, initial_indent="  - ", subsequent_indent="    ")
+    if spec.notes:
+        lines += ["", *textwrap.wrap(spec.notes, 110)]
+    return "\n".join(lines)
