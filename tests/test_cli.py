@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from monai_cilmp.cli import main
 
 
@@ -60,3 +62,22 @@ def test_predict_collects_images_but_not_hidden_files(tmp_path):
     (tmp_path / ".cache" / "b.png").write_bytes(b"x")
     (tmp_path / "metrics.json").write_text("{}")
     assert collect_images([str(tmp_path)]) == [str(tmp_path / "a.png")]
+
+
+@pytest.mark.parametrize(
+    "command", ["", "demo", "prepare", "knowledge", "train", "evaluate", "predict", "compare", "bench"]
+)
+def test_help_imports_neither_torch_nor_monai(command):
+    """``--help`` answers at once: no command imports torch, MONAI or open_clip to describe itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom monai_cilmp.cli import main\n"
+        f"try:\n    main([{command!r}, '--help'] if {command!r} else ['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'monai', 'open_clip') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage: monai-cilmp" in result.stdout
