@@ -11,6 +11,7 @@ is one more class here plus one line in those functions; the methods do not chan
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -383,7 +384,8 @@ class HFTextTower(_TextTower):
         text = model.text
         hf = text.transformer
         embeddings, encoder = getattr(hf, "embeddings", None), getattr(hf, "encoder", None)
-        pooler = _HF_POOLERS.get(type(text.pooler).__name__, type(text.pooler).__name__)
+        kind = type(text.pooler).__name__
+        pooler = _HF_POOLERS.get(kind) or re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()  # open_clip's naming
         if (
             embeddings is None
             or not hasattr(embeddings, "word_embeddings")
