@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
-from monai_cilmp.networks import BackboneWeightsNotFoundError, load_backbone
-from monai_cilmp.networks.backbones import TINY_BACKBONE
+from monai_cilmp.networks import BackboneWeightsNotFoundError, backbones, load_backbone
+from monai_cilmp.networks.backbones import (
+    BIOMEDCLIP_ARCHITECTURE,
+    TINY_BACKBONE,
+    TINY_BACKBONES,
+    TINY_BERT_BACKBONE,
+)
+from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
 
 def test_tiny_backbone_is_registered_and_random():
@@ -76,3 +85,127 @@ def test_local_folder_with_config(tmp_path):
         loaded = load_backbone(name, offline=True)
         assert _same_weights(loaded.model, source.model)
         assert loaded.mean == (0.5, 0.5, 0.5) and loaded.std == (0.25, 0.25, 0.25)
+
+
+# ----- tower families, hub ids, folders, BiomedCLIP -----------------------------------------------------------------
+
+TINY_VOCABULARY = Path(backbones.__file__).parent / "model_configs" / "hf" / "cilmp-tiny-bert"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path | str | bytes]) -> Path:
+    """A Hugging Face cache entry for ``repo_id`` as ``hf download`` leaves it (read with local_files_only)."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(COMMIT)
+    for name, content in files.items():
+        target = snapshot / name
+        if isinstance(content, Path):
+            shutil.copy(content, target)
+        else:
+            target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return snapshot
+
+
+def save_weights(model, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def features(backbone, texts=("a photo of a melanoma.", "covid")):
+    image = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return backbone.model.encode_image(image), backbone.model.encode_text(backbone.tokenizer(list(texts)))
+
+
+@pytest.mark.parametrize("name", TINY_BACKBONES)
+def test_every_tiny_family_is_registered_and_builds_offline(name):
+    assert name in open_clip.list_models()
+    torch.manual_seed(0)
+    backbone = load_backbone(name, None, offline=True)
+    assert backbone.image_size == 64 and backbone.checkpoint is None
+    text_family = type(getattr(backbone.model, "text", backbone.model)).__name__
+    assert (text_family == "HFTextEncoder") == (name == TINY_BERT_BACKBONE)
+    assert (type(backbone.model.visual).__name__ == "TimmModel") == (name != TINY_BACKBONE)
+    assert backbone.tokenizer(["a photo of a"]).shape == (1, 77)
+
+
+def test_hub_id_loads_from_the_offline_cache_with_its_own_vocabulary(tmp_path):
+    torch.manual_seed(5)
+    source = load_backbone(TINY_BERT_BACKBONE, None, offline=True)
+    config = copy.deepcopy(open_clip.get_model_config(TINY_BERT_BACKBONE))
+    config["text_cfg"]["hf_tokenizer_name"] = "nobody/not-on-the-hub"  # the vocabulary must come from the repo
+    fake_hub_repo(
+        tmp_path,
+        "someone/tiny-biomed-clip",
+        {
+            "open_clip_config.json": json.dumps({"model_cfg": config}),
+            "open_clip_model.safetensors": save_weights(source.model, tmp_path / "w.safetensors").read_bytes(),
+            "vocab.txt": TINY_VOCABULARY / "vocab.txt",
+            "tokenizer_config.json": TINY_VOCABULARY / "tokenizer_config.json",
+        },
+    )
+    loaded = load_backbone("hf-hub:someone/tiny-biomed-clip", offline=True, cache_dir=tmp_path)
+    assert _same_weights(loaded.model, source.model)
+    for ours, theirs in zip(features(loaded), features(source)):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_local_folder_of_the_bert_family_and_its_missing_weights(tmp_path):
+    torch.manual_seed(6)
+    source = load_backbone(TINY_BERT_BACKBONE, None, offline=True)
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": open_clip.get_model_config(TINY_BERT_BACKBONE)})
+    )
+    with pytest.raises(BackboneWeightsNotFoundError) as e:
+        load_backbone(str(tmp_path), offline=True)
+    assert "no weights" in str(e.value) and "hf download" in str(e.value) and str(e.value).count("\n") == 0
+    assert load_backbone(str(tmp_path), None, offline=True).checkpoint is None  # random weights when asked for
+    save_weights(source.model, tmp_path / "open_clip_model.safetensors")
+    loaded = load_backbone(str(tmp_path), offline=True)
+    assert _same_weights(loaded.model, source.model)
+    for ours, theirs in zip(features(loaded), features(source)):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_biomedclip_without_its_vocabulary_names_the_download(tmp_path):
+    with pytest.raises(BackboneWeightsNotFoundError) as e:
+        load_backbone(BIOMEDCLIP_ARCHITECTURE, None, offline=True, cache_dir=tmp_path)
+    msg = str(e.value)
+    assert "tokenizer vocabulary of 'microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract'" in msg
+    assert "hf download microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" in msg and msg.count("\n") == 0
+
+
+def test_biomedclip_architecture_builds_at_full_size_with_a_stand_in_vocabulary(tmp_path):
+    """BiomedCLIP's open_clip_config.json facts, random weights, offline; the real vocabulary is not here."""
+    config = open_clip.get_model_config(BIOMEDCLIP_ARCHITECTURE)
+    assert config["embed_dim"] == 512 and config["text_cfg"]["context_length"] == 256
+    assert config["vision_cfg"]["timm_model_name"] == "vit_base_patch16_224"
+    assert config["text_cfg"]["hf_model_name"] == "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+    assert (config["text_cfg"]["hf_proj_type"], config["text_cfg"]["hf_pooler_type"]) == (
+        "mlp",
+        "cls_last_hidden_state_pooler",
+    )
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(TINY_VOCABULARY / name, tmp_path / name)
+    torch.manual_seed(0)
+    backbone = load_backbone(str(tmp_path), None, offline=True, cache_dir=tmp_path / "empty-cache")
+    model = backbone.model
+    bert = model.text.transformer
+    assert (bert.config.hidden_size, bert.config.num_hidden_layers, bert.config.vocab_size) == (768, 12, 30522)
+    assert type(model.text.pooler).__name__ == "ClsLastHiddenStatePooler"
+    assert [m.out_features for m in model.text.proj if isinstance(m, torch.nn.Linear)] == [640, 512]
+    assert (model.visual.trunk.embed_dim, len(model.visual.trunk.blocks), backbone.image_size) == (768, 12, 224)
+    assert 190e6 < sum(p.numel() for p in model.parameters()) < 200e6
+    text, vision = build_text_tower(model, backbone.tokenizer), build_vision_tower(model)
+    assert (text.width, text.num_layers, text.context_length, vision.width) == (768, 12, 256, 768)
+    texts = ["a photo of a melanoma.", "covid"]
+    with torch.no_grad():
+        expected = model.encode_text(backbone.tokenizer(texts))
+        assert expected.shape == (2, 512)
+        torch.testing.assert_close(text.encode_texts(texts), expected, rtol=1e-4, atol=1e-5)
