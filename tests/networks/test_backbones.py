@@ -209,3 +209,80 @@ def test_biomedclip_architecture_builds_at_full_size_with_a_stand_in_vocabulary(
         expected = model.encode_text(backbone.tokenizer(texts))
         assert expected.shape == (2, 512)
         torch.testing.assert_close(text.encode_texts(texts), expected, rtol=1e-4, atol=1e-5)
+
+
+# ----- the MLP activation of local weights follows their provenance ------------------------------------------------
+
+GELU_SHAPE = "CILMP-Test-Tiny-GELU"  # like ViT-B-16: a GELU config whose 'openai' tag was trained with QuickGELU
+
+
+@pytest.fixture
+def tagged_tiny(tmp_path_factory, monkeypatch):
+    """A tiny GELU config with an 'openai' tag (QuickGELU) and a 'laion' tag (GELU), and OpenAI-style weights
+    (trained with QuickGELU) of it in a Hugging Face cache under the 'openai' tag's repository."""
+    folder = tmp_path_factory.mktemp("gelu_config")
+    config = {**copy.deepcopy(open_clip.get_model_config(TINY_BACKBONE)), "quick_gelu": False}
+    (folder / f"{GELU_SHAPE}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    tags = {
+        "openai": {"hf_hub": "test-org/tiny-clip.openai/", "quick_gelu": True},
+        "laion": {"hf_hub": "test-org/tiny-clip.laion/"},
+    }
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, GELU_SHAPE, tags)
+    torch.manual_seed(7)
+    openai_style = load_backbone(GELU_SHAPE, None, quick_gelu=True)
+    weights = tmp_path_factory.mktemp("weights") / "open_clip_pytorch_model.bin"
+    torch.save(openai_style.model.state_dict(), weights)
+    cache = tmp_path_factory.mktemp("hf_cache")
+    snapshot = fake_hub_repo(cache, "test-org/tiny-clip.openai", {"open_clip_pytorch_model.bin": weights})
+    return cache, snapshot / "open_clip_pytorch_model.bin", weights
+
+
+def _activation(backbone) -> str:
+    return type(backbone.model.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def test_a_file_of_openai_style_weights_gives_the_features_of_the_tag(tagged_tiny, tmp_path):
+    cache, cached_file, loose_file = tagged_tiny
+    tag = load_backbone(GELU_SHAPE, "openai", offline=True, cache_dir=cache)
+    assert _activation(tag) == "QuickGELU"
+    expected = features(tag)
+
+    # the same file given by path: its place in the Hugging Face cache says which tag it is
+    from_cache = load_backbone(GELU_SHAPE, str(cached_file), offline=True)
+    # a copy with the open_clip_config.json that `hf download` puts next to it
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": {**open_clip.get_model_config(GELU_SHAPE), "quick_gelu": True}})
+    )
+    shutil.copy(loose_file, tmp_path / "open_clip_pytorch_model.bin")
+    from_sibling = load_backbone(GELU_SHAPE, str(tmp_path / "open_clip_pytorch_model.bin"), offline=True)
+    # a bare file, its activation said explicitly
+    explicit = load_backbone(GELU_SHAPE, str(loose_file), offline=True, quick_gelu=True)
+    for backbone in (from_cache, from_sibling, explicit):
+        assert _activation(backbone) == "QuickGELU"
+        for ours, theirs in zip(features(backbone), expected):
+            torch.testing.assert_close(ours, theirs)
+
+    gelu = load_backbone(GELU_SHAPE, str(loose_file), offline=True, quick_gelu=False)
+    assert _activation(gelu) == "GELU" and not torch.allclose(features(gelu)[1], expected[1], atol=1e-4)
+
+
+def test_a_bare_file_of_an_ambiguous_model_is_refused_in_one_sentence(tagged_tiny):
+    _, _, loose_file = tagged_tiny
+    with pytest.raises(ValueError) as e:
+        load_backbone(GELU_SHAPE, str(loose_file), offline=True)
+    msg = str(e.value)
+    assert "does not say which MLP activation" in msg and "quick_gelu=True" in msg and msg.count("\n") == 0
+
+
+def test_networks_take_quick_gelu_where_they_take_the_backbone(tagged_tiny):
+    from monai_cilmp.networks import CoOp
+
+    _, _, loose_file = tagged_tiny
+    net = CoOp(["melanoma", "nevus"], GELU_SHAPE, str(loose_file), offline=True, n_ctx=2, quick_gelu=True)
+    assert type(net.text_tower.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+
+
+def test_a_config_with_quick_gelu_can_be_switched_off():
+    assert _activation(load_backbone(TINY_BACKBONE, None)) == "QuickGELU"
+    assert _activation(load_backbone(TINY_BACKBONE, None, quick_gelu=False)) == "GELU"
