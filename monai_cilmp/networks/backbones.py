@@ -29,6 +29,7 @@ raise :class:`BackboneWeightsNotFoundError` with one sentence saying what to dow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -286,6 +287,38 @@ def _hf_tokenizer_folder(
     )
 
 
+def _hf_tokenizer(vocabulary: str, model_folder: str, text_cfg: dict[str, Any], context_length: int) -> Any:
+    """open_clip's ``HFTokenizer`` over the files in ``vocabulary``.
+
+    A folder with only a ``vocab.txt`` does not say which tokenizer reads it: the text model's type decides.
+
+    Raises:
+        ValueError: the files cannot be read as a tokenizer (one sentence).
+    """
+    from open_clip.tokenizer import HFTokenizer
+
+    kwargs = dict(text_cfg.get("tokenizer_kwargs", {}))
+    folder = Path(vocabulary)
+    named = (folder / "config.json").is_file()
+    if (folder / "tokenizer_config.json").is_file():
+        with contextlib.suppress(ValueError):
+            named = named or "tokenizer_class" in json.loads((folder / "tokenizer_config.json").read_text())
+    if not named and not (folder / "tokenizer.json").is_file():
+        model_type = json.loads((Path(model_folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type:
+            kwargs.setdefault("tokenizer_type", model_type)
+    try:
+        return HFTokenizer(
+            vocabulary, context_length=context_length, tokenizer_mode=text_cfg.get("tokenizer_mode"), **kwargs
+        )
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"The tokenizer files in '{vocabulary}' could not be read ({reason}): put the text model's "
+            "vocab.txt/tokenizer.json and tokenizer_config.json there, as `hf download` of the model leaves them."
+        ) from e
+
+
 def _quick_gelu_from_provenance(model_name: str, checkpoint: str) -> bool | None:
     """QuickGELU or not for a checkpoint *file* of ``model_name``, from what is known about where it comes from.
 
@@ -463,14 +496,7 @@ def load_backbone(
 
     context_length = getattr(model, "context_length", None)
     if vocabulary is not None:
-        from open_clip.tokenizer import HFTokenizer
-
-        tokenizer = HFTokenizer(
-            vocabulary,
-            context_length=int(text_cfg.get("context_length") or context_length or 77),
-            tokenizer_mode=text_cfg.get("tokenizer_mode"),
-            **text_cfg.get("tokenizer_kwargs", {}),
-        )
+        tokenizer = _hf_tokenizer(vocabulary, folder, text_cfg, int(text_cfg.get("context_length") or 77))
     else:
         tokenizer = _tokenizer_for(source, context_length, cache_dir)
     image_size = model.visual.image_size
