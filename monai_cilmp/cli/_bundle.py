@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLE_DIR", "add_backbone_arguments", "bundle_config", "class_overrides", "parse_bundle", "run_bundle"]
+__all__ = [
+    "BUNDLE_DIR",
+    "add_backbone_arguments",
+    "bundle_config",
+    "class_overrides",
+    "parse_bundle",
+    "quick_gelu_option",
+    "run_bundle",
+]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "cilmp"
 
@@ -28,6 +36,18 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
         "--pretrained", default="openai", help="pretrained tag or checkpoint file ('none': random weights)"
     )
     parser.add_argument("--offline", action="store_true", help="never download backbone weights")
+    parser.add_argument(
+        "--quick-gelu",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="the backbone's MLP activation: QuickGELU (OpenAI's weights) or GELU; auto: from the weights' provenance",
+    )
+
+
+def quick_gelu_option(args: argparse.Namespace) -> bool | None:
+    """``--quick-gelu`` as ``load_backbone``'s ``quick_gelu`` (``None``: from the weights' provenance)."""
+    value = getattr(args, "quick_gelu", "auto")
+    return None if value == "auto" else value == "true"
 
 
 def class_overrides(args: argparse.Namespace) -> dict[str, Any]:

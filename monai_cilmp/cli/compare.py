@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from monai_cilmp.cli._bundle import add_backbone_arguments
+from monai_cilmp.cli._bundle import add_backbone_arguments, quick_gelu_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         pretrained=args.pretrained,
         offline=args.offline,
+        quick_gelu=quick_gelu_option(args),
         recipe=recipe,
         method_recipes=method_recipes,
         preset=args.preset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from monai_cilmp.cli._bundle import add_backbone_arguments, class_overrides, run_bundle
+from monai_cilmp.cli._bundle import add_backbone_arguments, class_overrides, quick_gelu_option, run_bundle
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
             "train#trainer#resume": args.resume,
         }
     )
+    if quick_gelu_option(args) is not None:  # recorded with the network's settings, so evaluation rebuilds the same
+        overrides.update(
+            {"network_def#quick_gelu": quick_gelu_option(args), "network_hparams#quick_gelu": "@network_def#quick_gelu"}
+        )
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
     print(
