@@ -211,3 +211,26 @@ def test_timm_vision_prompts_are_deep_and_trainable(bert_backbone):
         shallow = tower(x, prompts[:1])
         assert not torch.allclose(out, plain, atol=1e-5) and not torch.allclose(out, shallow, atol=1e-5)
     assert all(p.grad is None for p in tower.parameters())
+
+
+def test_hf_text_tower_counts_roberta_positions_from_its_padding_index():
+    """RoBERTa-style encoders (open_clip's roberta/xlm-roberta configs) number positions from padding_idx + 1."""
+    from types import SimpleNamespace
+
+    from open_clip.hf_model import HFTextEncoder
+    from transformers import RobertaConfig
+
+    config = RobertaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=80, pad_token_id=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    encoder = HFTextEncoder("tiny-roberta", 16, config=config, pooler_type="mean_pooler", proj_type="linear").eval()
+    special = SimpleNamespace(cls_token_id=0, sep_token_id=2, pad_token_id=1)
+    tokenizer = SimpleNamespace(tokenizer=special, context_length=77, tokenizer_mode="", strip_sep_token=False)
+    tower = HFTextTower(SimpleNamespace(text=encoder), tokenizer)
+    ids = torch.tensor([[0, 5, 6, 7, 2, 1, 1, 1], [0, 9, 2, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        features = tower(tower.embed(ids), (ids != 1).sum(dim=-1) - 1)
+        torch.testing.assert_close(features, encoder(ids), rtol=1e-5, atol=1e-5)
+    assert tower.position_offset == 2 and tower.context_length == 77
