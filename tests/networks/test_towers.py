@@ -234,3 +234,19 @@ def test_hf_text_tower_counts_roberta_positions_from_its_padding_index():
         features = tower(tower.embed(ids), (ids != 1).sum(dim=-1) - 1)
         torch.testing.assert_close(features, encoder(ids), rtol=1e-5, atol=1e-5)
     assert tower.position_offset == 2 and tower.context_length == 77
+
+
+@pytest.mark.parametrize("family", [TINY_TIMM_BACKBONE, TINY_BERT_BACKBONE])
+def test_injected_context_equal_to_its_tokens_gives_open_clips_text_features(family):
+    """CoOp's context initialised from "a photo of a" is what the tokenizer embeds: open_clip's features exactly."""
+    import torch.nn.functional as F
+
+    from monai_cilmp.networks import CoOp
+
+    torch.manual_seed(0)
+    backbone = load_backbone(family, None, offline=True)
+    classes = ["normal lung", "covid"]
+    net = CoOp(classes, backbone, n_ctx=4, ctx_init="a photo of a").eval()
+    with torch.no_grad():
+        expected = backbone.model.encode_text(backbone.tokenizer([f"a photo of a {c}." for c in classes]))
+        torch.testing.assert_close(net.text_features()[0], F.normalize(expected, dim=-1), rtol=1e-5, atol=1e-5)

@@ -537,7 +537,7 @@ class TimmVisionTower(nn.Module):
     def forward(self, images: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Encode normalised images ``(B, 3, H, W)`` with optional prompts ``(depth, n, width)``; ``(B, embed_dim)``."""
         trunk = self.visual.trunk
-        x = trunk.patch_embed(images.to(trunk.patch_embed.proj.weight.dtype))
+        x = trunk.patch_embed(images.to(next(trunk.patch_embed.parameters()).dtype))
         x = trunk.patch_drop(trunk._pos_embed(x))
         n = 0 if prompts is None else prompts.shape[1]
         if n:
