@@ -322,19 +322,12 @@ def _hf_tokenizer(vocabulary: str, model_folder: str, text_cfg: dict[str, Any], 
 def _quick_gelu_from_provenance(model_name: str, checkpoint: str) -> bool | None:
     """QuickGELU or not for a checkpoint *file* of ``model_name``, from what is known about where it comes from.
 
-    In order: an ``open_clip_config.json`` next to the file (as ``hf download`` of an open_clip repository leaves
-    it); the Hugging Face cache repository the file lies in, matched to a pretrained tag of ``model_name``; the
-    model's tags when they all agree (or it has none: its config decides). ``None``: ambiguous.
+    In order: the Hugging Face cache repository the file lies in, matched to a pretrained tag of ``model_name``;
+    OpenAI's release (its file name, or any TorchScript archive); an ``open_clip_config.json`` next to the file (as
+    ``hf download`` of an open_clip repository leaves it); the model's tags when they all agree (or it has none: its
+    config decides). ``None``: ambiguous.
     """
     path = Path(checkpoint).resolve()
-    sibling = Path(checkpoint).parent / "open_clip_config.json"
-    if sibling.is_file():
-        try:
-            cfg = json.loads(sibling.read_text(encoding="utf-8")).get("model_cfg", {})
-        except (OSError, ValueError):
-            cfg = None
-        if isinstance(cfg, dict):
-            return bool(cfg.get("quick_gelu", False))
     tags = [open_clip.get_pretrained_cfg(model_name, t) for t in open_clip.list_pretrained_tags_by_model(model_name)]
     # a file in the Hugging Face cache lies under models--<org>--<name>/ (the snapshot may be a link into blobs/)
     parts = (*Path(checkpoint).absolute().parts, *path.parts)
@@ -346,6 +339,12 @@ def _quick_gelu_from_provenance(model_name: str, checkpoint: str) -> bool | None
         return True  # OpenAI's own release file name (e.g. ViT-B-16.pt) of an OpenAI tag
     if _is_torchscript(checkpoint):
         return True  # OpenAI's original release (a TorchScript archive) was trained with QuickGELU
+    sibling = Path(checkpoint).parent / "open_clip_config.json"
+    if sibling.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            cfg = json.loads(sibling.read_text(encoding="utf-8")).get("model_cfg")
+            if isinstance(cfg, dict):
+                return bool(cfg.get("quick_gelu", False))
     flags = {bool(cfg.get("quick_gelu", False)) for cfg in tags}
     if not flags:  # no published weights: the model's own config is the only word on it
         return bool(_model_config(model_name).get("quick_gelu", False))

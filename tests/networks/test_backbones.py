@@ -286,3 +286,15 @@ def test_networks_take_quick_gelu_where_they_take_the_backbone(tagged_tiny):
 def test_a_config_with_quick_gelu_can_be_switched_off():
     assert _activation(load_backbone(TINY_BACKBONE, None)) == "QuickGELU"
     assert _activation(load_backbone(TINY_BACKBONE, None, quick_gelu=False)) == "GELU"
+
+
+def test_openai_release_archives_are_told_from_state_dicts(tmp_path):
+    """OpenAI released CLIP as TorchScript archives (trained with QuickGELU); torch.save writes plain ones."""
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "state.pt")
+    assert backbones._is_torchscript(str(tmp_path / "scripted.pt"))
+    assert not backbones._is_torchscript(str(tmp_path / "state.pt"))
+    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "scripted.pt")) is True
+    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "state.pt")) is None
+    (tmp_path / "ViT-B-16.pt").write_bytes(b"")  # the file name of OpenAI's ViT-B/16 release
+    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "ViT-B-16.pt")) is True
