@@ -63,3 +63,19 @@ def test_errors_are_one_sentence(trained, tmp_path, capsys):
     assert "neither an image file nor a folder" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
     assert "has no final checkpoint (training did not finish" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backbone, extra", [("CILMP-Tiny-BERT", []), ("CILMP-Tiny", ["--quick-gelu", "false"])])
+def test_train_and_evaluate_another_family_or_activation(trained, tmp_path, backbone, extra):
+    from monai_cilmp.engines import load_checkpoint
+
+    data = trained / "data" / "toy"
+    args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--out", str(tmp_path / "run"), "--backbone", backbone, "--pretrained", "none", "--offline", *extra]
+    args += ["--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    assert main(args) == 0
+    meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")["metadata"]
+    assert meta["backbone"] == backbone
+    assert meta["network"].get("quick_gelu", "auto") == ("auto" if not extra else False)
+    assert main(["evaluate", "--run", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["n"] == 4

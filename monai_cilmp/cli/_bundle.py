@@ -20,6 +20,7 @@ __all__ = [
     "bundle_config",
     "class_overrides",
     "parse_bundle",
+    "quick_gelu_option",
     "run_bundle",
 ]
 
@@ -47,6 +48,18 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
         help="pretrained tag or checkpoint file; 'none': random weights, for tests only (default: openai)",
     )
     parser.add_argument("--offline", action="store_true", help="never download backbone weights")
+    parser.add_argument(
+        "--quick-gelu",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="the backbone's MLP activation: QuickGELU (OpenAI's weights) or GELU; auto: from the weights' provenance",
+    )
+
+
+def quick_gelu_option(args: argparse.Namespace) -> bool | None:
+    """``--quick-gelu`` as ``load_backbone``'s ``quick_gelu`` (``None``: from the weights' provenance)."""
+    value = getattr(args, "quick_gelu", "auto")
+    return None if value == "auto" else value == "true"
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

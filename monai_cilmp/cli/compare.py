@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from monai_cilmp.cli._bundle import add_backbone_arguments, add_runtime_arguments, apply_runtime
+from monai_cilmp.cli._bundle import add_backbone_arguments, add_runtime_arguments, apply_runtime, quick_gelu_option
 
 
 class ListMethods(argparse.Action):
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         pretrained=args.pretrained,
         offline=args.offline,
+        quick_gelu=quick_gelu_option(args),
         recipe=recipe,
         method_recipes=method_recipes,
         preset=args.preset,

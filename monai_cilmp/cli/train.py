@@ -11,6 +11,7 @@ from monai_cilmp.cli._bundle import (
     add_runtime_arguments,
     apply_runtime,
     class_overrides,
+    quick_gelu_option,
     run_bundle,
 )
 
@@ -105,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
             **apply_runtime(args),
         }
     )
+    quick_gelu = quick_gelu_option(args)
+    if quick_gelu is not None:  # recorded with the network's settings, so evaluation rebuilds the same
+        overrides.update({"network_def#quick_gelu": quick_gelu, "network_hparams#quick_gelu": quick_gelu})
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
     warn_random_weights(pretrained)

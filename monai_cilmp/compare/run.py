@@ -114,6 +114,7 @@ def run_comparison(
     backbone: str = "ViT-B-16",
     pretrained: str | None = "openai",
     offline: bool = False,
+    quick_gelu: bool | None = None,
     recipe: Any = None,
     method_recipes: Mapping[str, Mapping[str, Any]] | None = None,
     preset: str | None = None,
@@ -139,6 +140,7 @@ def run_comparison(
         backbone: open_clip model name, ``hf-hub:`` id or local folder.
         pretrained: pretrained tag or checkpoint file (``None`` / ``"none"``: random weights).
         offline: never download backbone weights.
+        quick_gelu: the backbone's QuickGELU activation on or off (``None``: from the weights' provenance).
         recipe: the base :class:`~monai_cilmp.engines.TrainingRecipe` (epochs, batch size, lr, ...); each method's
             registry overrides go on top (:attr:`~monai_cilmp.networks.nets.MethodSpec.recipe_overrides`).
         method_recipes: per method, recipe fields that win over everything else (e.g. a linear probe's lr).
@@ -217,6 +219,7 @@ def run_comparison(
         "class_names": names,
         "backbone": backbone,
         "pretrained": pretrained,
+        **({} if quick_gelu is None else {"quick_gelu": bool(quick_gelu)}),
         "knowledge": str(Path(knowledge).resolve()) if knowledge else None,
         "descriptions": str(Path(descriptions).resolve()) if descriptions else None,
         "dataset": dataset,
@@ -243,7 +246,7 @@ def run_comparison(
         from monai_cilmp.transforms import get_preset
 
         preset = preset or data.get("preset") or "dermoscopy"
-        loaded = load_backbone(backbone, pretrained, offline=offline)
+        loaded = load_backbone(backbone, pretrained, offline=offline, quick_gelu=quick_gelu)
         size, mean, std = loaded.image_size, tuple(loaded.mean), tuple(loaded.std)
         kwargs = {"keys": "image", "image_size": size, "mean": mean, "std": std}
         eval_transforms = get_preset(preset).eval_transforms(**kwargs)

@@ -8,12 +8,29 @@ Sources, in the order people meet them:
 - a local folder holding ``open_clip_config.json`` and its weights, ``load_backbone("/models/my-clip")``;
 - no weights at all, ``load_backbone("CILMP-Tiny", None)`` (random weights, for tests and benchmarks).
 
+Every open_clip tower family the prompt methods support has a tiny offline configuration registered here:
+``CILMP-Tiny`` (open_clip's own ViT and text transformer), ``CILMP-Tiny-Timm`` (a timm ViT trunk,
+``cilmp_tiny_vit``, and open_clip's text transformer) and ``CILMP-Tiny-BERT`` (the timm trunk and a Hugging Face
+BERT text encoder, the family of BiomedCLIP). ``BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`` is BiomedCLIP's
+architecture at full size (random weights, or its hub id for the real ones).
+
+Hugging Face text encoders are built from their ``config.json`` only (their weights come from the CLIP
+checkpoint): the configurations of the encoders above ship with this package, others are looked up in the Hugging
+Face cache (or downloaded unless offline). Their tokenizers need the real vocabulary files.
+
+The MLP activation (QuickGELU for OpenAI's weights, GELU otherwise) follows the weights' provenance: the pretrained
+tag, the hub or folder config, the ``open_clip_config.json`` next to a checkpoint file, or the Hugging Face cache
+repository the file lies in. A checkpoint file with no provenance, for a model whose tags disagree, is refused
+unless ``quick_gelu`` says which.
+
 With ``offline=True`` nothing is downloaded: weights must already be in the cache or on disk. Missing weights
 raise :class:`BackboneWeightsNotFoundError` with one sentence saying what to download and where it goes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import warnings
@@ -26,9 +43,15 @@ import torch
 
 __all__ = [
     "DEFAULT_INIT_SEED",
+    "BIOMEDCLIP",
+    "BIOMEDCLIP_ARCHITECTURE",
     "Backbone",
     "BackboneWeightsNotFoundError",
     "TINY_BACKBONE",
+    "TINY_BACKBONES",
+    "TINY_BERT_BACKBONE",
+    "TINY_TIMM_BACKBONE",
+    "TINY_TIMM_VIT",
     "load_backbone",
     "register_model_configs",
 ]
@@ -36,8 +59,26 @@ __all__ = [
 TINY_BACKBONE = "CILMP-Tiny"
 #: seed of a backbone's random weights when it has no pretrained ones (recorded by runs as ``backbone_init_seed``)
 DEFAULT_INIT_SEED = 0
+TINY_TIMM_BACKBONE = "CILMP-Tiny-Timm"
+TINY_BERT_BACKBONE = "CILMP-Tiny-BERT"
+#: the tiny configuration of every tower family (tests and benchmarks run each method on each of them)
+TINY_BACKBONES = (TINY_BACKBONE, TINY_TIMM_BACKBONE, TINY_BERT_BACKBONE)
+#: BiomedCLIP's architecture at full size (registered here, random weights) and its Hugging Face Hub id
+BIOMEDCLIP_ARCHITECTURE = "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+#: the timm ViT trunk of the tiny configurations (registered with timm; no pretrained weights)
+TINY_TIMM_VIT = "cilmp_tiny_vit"
+_TINY_VIT_ARGS = {"img_size": 64, "patch_size": 16, "embed_dim": 64, "depth": 12, "num_heads": 4}
+
 _MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+#: Hugging Face text models whose config.json ships in ``model_configs/hf/<folder>`` (built without a download)
+_PACKAGED_HF_MODELS = {
+    "cilmp-tiny-bert": "cilmp-tiny-bert",
+    "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract": "biomedbert-base-uncased-abstract",
+}
+_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt")
+_TOKENIZER_FILES = (*_VOCABULARY_FILES, "tokenizer_config.json", "special_tokens_map.json", "config.json")
 
 
 class BackboneWeightsNotFoundError(FileNotFoundError):
@@ -73,9 +114,36 @@ class Backbone:
 
 
 def register_model_configs() -> None:
-    """Make the project's open_clip configurations (``CILMP-Tiny``) known to open_clip; safe to call twice."""
-    if TINY_BACKBONE not in open_clip.list_models():
+    """Make the project's open_clip configurations (:data:`TINY_BACKBONES`, :data:`BIOMEDCLIP_ARCHITECTURE`) and the
+    tiny timm trunk known to open_clip and timm; safe to call twice."""
+    _register_timm_models()
+    known = set(open_clip.list_models())
+    if any(name not in known for name in (*TINY_BACKBONES, BIOMEDCLIP_ARCHITECTURE)):
         open_clip.add_model_config(_MODEL_CONFIG_DIR)
+
+
+def _register_timm_models() -> None:
+    """Register :data:`TINY_TIMM_VIT` (CILMP-Tiny's image tower as a timm ``VisionTransformer``) with timm."""
+    import timm
+
+    if timm.is_model(TINY_TIMM_VIT):
+        return
+    from timm.models import build_model_with_cfg, register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    def cilmp_tiny_vit(pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+        if pretrained:
+            raise ValueError(f"{TINY_TIMM_VIT} has no pretrained weights: build it with pretrained=False.")
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            kwargs.pop(key, None)
+        cfg = {"input_size": (3, 64, 64), "num_classes": 0, "mean": open_clip.OPENAI_DATASET_MEAN}
+        cfg["std"] = open_clip.OPENAI_DATASET_STD
+        return build_model_with_cfg(
+            VisionTransformer, TINY_TIMM_VIT, False, pretrained_cfg=cfg, **{**_TINY_VIT_ARGS, **kwargs}
+        )
+
+    cilmp_tiny_vit.__name__ = TINY_TIMM_VIT
+    register_model(cilmp_tiny_vit)
 
 
 def _hf_cache_hint(cache_dir: str | None) -> str:
@@ -86,19 +154,33 @@ def _hf_cache_hint(cache_dir: str | None) -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _download_from_hub(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None, offline: bool) -> str:
-    """First of ``filenames`` found in ``repo_id`` (cache only when offline), or raise the one-sentence error."""
+def _hub_file(repo_id: str, filename: str, cache_dir: str | None, offline: bool) -> str | None:
+    """``filename`` of ``repo_id`` from the cache (or the hub unless offline), ``None`` when not available."""
     from huggingface_hub import hf_hub_download
 
+    try:
+        return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=offline)
+    except Exception as e:  # hub, network and cache errors all mean "not available here"
+        logging.getLogger(__name__).debug("could not get %s/%s: %s", repo_id, filename, e)
+        return None
+
+
+def _download_from_hub(
+    repo_id: str, filenames: tuple[str, ...], cache_dir: str | None, offline: bool, whole_repo: bool = False
+) -> str:
+    """First of ``filenames`` found in ``repo_id`` (cache only when offline), or raise the one-sentence error.
+
+    ``whole_repo``: the message asks for the whole repository (a hub backbone also needs its tokenizer files).
+    """
     for filename in filenames:
-        try:
-            return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=offline)
-        except Exception as e:  # hub, network and cache errors all mean "not available here"
-            logging.getLogger(__name__).debug("could not get %s/%s: %s", repo_id, filename, e)
+        path = _hub_file(repo_id, filename, cache_dir, offline)
+        if path is not None:
+            return path
     where = _hf_cache_hint(cache_dir)
+    command = f"hf download {repo_id}" if whole_repo else f"hf download {repo_id} {filenames[-1]}"
     raise BackboneWeightsNotFoundError(
         f"The weights of '{repo_id}' are not available {'offline ' if offline else ''}: download them once with "
-        f"`hf download {repo_id} {filenames[-1]}` (they go to the Hugging Face cache, {where}) "
+        f"`{command}` (they go to the Hugging Face cache, {where}) "
         "or pass the path of a local checkpoint file instead."
     )
 
@@ -141,6 +223,148 @@ def _tokenizer_for(source: str, context_length: int | None, cache_dir: str | Non
         return open_clip.get_tokenizer(source, context_length=context_length)
 
 
+def _model_config(source: str) -> dict[str, Any]:
+    """open_clip's model config of a registered name or a ``local-dir:`` folder."""
+    if source.startswith("local-dir:"):
+        with open(Path(source[len("local-dir:") :]) / "open_clip_config.json", encoding="utf-8") as f:
+            return dict(json.load(f).get("model_cfg", {}))
+    return dict(open_clip.get_model_config(source) or {})
+
+
+def _hf_text_model_folder(name: str, cache_dir: str | None, offline: bool) -> str:
+    """A local folder with the ``config.json`` of Hugging Face text model ``name`` (packaged, local or cached).
+
+    Raises:
+        BackboneWeightsNotFoundError: not available (offline, or the download failed).
+    """
+    if name in _PACKAGED_HF_MODELS:
+        return str(_MODEL_CONFIG_DIR / "hf" / _PACKAGED_HF_MODELS[name])
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    path = _hub_file(name, "config.json", cache_dir, offline)
+    if path is None:
+        raise BackboneWeightsNotFoundError(
+            f"The configuration of the text model '{name}' is not available {'offline ' if offline else ''}: "
+            f"download it once with `hf download {name} config.json` (it goes to the Hugging Face cache, "
+            f"{_hf_cache_hint(cache_dir)})."
+        )
+    return os.path.dirname(path)
+
+
+def _has_vocabulary(folder: str | Path) -> bool:
+    return any((Path(folder) / f).is_file() for f in _VOCABULARY_FILES)
+
+
+def _hf_tokenizer_folder(
+    text_cfg: dict[str, Any], folders: list[str], hub_repos: list[str], cache_dir: str | None, offline: bool
+) -> str:
+    """A local folder with the vocabulary of a Hugging Face text tower.
+
+    Looked up in ``folders`` (a backbone folder or hub snapshot), the packaged/local ``hf_tokenizer_name``, then the
+    Hugging Face cache (or the hub unless offline) of ``hub_repos`` and ``hf_tokenizer_name``.
+
+    Raises:
+        BackboneWeightsNotFoundError: the vocabulary is nowhere; the message names the download.
+    """
+    name = str(text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"))
+    candidates = list(folders)
+    if name in _PACKAGED_HF_MODELS:
+        candidates.append(str(_MODEL_CONFIG_DIR / "hf" / _PACKAGED_HF_MODELS[name]))
+    if Path(name).expanduser().is_dir():
+        candidates.append(str(Path(name).expanduser()))
+    for folder in candidates:
+        if _has_vocabulary(folder):
+            return folder
+    for repo in [*hub_repos, name]:
+        if Path(repo).expanduser().is_dir() or repo.count("/") != 1:
+            continue
+        found = [path for f in _TOKENIZER_FILES if (path := _hub_file(repo, f, cache_dir, offline)) is not None]
+        if any(os.path.basename(path) in _VOCABULARY_FILES for path in found):
+            return os.path.dirname(found[0])
+    repo = hub_repos[0] if hub_repos else name
+    files = "" if hub_repos else " config.json tokenizer_config.json vocab.txt"
+    raise BackboneWeightsNotFoundError(
+        f"The tokenizer vocabulary of '{name}' is not available {'offline ' if offline else ''}: download it once "
+        f"with `hf download {repo}{files}` (it goes to the Hugging Face cache, {_hf_cache_hint(cache_dir)}) or put "
+        "its vocab.txt/tokenizer.json next to the backbone's open_clip_config.json."
+    )
+
+
+def _hf_tokenizer(vocabulary: str, model_folder: str, text_cfg: dict[str, Any], context_length: int) -> Any:
+    """open_clip's ``HFTokenizer`` over the files in ``vocabulary``.
+
+    A folder with only a ``vocab.txt`` does not say which tokenizer reads it: the text model's type decides.
+
+    Raises:
+        ValueError: the files cannot be read as a tokenizer (one sentence).
+    """
+    from open_clip.tokenizer import HFTokenizer
+
+    kwargs = dict(text_cfg.get("tokenizer_kwargs", {}))
+    folder = Path(vocabulary)
+    named = (folder / "config.json").is_file()
+    if (folder / "tokenizer_config.json").is_file():
+        with contextlib.suppress(ValueError):
+            named = named or "tokenizer_class" in json.loads((folder / "tokenizer_config.json").read_text())
+    if not named and not (folder / "tokenizer.json").is_file():
+        model_type = json.loads((Path(model_folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type:
+            kwargs.setdefault("tokenizer_type", model_type)
+    try:
+        return HFTokenizer(
+            vocabulary, context_length=context_length, tokenizer_mode=text_cfg.get("tokenizer_mode"), **kwargs
+        )
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"The tokenizer files in '{vocabulary}' could not be read ({reason}): put the text model's "
+            "vocab.txt/tokenizer.json and tokenizer_config.json there, as `hf download` of the model leaves them."
+        ) from e
+
+
+def _quick_gelu_from_provenance(model_name: str, checkpoint: str) -> bool | None:
+    """QuickGELU or not for a checkpoint *file* of ``model_name``, from what is known about where it comes from.
+
+    In order: the Hugging Face cache repository the file lies in, matched to a pretrained tag of ``model_name``;
+    OpenAI's release (its file name, or any TorchScript archive); an ``open_clip_config.json`` next to the file (as
+    ``hf download`` of an open_clip repository leaves it); the model's tags when they all agree (or it has none: its
+    config decides). ``None``: ambiguous.
+    """
+    path = Path(checkpoint).resolve()
+    tags = [open_clip.get_pretrained_cfg(model_name, t) for t in open_clip.list_pretrained_tags_by_model(model_name)]
+    # a file in the Hugging Face cache lies under models--<org>--<name>/ (the snapshot may be a link into blobs/)
+    parts = (*Path(checkpoint).absolute().parts, *path.parts)
+    repos = {p[len("models--") :].replace("--", "/") for p in parts if p.startswith("models--")}
+    for cfg in tags:
+        if "/".join(cfg.get("hf_hub", "").split("/")[:2]) in repos:
+            return bool(cfg.get("quick_gelu", False))
+    if path.name in {os.path.basename(cfg.get("url", "")) for cfg in tags if cfg.get("quick_gelu")}:
+        return True  # OpenAI's own release file name (e.g. ViT-B-16.pt) of an OpenAI tag
+    if _is_torchscript(checkpoint):
+        return True  # OpenAI's original release (a TorchScript archive) was trained with QuickGELU
+    sibling = Path(checkpoint).parent / "open_clip_config.json"
+    if sibling.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            cfg = json.loads(sibling.read_text(encoding="utf-8")).get("model_cfg")
+            if isinstance(cfg, dict):
+                return bool(cfg.get("quick_gelu", False))
+    flags = {bool(cfg.get("quick_gelu", False)) for cfg in tags}
+    if not flags:  # no published weights: the model's own config is the only word on it
+        return bool(_model_config(model_name).get("quick_gelu", False))
+    return flags.pop() if len(flags) == 1 else None
+
+
+def _is_torchscript(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` is a TorchScript archive (how OpenAI released CLIP), not a plain state dict."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            return any(n.split("/", 2)[1:2] == ["code"] for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def load_backbone(
     name: str = "ViT-B-16",
     pretrained: str | None = "openai",
@@ -164,8 +388,10 @@ def load_backbone(
         cache_dir: where downloads go and cached weights are looked up (default: the Hugging Face cache).
         device: device the model is moved to.
         precision: open_clip precision string (``"fp32"``, ``"bf16"``, ``"fp16"``, ...).
-        quick_gelu: force the QuickGELU activation on or off; ``None`` follows the pretrained tag (OpenAI's weights
-            need it) or the model config.
+        quick_gelu: force the QuickGELU activation on or off; ``None`` follows the weights' provenance: the
+            pretrained tag (OpenAI's weights need it), the hub or folder config, and for a checkpoint file the
+            ``open_clip_config.json`` beside it, the Hugging Face cache repository it lies in, or the model's tags
+            when they agree (else the file is refused). timm and Hugging Face towers keep their own activations.
         init_seed: seed of random weights (no ``pretrained``), drawn apart from the global random state, so that a
             run on random weights is rebuilt with the very same weights by evaluation (:data:`DEFAULT_INIT_SEED`).
 
@@ -175,23 +401,32 @@ def load_backbone(
     Raises:
         BackboneWeightsNotFoundError: the weights are not available (offline or download failed).
         FileNotFoundError: a local checkpoint file or folder does not exist.
-        ValueError: the model name or the pretrained tag is unknown.
+        ValueError: the model name or the pretrained tag is unknown, or a checkpoint file's activation is ambiguous.
     """
     register_model_configs()
     if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "random"):
         pretrained = None  # command lines and bundle overrides cannot say None
     cache_dir = None if cache_dir is None else str(cache_dir)
     name = str(name)
-    create_kwargs: dict[str, Any] = {"precision": precision, "device": device, "cache_dir": cache_dir}
+    # pretrained_text=False: never fetch a Hugging Face text tower's own weights (the CLIP weights replace them)
+    create_kwargs: dict[str, Any] = {
+        "precision": precision,
+        "device": device,
+        "cache_dir": cache_dir,
+        "pretrained_text": False,
+    }
     preprocess: dict[str, Any] = {}
     checkpoint: str | None = None
+    folders: list[str] = []  # where a Hugging Face tokenizer may find its vocabulary
+    hub_repos: list[str] = []
 
     local_dir = name[len("local-dir:") :] if name.startswith("local-dir:") else name
     if name.startswith("hf-hub:"):
         repo_id = name[len("hf-hub:") :]
-        config_file = _download_from_hub(repo_id, ("open_clip_config.json",), cache_dir, offline)
-        checkpoint = _download_from_hub(repo_id, _OPEN_CLIP_WEIGHT_FILES, cache_dir, offline)
+        config_file = _download_from_hub(repo_id, ("open_clip_config.json",), cache_dir, offline, whole_repo=True)
+        checkpoint = _download_from_hub(repo_id, _OPEN_CLIP_WEIGHT_FILES, cache_dir, offline, whole_repo=True)
         source = f"local-dir:{os.path.dirname(config_file)}"
+        folders, hub_repos = [os.path.dirname(config_file)], [repo_id]
         pretrained = None
     elif name.startswith("local-dir:") or os.sep in name or Path(name).is_dir():
         folder = Path(local_dir).expanduser()
@@ -200,8 +435,16 @@ def load_backbone(
                 f"Backbone folder '{folder}' has no open_clip_config.json: point to a folder saved by open_clip "
                 "(config plus weights) or use a model name with a pretrained tag or checkpoint file."
             )
+        weights = [folder / f for f in _OPEN_CLIP_WEIGHT_FILES if (folder / f).is_file()]
+        if not weights and pretrained is not None:
+            raise BackboneWeightsNotFoundError(
+                f"Backbone folder '{folder}' has open_clip_config.json but no weights "
+                f"({' or '.join(_OPEN_CLIP_WEIGHT_FILES)}): download them into it (`hf download <repo> --local-dir "
+                f"{folder}`) or pass pretrained=None for random weights."
+            )
         source = f"local-dir:{folder}"
-        checkpoint = str(folder)
+        checkpoint = str(weights[0]) if weights else None
+        folders = [str(folder)]
         pretrained = None
     else:
         source = name
@@ -215,7 +458,7 @@ def load_backbone(
                 checkpoint, tag_cfg = _resolve_tag(name, pretrained, cache_dir, offline)
                 # open_clip only warns when a tag was trained with QuickGELU (OpenAI's weights) and the
                 # config is not; the activations would silently be wrong, so follow the tag instead.
-                create_kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+                quick_gelu = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else quick_gelu
                 preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation") if k in tag_cfg}
             else:
                 path = Path(pretrained).expanduser()
@@ -226,13 +469,30 @@ def load_backbone(
                         "existing checkpoint file: give a tag or the path of a downloaded checkpoint."
                     )
                 checkpoint = str(path)
+                if quick_gelu is None:
+                    quick_gelu = _quick_gelu_from_provenance(name, checkpoint)
+                    if quick_gelu is None:
+                        raise ValueError(
+                            f"Checkpoint '{checkpoint}' does not say which MLP activation {name} was trained with "
+                            "(its pretrained tags differ): pass quick_gelu=True (--quick-gelu true) for OpenAI-trained "
+                            "weights such as the 'openai' tag's, or quick_gelu=False for open_clip-trained ones."
+                        )
 
+    model_cfg = _model_config(source)
     if quick_gelu is not None:
         create_kwargs["force_quick_gelu"] = quick_gelu
+        if not quick_gelu and model_cfg.get("quick_gelu"):
+            create_kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on
+    text_cfg = dict(model_cfg.get("text_cfg", {}))
+    vocabulary = None
+    if text_cfg.get("hf_model_name"):  # a Hugging Face text tower: its architecture config and its vocabulary
+        folder = _hf_text_model_folder(str(text_cfg["hf_model_name"]), cache_dir, offline)
+        vocabulary = _hf_tokenizer_folder(text_cfg, folders, hub_repos, cache_dir, offline)
+        create_kwargs["text_cfg"] = {**text_cfg, "hf_model_name": folder, "hf_model_pretrained": False}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
         if source.startswith("local-dir:"):
-            model = open_clip.create_model(source, **create_kwargs)
+            model = open_clip.create_model(source, load_weights=checkpoint is not None, **create_kwargs)
         elif checkpoint is not None:
             model = _create_from_checkpoint(source, checkpoint, create_kwargs)
         else:
@@ -243,7 +503,10 @@ def load_backbone(
     model.eval()
 
     context_length = getattr(model, "context_length", None)
-    tokenizer = _tokenizer_for(source, context_length, cache_dir)
+    if vocabulary is not None:
+        tokenizer = _hf_tokenizer(vocabulary, folder, text_cfg, int(text_cfg.get("context_length") or 77))
+    else:
+        tokenizer = _tokenizer_for(source, context_length, cache_dir)
     image_size = model.visual.image_size
     image_size = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
     visual_pp = getattr(model.visual, "preprocess_cfg", {}) or {}

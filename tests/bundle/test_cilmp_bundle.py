@@ -159,3 +159,26 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
 
     final = load_checkpoint(tmp_path / "runs" / "toy" / "checkpoints" / "final.pt")
     assert final["engine"]["epoch"] == 1
+
+
+ONE_EPOCH = {"train#trainer#max_epochs": 1}
+
+
+@pytest.mark.parametrize("backbone", ["CILMP-Tiny-BERT", "CILMP-Tiny-Timm"])
+def test_train_and_evaluate_on_the_other_tower_families(tmp_path, backbone):
+    """The bundle runs unchanged on a timm image trunk and a Hugging Face BERT text tower (BiomedCLIP's families)."""
+    _tiny_dataset(tmp_path)
+    settings = {**TINY, "backbone": backbone, "dataset_name": "toy", "bundle_root": str(tmp_path)}
+    run(run_id="run", init_id="initialize", config_file=[str(CONFIGS / "train.json")], **settings, **ONE_EPOCH)
+    run(
+        run_id="run",
+        init_id="initialize",
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        **settings,
+    )
+    from monai_cilmp.engines import load_checkpoint
+
+    out = tmp_path / "runs" / "toy"
+    assert load_checkpoint(out / "checkpoints" / "final.pt")["metadata"]["backbone"] == backbone
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1

@@ -143,3 +143,36 @@ def test_command_line(tiny_data, tmp_path, capsys):
     assert main(argv) == 0
     assert "done already, skipped" in capsys.readouterr().out
     assert CELL_FILE == "metrics.json"
+
+
+def test_command_line_takes_a_hub_backbone_of_the_bert_family(tiny_data, tmp_path, capsys, monkeypatch):
+    """``--backbone hf-hub:...`` of a BiomedCLIP-shaped model (timm trunk, BERT text tower), from the offline cache."""
+    import open_clip
+    from huggingface_hub import constants
+
+    from monai_cilmp.networks import load_backbone
+    from monai_cilmp.networks.backbones import TINY_BERT_BACKBONE
+    from tests.networks.test_backbones import TINY_VOCABULARY, fake_hub_repo, save_weights
+
+    torch.manual_seed(0)
+    source = load_backbone(TINY_BERT_BACKBONE, None, offline=True)
+    cache = tmp_path / "hf-cache"
+    fake_hub_repo(
+        cache,
+        "someone/tiny-biomed-clip",
+        {
+            "open_clip_config.json": json.dumps({"model_cfg": open_clip.get_model_config(TINY_BERT_BACKBONE)}),
+            "open_clip_model.safetensors": save_weights(source.model, tmp_path / "w.safetensors").read_bytes(),
+            "vocab.txt": TINY_VOCABULARY / "vocab.txt",
+        },
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    out = tmp_path / "out"
+    argv = ["compare", "--datalist", tiny_data["datalist"], "--methods", "zero-shot-template", "coop", "cocoop"]
+    argv += ["--shots", "2", "--seeds", "1", "--out", str(out), "--backbone", "hf-hub:someone/tiny-biomed-clip"]
+    argv += ["--offline", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    assert main(argv) == 0
+    for method in ("zero-shot-template", "coop", "cocoop"):
+        record = json.loads(Cell(method, 2, 1).record_path(out).read_text())
+        assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
+    assert "results.md" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from monai_cilmp.networks import load_backbone
+from monai_cilmp.networks.backbones import TINY_BACKBONES
 
 VIT_B16_SHAPE = "CILMP-Test-ViT-B-16-Shape"
 
@@ -18,6 +19,16 @@ def shared_backbone():
     """CILMP-Tiny with seeded random weights, built once; tests must not modify its weights."""
     torch.manual_seed(0)
     return load_backbone("CILMP-Tiny", None)
+
+
+@pytest.fixture(scope="session")
+def family_backbones():
+    """Every tiny tower family (CILMP-Tiny, CILMP-Tiny-Timm, CILMP-Tiny-BERT) with seeded random weights, built once."""
+    backbones = {}
+    for name in TINY_BACKBONES:
+        torch.manual_seed(0)
+        backbones[name] = load_backbone(name, None, offline=True)
+    return backbones
 
 
 @pytest.fixture(scope="session")

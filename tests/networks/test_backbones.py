@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
-from monai_cilmp.networks import BackboneWeightsNotFoundError, load_backbone
-from monai_cilmp.networks.backbones import TINY_BACKBONE
+from monai_cilmp.networks import BackboneWeightsNotFoundError, backbones, load_backbone
+from monai_cilmp.networks.backbones import (
+    BIOMEDCLIP_ARCHITECTURE,
+    TINY_BACKBONE,
+    TINY_BACKBONES,
+    TINY_BERT_BACKBONE,
+)
+from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
 
 def test_tiny_backbone_is_registered_and_random():
@@ -76,3 +85,216 @@ def test_local_folder_with_config(tmp_path):
         loaded = load_backbone(name, offline=True)
         assert _same_weights(loaded.model, source.model)
         assert loaded.mean == (0.5, 0.5, 0.5) and loaded.std == (0.25, 0.25, 0.25)
+
+
+# ----- tower families, hub ids, folders, BiomedCLIP -----------------------------------------------------------------
+
+TINY_VOCABULARY = Path(backbones.__file__).parent / "model_configs" / "hf" / "cilmp-tiny-bert"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path | str | bytes]) -> Path:
+    """A Hugging Face cache entry for ``repo_id`` as ``hf download`` leaves it (read with local_files_only)."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(COMMIT)
+    for name, content in files.items():
+        target = snapshot / name
+        if isinstance(content, Path):
+            shutil.copy(content, target)
+        else:
+            target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return snapshot
+
+
+def save_weights(model, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def features(backbone, texts=("a photo of a melanoma.", "covid")):
+    image = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return backbone.model.encode_image(image), backbone.model.encode_text(backbone.tokenizer(list(texts)))
+
+
+@pytest.mark.parametrize("name", TINY_BACKBONES)
+def test_every_tiny_family_is_registered_and_builds_offline(name):
+    assert name in open_clip.list_models()
+    torch.manual_seed(0)
+    backbone = load_backbone(name, None, offline=True)
+    assert backbone.image_size == 64 and backbone.checkpoint is None
+    text_family = type(getattr(backbone.model, "text", backbone.model)).__name__
+    assert (text_family == "HFTextEncoder") == (name == TINY_BERT_BACKBONE)
+    assert (type(backbone.model.visual).__name__ == "TimmModel") == (name != TINY_BACKBONE)
+    assert backbone.tokenizer(["a photo of a"]).shape == (1, 77)
+
+
+def test_hub_id_loads_from_the_offline_cache_with_its_own_vocabulary(tmp_path):
+    torch.manual_seed(5)
+    source = load_backbone(TINY_BERT_BACKBONE, None, offline=True)
+    config = copy.deepcopy(open_clip.get_model_config(TINY_BERT_BACKBONE))
+    config["text_cfg"]["hf_tokenizer_name"] = "nobody/not-on-the-hub"  # the vocabulary must come from the repo
+    fake_hub_repo(
+        tmp_path,
+        "someone/tiny-biomed-clip",
+        {
+            "open_clip_config.json": json.dumps({"model_cfg": config}),
+            "open_clip_model.safetensors": save_weights(source.model, tmp_path / "w.safetensors").read_bytes(),
+            "vocab.txt": TINY_VOCABULARY / "vocab.txt",
+            "tokenizer_config.json": TINY_VOCABULARY / "tokenizer_config.json",
+        },
+    )
+    loaded = load_backbone("hf-hub:someone/tiny-biomed-clip", offline=True, cache_dir=tmp_path)
+    assert _same_weights(loaded.model, source.model)
+    for ours, theirs in zip(features(loaded), features(source)):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_local_folder_of_the_bert_family_and_its_missing_weights(tmp_path):
+    torch.manual_seed(6)
+    source = load_backbone(TINY_BERT_BACKBONE, None, offline=True)
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": open_clip.get_model_config(TINY_BERT_BACKBONE)})
+    )
+    with pytest.raises(BackboneWeightsNotFoundError) as e:
+        load_backbone(str(tmp_path), offline=True)
+    assert "no weights" in str(e.value) and "hf download" in str(e.value) and str(e.value).count("\n") == 0
+    assert load_backbone(str(tmp_path), None, offline=True).checkpoint is None  # random weights when asked for
+    save_weights(source.model, tmp_path / "open_clip_model.safetensors")
+    loaded = load_backbone(str(tmp_path), offline=True)
+    assert _same_weights(loaded.model, source.model)
+    for ours, theirs in zip(features(loaded), features(source)):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_biomedclip_without_its_vocabulary_names_the_download(tmp_path):
+    with pytest.raises(BackboneWeightsNotFoundError) as e:
+        load_backbone(BIOMEDCLIP_ARCHITECTURE, None, offline=True, cache_dir=tmp_path)
+    msg = str(e.value)
+    assert "tokenizer vocabulary of 'microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract'" in msg
+    assert "hf download microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" in msg and msg.count("\n") == 0
+
+
+def test_biomedclip_architecture_builds_at_full_size_with_a_stand_in_vocabulary(tmp_path):
+    """BiomedCLIP's open_clip_config.json facts, random weights, offline; the real vocabulary is not here."""
+    config = open_clip.get_model_config(BIOMEDCLIP_ARCHITECTURE)
+    assert config["embed_dim"] == 512 and config["text_cfg"]["context_length"] == 256
+    assert config["vision_cfg"]["timm_model_name"] == "vit_base_patch16_224"
+    assert config["text_cfg"]["hf_model_name"] == "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+    assert (config["text_cfg"]["hf_proj_type"], config["text_cfg"]["hf_pooler_type"]) == (
+        "mlp",
+        "cls_last_hidden_state_pooler",
+    )
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(TINY_VOCABULARY / name, tmp_path / name)
+    torch.manual_seed(0)
+    backbone = load_backbone(str(tmp_path), None, offline=True, cache_dir=tmp_path / "empty-cache")
+    model = backbone.model
+    bert = model.text.transformer
+    assert (bert.config.hidden_size, bert.config.num_hidden_layers, bert.config.vocab_size) == (768, 12, 30522)
+    assert type(model.text.pooler).__name__ == "ClsLastHiddenStatePooler"
+    assert [m.out_features for m in model.text.proj if isinstance(m, torch.nn.Linear)] == [640, 512]
+    assert (model.visual.trunk.embed_dim, len(model.visual.trunk.blocks), backbone.image_size) == (768, 12, 224)
+    assert 190e6 < sum(p.numel() for p in model.parameters()) < 200e6
+    text, vision = build_text_tower(model, backbone.tokenizer), build_vision_tower(model)
+    assert (text.width, text.num_layers, text.context_length, vision.width) == (768, 12, 256, 768)
+    texts = ["a photo of a melanoma.", "covid"]
+    with torch.no_grad():
+        expected = model.encode_text(backbone.tokenizer(texts))
+        assert expected.shape == (2, 512)
+        torch.testing.assert_close(text.encode_texts(texts), expected, rtol=1e-4, atol=1e-5)
+
+
+# ----- the MLP activation of local weights follows their provenance ------------------------------------------------
+
+GELU_SHAPE = "CILMP-Test-Tiny-GELU"  # like ViT-B-16: a GELU config whose 'openai' tag was trained with QuickGELU
+
+
+@pytest.fixture
+def tagged_tiny(tmp_path_factory, monkeypatch):
+    """A tiny GELU config with an 'openai' tag (QuickGELU) and a 'laion' tag (GELU), and OpenAI-style weights
+    (trained with QuickGELU) of it in a Hugging Face cache under the 'openai' tag's repository."""
+    folder = tmp_path_factory.mktemp("gelu_config")
+    config = {**copy.deepcopy(open_clip.get_model_config(TINY_BACKBONE)), "quick_gelu": False}
+    (folder / f"{GELU_SHAPE}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    tags = {
+        "openai": {"hf_hub": "test-org/tiny-clip.openai/", "quick_gelu": True},
+        "laion": {"hf_hub": "test-org/tiny-clip.laion/"},
+    }
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, GELU_SHAPE, tags)
+    torch.manual_seed(7)
+    openai_style = load_backbone(GELU_SHAPE, None, quick_gelu=True)
+    weights = tmp_path_factory.mktemp("weights") / "open_clip_pytorch_model.bin"
+    torch.save(openai_style.model.state_dict(), weights)
+    cache = tmp_path_factory.mktemp("hf_cache")
+    snapshot = fake_hub_repo(cache, "test-org/tiny-clip.openai", {"open_clip_pytorch_model.bin": weights})
+    return cache, snapshot / "open_clip_pytorch_model.bin", weights
+
+
+def _activation(backbone) -> str:
+    return type(backbone.model.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def test_a_file_of_openai_style_weights_gives_the_features_of_the_tag(tagged_tiny, tmp_path):
+    cache, cached_file, loose_file = tagged_tiny
+    tag = load_backbone(GELU_SHAPE, "openai", offline=True, cache_dir=cache)
+    assert _activation(tag) == "QuickGELU"
+    expected = features(tag)
+
+    # the same file given by path: its place in the Hugging Face cache says which tag it is
+    from_cache = load_backbone(GELU_SHAPE, str(cached_file), offline=True)
+    # a copy with the open_clip_config.json that `hf download` puts next to it
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": {**open_clip.get_model_config(GELU_SHAPE), "quick_gelu": True}})
+    )
+    shutil.copy(loose_file, tmp_path / "open_clip_pytorch_model.bin")
+    from_sibling = load_backbone(GELU_SHAPE, str(tmp_path / "open_clip_pytorch_model.bin"), offline=True)
+    # a bare file, its activation said explicitly
+    explicit = load_backbone(GELU_SHAPE, str(loose_file), offline=True, quick_gelu=True)
+    for backbone in (from_cache, from_sibling, explicit):
+        assert _activation(backbone) == "QuickGELU"
+        for ours, theirs in zip(features(backbone), expected):
+            torch.testing.assert_close(ours, theirs)
+
+    gelu = load_backbone(GELU_SHAPE, str(loose_file), offline=True, quick_gelu=False)
+    assert _activation(gelu) == "GELU" and not torch.allclose(features(gelu)[1], expected[1], atol=1e-4)
+
+
+def test_a_bare_file_of_an_ambiguous_model_is_refused_in_one_sentence(tagged_tiny):
+    _, _, loose_file = tagged_tiny
+    with pytest.raises(ValueError) as e:
+        load_backbone(GELU_SHAPE, str(loose_file), offline=True)
+    msg = str(e.value)
+    assert "does not say which MLP activation" in msg and "quick_gelu=True" in msg and msg.count("\n") == 0
+
+
+def test_networks_take_quick_gelu_where_they_take_the_backbone(tagged_tiny):
+    from monai_cilmp.networks import CoOp
+
+    _, _, loose_file = tagged_tiny
+    net = CoOp(["melanoma", "nevus"], GELU_SHAPE, str(loose_file), offline=True, n_ctx=2, quick_gelu=True)
+    assert type(net.text_tower.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+
+
+def test_a_config_with_quick_gelu_can_be_switched_off():
+    assert _activation(load_backbone(TINY_BACKBONE, None)) == "QuickGELU"
+    assert _activation(load_backbone(TINY_BACKBONE, None, quick_gelu=False)) == "GELU"
+
+
+def test_openai_release_archives_are_told_from_state_dicts(tmp_path):
+    """OpenAI released CLIP as TorchScript archives (trained with QuickGELU); torch.save writes plain ones."""
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "state.pt")
+    assert backbones._is_torchscript(str(tmp_path / "scripted.pt"))
+    assert not backbones._is_torchscript(str(tmp_path / "state.pt"))
+    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "scripted.pt")) is True
+    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "state.pt")) is None
+    (tmp_path / "ViT-B-16.pt").write_bytes(b"")  # the file name of OpenAI's ViT-B/16 release
+    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "ViT-B-16.pt")) is True

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from monai_cilmp.networks.backbones import TINY_BERT_BACKBONE, TINY_TIMM_BACKBONE
 from monai_cilmp.networks.nets import (
     METHODS,
     CLIPClassifier,
@@ -50,8 +51,34 @@ def build(name: str, backbone, **kwargs) -> CLIPClassifier:
     return build_method(name, CLASSES, backbone, knowledge=random_bank(), descriptions=DESCRIPTIONS, **kwargs)
 
 
-def images(n=4, seed=0) -> torch.Tensor:
-    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+def images(n=4, seed=0, size=64) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def train_one_step(net: CLIPClassifier, trains: bool, image_size: int = 64) -> None:
+    """Forward (eval-shaped logits), then, for a method that trains, one SGD step that moves only its parameters."""
+    state = net.trainable_state_dict()
+    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
+    out = net(images(size=image_size))
+    assert out.shape == (4, len(CLASSES)) and torch.isfinite(out).all()
+    if not trains:
+        return
+    loss = F.cross_entropy(out, torch.arange(4))
+    extra = net.regularization_loss()
+    if extra is not None:
+        loss = loss + extra
+    loss.backward()
+    for n, p in net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {n}"
+        else:
+            assert p.grad is None, f"frozen {n} got a gradient"
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if not p.requires_grad)
+    assert any(not torch.equal(v, state[k]) for k, v in net.trainable_state_dict().items())
 
 
 def _owned(name: str, key: str) -> bool:
@@ -74,27 +101,7 @@ def test_method_trains_only_its_own_parameters(shared_backbone, name):
     assert not any(t.training for t in net.frozen_towers())
     assert set(net.prompt_parameter_names()) <= set(state)
 
-    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
-    out = net(images())
-    assert out.shape == (4, len(CLASSES)) and torch.isfinite(out).all()
-    if not state:
-        return
-    loss = F.cross_entropy(out, torch.arange(4))
-    extra = net.regularization_loss()
-    if extra is not None:
-        loss = loss + extra
-    loss.backward()
-    for n, p in net.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {n}"
-        else:
-            assert p.grad is None, f"frozen {n} got a gradient"
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.grad is not None:
-                p -= 0.1 * p.grad
-    assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if not p.requires_grad)
-    assert any(not torch.equal(v, state[k]) for k, v in net.trainable_state_dict().items())
+    train_one_step(net, bool(state))
 
 
 @pytest.mark.parametrize("name", ["coop", "cocoop", "linear-probe-zs", "ivlp"])
@@ -195,3 +202,25 @@ def test_config_parser_builds_every_network_by_full_path(tmp_path):
     # a backbone given by name (as bundle configs do) is loaded by the network itself
     config["CoOp"] |= {"backbone": "CILMP-Tiny", "pretrained": None, "offline": True}
     assert ConfigParser(config).get_parsed_content("CoOp").backbone_name == "CILMP-Tiny"
+
+
+@pytest.mark.parametrize("family", [TINY_TIMM_BACKBONE, TINY_BERT_BACKBONE])
+@pytest.mark.parametrize("name", list(OWN_PARAMETERS))
+def test_method_trains_and_evaluates_on_every_tower_family(family_backbones, family, name):
+    backbone = family_backbones[family]
+    net = build(name, backbone).train()
+    state = net.trainable_state_dict()
+    assert all(_owned(name, k) for k in state), sorted(state)
+    assert get_method(name).needs_training == bool(state)
+    assert not any(t.training for t in net.frozen_towers())
+    assert type(net.vision_tower).__name__ == "TimmVisionTower"
+    if hasattr(net, "text_tower"):
+        expected = "HFTextTower" if family == TINY_BERT_BACKBONE else "OpenCLIPTextTower"
+        assert type(net.text_tower).__name__ == expected
+    train_one_step(net, bool(state), backbone.image_size)
+    net.eval()
+    x = images(2, seed=3, size=backbone.image_size)
+    with torch.no_grad():
+        out = net(x)
+        assert out.shape == (2, len(CLASSES)) and torch.isfinite(out).all()
+        torch.testing.assert_close(net(x), out)

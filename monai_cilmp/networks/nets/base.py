@@ -3,7 +3,8 @@
 A network here is a frozen open_clip backbone plus a few trained parameters. The engines rely on:
 
 - the constructor taking ``class_names``, ``backbone`` (a name or a loaded
-  :class:`~monai_cilmp.networks.backbones.Backbone`), ``pretrained``, ``offline`` and ``cache_dir``;
+  :class:`~monai_cilmp.networks.backbones.Backbone`), ``pretrained``, ``offline``, ``cache_dir`` and
+  ``quick_gelu``;
 - the attributes ``class_names``, ``image_size``, ``image_mean``, ``image_std``, ``backbone_name``,
   ``backbone_pretrained`` (to build transforms and record a run);
 - ``forward(images) -> (B, C)`` logits, MONAI ``MetaTensor`` inputs accepted;
@@ -104,11 +105,15 @@ class CLIPClassifier(nn.Module):
         pretrained: str | None,
         offline: bool,
         cache_dir: str | os.PathLike | None,
+        quick_gelu: bool | None = None,
     ) -> Backbone:
-        """Check the class names, load the backbone if needed, set the shared attributes; returns the backbone."""
+        """Check the class names, load the backbone if needed, set the shared attributes; returns the backbone.
+
+        ``quick_gelu`` is passed to :func:`~monai_cilmp.networks.backbones.load_backbone` (unused for a loaded one).
+        """
         self.class_names = check_class_names(class_names)
         if not isinstance(backbone, Backbone):
-            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir)
+            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir, quick_gelu=quick_gelu)
         self.image_size = backbone.image_size
         self.image_mean, self.image_std = tuple(backbone.mean), tuple(backbone.std)
         self.backbone_name, self.backbone_pretrained = backbone.name, backbone.pretrained
@@ -117,9 +122,17 @@ class CLIPClassifier(nn.Module):
 
     @staticmethod
     def _embed_dim(model: nn.Module) -> int:
-        """Size of the joint image-text embedding of an open_clip model."""
+        """Size of the joint image-text embedding of an open_clip model (open_clip's ViT or a timm trunk)."""
         proj = getattr(model.visual, "proj", None)
-        return int(proj.shape[1]) if proj is not None else int(model.visual.output_dim)
+        if isinstance(proj, torch.Tensor):
+            return int(proj.shape[1])
+        for tower in (model.visual, getattr(model, "text", None)):
+            if getattr(tower, "output_dim", None):
+                return int(tower.output_dim)
+        text_projection = getattr(model, "text_projection", None)
+        if isinstance(text_projection, nn.Linear):
+            return int(text_projection.out_features)
+        return int(text_projection.shape[1])
 
     # ----- modes and encoders ------------------------------------------------------------------------------------
 

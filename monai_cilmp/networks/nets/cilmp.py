@@ -39,6 +39,8 @@ class CILMP(CLIPClassifier):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         n_ctx: number of learnable text context tokens.
         ctx_init: text whose token embeddings initialise the input context (``None``: random init); it must have
             ``n_ctx`` tokens.
@@ -73,6 +75,7 @@ class CILMP(CLIPClassifier):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 12,
@@ -87,7 +90,7 @@ class CILMP(CLIPClassifier):
         truncate_context: bool = True,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir)
+        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
         class_names = self.class_names
         bank = None
         if knowledge is not None:

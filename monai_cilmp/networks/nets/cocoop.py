@@ -32,6 +32,8 @@ class CoCoOp(CoOp):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         n_ctx: number of context tokens (CoCoOp's default 4).
         ctx_init: text initialising the context (default ``"a photo of a"``; ``None``: random).
         meta_reduction: the meta-network's hidden size is ``embed_dim // meta_reduction`` (16 in the paper).
@@ -46,6 +48,7 @@ class CoCoOp(CoOp):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         meta_reduction: int = 16,
@@ -58,6 +61,7 @@ class CoCoOp(CoOp):
             pretrained,
             offline=offline,
             cache_dir=cache_dir,
+            quick_gelu=quick_gelu,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             class_specific=False,

@@ -33,6 +33,8 @@ class CoOp(CLIPClassifier):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         n_ctx: number of learnable context tokens (CoOp's default 16).
         ctx_init: text whose token embeddings initialise the context (``None``: N(0, 0.02²), CoOp's default); it
             must have ``n_ctx`` tokens (``"a photo of a"`` has 4).
@@ -53,13 +55,14 @@ class CoOp(CLIPClassifier):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         n_ctx: int = 16,
         ctx_init: str | None = None,
         class_specific: bool = False,
         truncate_context: bool = True,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir)
+        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}.")
         self.n_ctx, self.class_specific = int(n_ctx), bool(class_specific)

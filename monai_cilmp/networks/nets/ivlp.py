@@ -28,6 +28,8 @@ class IVLP(CILMP):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         n_ctx: number of text context tokens per layer.
         ctx_init: text initialising the input context (``None``: random); must have ``n_ctx`` tokens.
         text_prompt_depth: text layers with their own context tokens.
@@ -44,6 +46,7 @@ class IVLP(CILMP):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 12,
@@ -58,6 +61,7 @@ class IVLP(CILMP):
             pretrained,
             offline=offline,
             cache_dir=cache_dir,
+            quick_gelu=quick_gelu,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             text_prompt_depth=text_prompt_depth,

@@ -46,6 +46,8 @@ class KgCoOp(CoOp):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         n_ctx: number of context tokens (4 in the paper).
         ctx_init: text initialising the context (the paper: ``"a photo of a"``).
         class_specific: one context per class.
@@ -65,6 +67,7 @@ class KgCoOp(CoOp):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         class_specific: bool = False,
@@ -84,6 +87,7 @@ class KgCoOp(CoOp):
             pretrained,
             offline=offline,
             cache_dir=cache_dir,
+            quick_gelu=quick_gelu,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             class_specific=class_specific,

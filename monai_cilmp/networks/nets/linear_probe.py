@@ -112,6 +112,8 @@ class LinearProbe(CLIPClassifier):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         init: ``"random"`` (PyTorch's default for ``nn.Linear``) or ``"zero-shot"`` (starts as the zero-shot
             classifier: its logits at initialisation are :class:`~monai_cilmp.networks.nets.ZeroShotCLIP`'s).
         text: zero-shot text kind for ``init="zero-shot"`` (see :class:`~monai_cilmp.networks.nets.ZeroShotText`).
@@ -133,6 +135,7 @@ class LinearProbe(CLIPClassifier):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         init: str = ProbeInit.RANDOM,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
@@ -141,7 +144,7 @@ class LinearProbe(CLIPClassifier):
         anchor_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir)
+        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
         self.init = look_up(init, ProbeInit)
         if anchor_weight and self.init != ProbeInit.ZERO_SHOT:
             raise ValueError("anchor_weight needs init='zero-shot': the anchor is the zero-shot classifier.")

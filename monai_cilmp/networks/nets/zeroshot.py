@@ -190,6 +190,8 @@ class ZeroShotCLIP(CLIPClassifier):
         pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
+        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
+            :func:`~monai_cilmp.networks.backbones.load_backbone`).
         text: a :class:`ZeroShotText` kind; default ``"descriptions"`` when ``prompts`` are given, else
             ``"template"``.
         template: the single template (``{}`` is the class name).
@@ -208,13 +210,14 @@ class ZeroShotCLIP(CLIPClassifier):
         *,
         offline: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        quick_gelu: bool | None = None,
         text: str | None = None,
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir)
+        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
         if isinstance(prompts, (str, os.PathLike)):
             prompts = knowledge_prompts(self.class_names, prompts)
         self.text = look_up(text or ("descriptions" if prompts is not None else "template"), ZeroShotText)
