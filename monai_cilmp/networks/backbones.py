@@ -30,9 +30,12 @@ raise :class:`BackboneWeightsNotFoundError` with one sentence saying what to dow
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import socket
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,15 +157,35 @@ def _hf_cache_hint(cache_dir: str | None) -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+@functools.lru_cache(maxsize=8)
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` answers a TCP connection within ``timeout`` seconds (asked once per process).
+
+    Without a network, the hub client would retry each file for about a minute before failing; this check makes a
+    missing-weights error come within seconds.
+    """
+    parsed = urllib.parse.urlparse(url)
+    if not parsed.hostname:
+        return False
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _hub_file(repo_id: str, filename: str, cache_dir: str | None, offline: bool) -> str | None:
     """``filename`` of ``repo_id`` from the cache (or the hub unless offline), ``None`` when not available."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
-    try:
-        return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=offline)
-    except Exception as e:  # hub, network and cache errors all mean "not available here"
-        logging.getLogger(__name__).debug("could not get %s/%s: %s", repo_id, filename, e)
-        return None
+    for local_only in (True, False):
+        if not local_only and (offline or constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)):
+            return None
+        try:
+            return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_only)
+        except Exception as e:  # hub, network and cache errors all mean "not available here"
+            logging.getLogger(__name__).debug("could not get %s/%s: %s", repo_id, filename, e)
+    return None
 
 
 def _download_from_hub(
@@ -179,7 +202,7 @@ def _download_from_hub(
     where = _hf_cache_hint(cache_dir)
     command = f"hf download {repo_id}" if whole_repo else f"hf download {repo_id} {filenames[-1]}"
     raise BackboneWeightsNotFoundError(
-        f"The weights of '{repo_id}' are not available {'offline ' if offline else ''}: download them once with "
+        f"The weights of '{repo_id}' are not available{' offline' if offline else ' here'}: download them once with "
         f"`{command}` (they go to the Hugging Face cache, {where}) "
         "or pass the path of a local checkpoint file instead."
     )
@@ -206,6 +229,11 @@ def _resolve_tag(model_name: str, tag: str, cache_dir: str | None, offline: bool
         raise BackboneWeightsNotFoundError(
             f"The '{tag}' weights of {model_name} are not available offline: download {url} to {target} "
             "or pass the path of a local checkpoint file instead."
+        )
+    if not _reachable(url):
+        raise BackboneWeightsNotFoundError(
+            f"The '{tag}' weights of {model_name} cannot be downloaded here (no connection to {url}): download it to "
+            f"{target} on a machine with internet access, or pass the path of a local checkpoint file instead."
         )
     try:
         return open_clip.download_pretrained_from_url(url, cache_dir=str(target.parent)), cfg

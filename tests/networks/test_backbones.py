@@ -298,3 +298,37 @@ def test_openai_release_archives_are_told_from_state_dicts(tmp_path):
     assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "state.pt")) is None
     (tmp_path / "ViT-B-16.pt").write_bytes(b"")  # the file name of OpenAI's ViT-B/16 release
     assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "ViT-B-16.pt")) is True
+
+
+def test_missing_weights_without_a_network_fail_at_once(monkeypatch):
+    """Without a connection to the hub, only the cache is asked (no minute of retries), and the error says what to
+    download."""
+    import huggingface_hub
+
+    from monai_cilmp.networks import backbones
+
+    calls: list[bool] = []
+
+    def download(repo_id, filename, cache_dir=None, local_files_only=False):
+        calls.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(backbones.BackboneWeightsNotFoundError, match="not available here: download them once with"):
+        backbones.load_backbone("ViT-B-16", "openai")
+    assert calls and all(calls)  # every look-up was cache-only
+
+
+def test_random_weights_are_the_same_whatever_the_global_random_state():
+    """A run on random weights (``--pretrained none``) is rebuilt with the very same backbone by evaluation."""
+    from monai_cilmp.networks.backbones import load_backbone
+
+    torch.manual_seed(123)
+    first = load_backbone("CILMP-Tiny", None).model.state_dict()
+    state = torch.random.get_rng_state()
+    second = load_backbone("CILMP-Tiny", "none").model.state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global stream is left alone
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    third = load_backbone("CILMP-Tiny", None, init_seed=1).model.state_dict()
+    assert not all(torch.equal(first[k], third[k]) for k in first)
