@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
-from .evaluation import evaluate_split, write_predictions
+from .evaluation import evaluate_split, predict_calibrated, predict_logits, prediction_set_names, write_predictions
 from .features import cached_feature_loader
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .trainer import RegularizedLoss, create_evaluator, create_trainer, default_device, predict, reseed
 
 __all__ = [
+    "CALIBRATION_FILE",
     "RegularizedLoss",
+    "RunCalibration",
     "TrainingCheckpoint",
     "TrainingRecipe",
     "atomic_torch_save",
@@ -20,9 +23,15 @@ __all__ = [
     "create_trainer",
     "default_device",
     "evaluate_split",
+    "fit_calibration",
+    "load_calibration",
     "load_checkpoint",
     "lr_factor",
     "predict",
+    "predict_calibrated",
+    "predict_logits",
+    "prediction_set_names",
     "reseed",
+    "save_calibration",
     "write_predictions",
 ]
