@@ -26,14 +26,20 @@ def trained(tmp_path_factory):
 def test_train_evaluate_predict(trained, capsys):
     run = trained / "run"
     assert (run / "checkpoints" / "final.pt").is_file()
-    assert main(["evaluate", "--run", str(run)]) == 0
+    assert main(["evaluate", "--run", str(run), "--alpha", "0.2", "--conformal", "aps"]) == 0
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["n"] == 4 and set(metrics["per_class"]) == set(CLASSES)
-    capsys.readouterr()
+    # the temperature and the conformal sets are fitted on the validation split and stored in the run
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["fitted_on"] == "validation" and calibration["conformal"]["method"] == "aps"
+    assert metrics["conformal"]["alpha"] == 0.2 and "after" in metrics["calibration"]
+    assert (run / "test_reliability.png").is_file() and (run / "test_conformal.png").is_file()
+    assert "Conformal APS sets at alpha = 0.2" in capsys.readouterr().out
     assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference")]) == 0
     # earlier in-process runs configured the bundle's logging (INFO to stdout); predict's own output is JSON lines
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 3 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in lines)
+    assert all(set(r["prediction_set"]) <= set(CLASSES) for r in lines)
     out = trained / "predictions.jsonl"
     assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference"), "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 3

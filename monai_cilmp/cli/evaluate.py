@@ -19,6 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--datalist", help="datalist to evaluate (default: the one the run was trained on)")
     parser.add_argument("--split", default="test", choices=("training", "validation", "test"))
     parser.add_argument("--checkpoint", default="final", choices=("final", "last"), help="which checkpoint")
+    # trust (issue 14): conformal sets fitted on the validation split, with the temperature
+    parser.add_argument("--alpha", type=float, default=0.1, help="conformal error rate: sets miss at most this often")
+    parser.add_argument("--conformal", default="lac", choices=("lac", "aps", "raps"), help="conformal score")
+    parser.add_argument("--class-conditional", action="store_true", help="conformal coverage per class")
     parser.set_defaults(func=run)
 
 
@@ -65,9 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if args.datalist:
         overrides["datalist_file"] = str(Path(args.datalist).resolve())
     overrides["split"] = args.split
+    # trust (issue 14): argparse checked these (a float, a choice, a flag): no user string reaches the config parser
+    overrides.update({"conformal#alpha": args.alpha, "conformal#method": args.conformal})
+    overrides["conformal#class_conditional"] = bool(args.class_conditional)
     print(f"Evaluating {checkpoint} on the {args.split} split of {overrides.get('datalist_file')}")
     run_bundle(run_configs(checkpoint), overrides)
     prefix = run_dir / args.split
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
-    print(f"predictions: {prefix}_predictions.csv")
+    print(f"predictions: {prefix}_predictions.csv; reliability diagram: {prefix}_reliability.png;")  # issue 14
+    print(f"conformal coverage/size against alpha: {prefix}_conformal.png; calibration: {run_dir}/calibration.json")
     return 0

@@ -49,7 +49,7 @@ def collect_images(inputs: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.engines import load_checkpoint, predict
+    from monai_cilmp.engines import load_checkpoint, predict_calibrated, prediction_set_names
     from monai_cilmp.utils import atomic_write
 
     run_dir = Path(args.run).resolve()
@@ -61,17 +61,21 @@ def run(args: argparse.Namespace) -> int:
     parser = parse_bundle(["inference.json"], overrides)
     network = parser.get_parsed_content("network")
     network.load_trainable_state_dict(load_checkpoint(checkpoint)["network"])
-    probs, _ = predict(network, parser.get_parsed_content("dataloader"), parser.get_parsed_content("device"))
+    # issue 14: the run's temperature and conformal sets (calibration.json) when `evaluate` fitted them
+    loader, device = parser.get_parsed_content("dataloader"), parser.get_parsed_content("device")
+    probs, _, sets = predict_calibrated(network, loader, device, run_dir)
     names = overrides["class_names"]
+    named_sets = prediction_set_names(sets, names)
     lines = [
         json.dumps(
             {
                 "image": image,
                 "predicted": names[int(row.argmax())],
                 "probabilities": {n: round(float(p), 6) for n, p in zip(names, row)},
+                **({"prediction_set": named_sets[i]} if named_sets is not None else {}),  # issue 14
             }
         )
-        for image, row in zip(images, probs)
+        for i, (image, row) in enumerate(zip(images, probs))
     ]
     if args.out:
         atomic_write(args.out, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))

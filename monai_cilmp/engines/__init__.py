@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
-from .evaluation import evaluate_split, predict_calibrated, predict_logits, prediction_set_names, write_predictions
+from .evaluation import (
+    evaluate_split,
+    format_trust_summary,
+    predict_calibrated,
+    predict_logits,
+    prediction_set_names,
+    write_predictions,
+)
 from .features import cached_feature_loader
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .trainer import RegularizedLoss, create_evaluator, create_trainer, default_device, predict, reseed
@@ -24,6 +31,7 @@ __all__ = [
     "default_device",
     "evaluate_split",
     "fit_calibration",
+    "format_trust_summary",
     "load_calibration",
     "load_checkpoint",
     "lr_factor",

@@ -21,7 +21,14 @@ from monai_cilmp.metrics.conformal import coverage_curve, save_coverage_plot, se
 from monai_cilmp.metrics.temperature import softmax
 from monai_cilmp.utils import atomic_write
 
-__all__ = ["evaluate_split", "predict_calibrated", "predict_logits", "prediction_set_names", "write_predictions"]
+__all__ = [
+    "evaluate_split",
+    "format_trust_summary",
+    "predict_calibrated",
+    "predict_logits",
+    "prediction_set_names",
+    "write_predictions",
+]
 
 
 def predict_logits(
@@ -220,3 +227,36 @@ def evaluate_split(
     metrics["files"] = {k: str(v) for k, v in files.items()}
     save_metrics(metrics, files["metrics"])
     return metrics
+
+
+def format_trust_summary(metrics: dict[str, Any]) -> str:
+    """A few lines for people: calibration before/after temperature scaling and the conformal sets' coverage/size.
+
+    Args:
+        metrics: what :func:`evaluate_split` returned.
+    """
+    c = metrics.get("calibration") or {}
+    before, after = c.get("before"), c.get("after")
+    if before is None:
+        return "No calibration numbers."
+    lines = [f"Calibration ({before['n_bins']} bins)      ECE   adaptive ECE   MCE    Brier   NLL"]
+
+    def row(name: str, m: dict[str, float]) -> str:
+        return f"  {name:26s}{m['ece']:6.3f}{m['ece_adaptive']:10.3f}{m['mce']:9.3f}{m['brier']:8.3f}{m['nll']:7.3f}"
+
+    lines.append(row("softmax", before))
+    if after is not None:
+        lines.append(row(f"temperature T = {c['temperature']:.2f}", after))
+        lines.append(f"  (T fitted on the {c['fitted_on']} split, {c.get('n_calibration', '?')} images)")
+    else:
+        lines.append("  (no temperature: the run has no validation split or calibration.json)")
+    conformal = metrics.get("conformal")
+    if conformal:
+        kind = "class-conditional " if conformal["class_conditional"] else ""
+        lines.append(
+            f"Conformal {kind}{conformal['method'].upper()} sets at alpha = {conformal['alpha']:g}: coverage "
+            f"{conformal['coverage']:.3f} (target >= {conformal['target_coverage']:.2f}), mean set size "
+            f"{conformal['mean_set_size']:.2f} of {len(conformal['per_class'])} classes, "
+            f"{100 * conformal['singleton']:.0f} % single-class, {100 * conformal['empty']:.0f} % empty"
+        )
+    return "\n".join(lines)
