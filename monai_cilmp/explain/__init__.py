@@ -1,0 +1,21 @@
+"""Explanations of a trained classifier's predictions: saliency maps on the image and knowledge-word attributions."""
+
+from __future__ import annotations
+
+from .images import explain_images, format_explanation
+from .knowledge import KnowledgeAttribution, group_words, knowledge_attributions, save_knowledge_plot
+from .saliency import SaliencyTarget, TokenGradCAM, find_saliency_target, save_saliency_overlay, unnormalise
+
+__all__ = [
+    "KnowledgeAttribution",
+    "SaliencyTarget",
+    "TokenGradCAM",
+    "explain_images",
+    "find_saliency_target",
+    "format_explanation",
+    "group_words",
+    "knowledge_attributions",
+    "save_knowledge_plot",
+    "save_saliency_overlay",
+    "unnormalise",
+]

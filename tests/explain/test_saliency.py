@@ -1,0 +1,115 @@
+"""Grad-CAM saliency maps on the patch tokens: finite maps of the image's size for CILMP and the baselines, for
+open_clip and timm ViT towers, without changing what the network computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from monai_cilmp.explain import TokenGradCAM, find_saliency_target, save_saliency_overlay, unnormalise
+from monai_cilmp.networks import CILMP, CoOp, ZeroShotCLIP
+from tests.conftest import random_bank
+
+CLASSES = ["bright", "dark", "striped"]
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from monai_cilmp.networks import load_backbone
+
+    torch.manual_seed(0)
+    return load_backbone("CILMP-Tiny", None)
+
+
+def networks(backbone):
+    torch.manual_seed(1)
+    bank = random_bank(CLASSES, lengths=(5, 12, 7), dim=16)
+    return {
+        "cilmp": CILMP(CLASSES, bank, backbone, text_prompt_depth=2, vision_prompt_depth=2),
+        "coop": CoOp(CLASSES, backbone, n_ctx=4),
+        "zero-shot": ZeroShotCLIP(CLASSES, backbone),  # no trainable parameter: the gradient comes from the input
+    }
+
+
+@pytest.mark.parametrize("method", ["cilmp", "coop", "zero-shot"])
+def test_maps_are_finite_and_of_the_image_size(backbone, method):
+    net = networks(backbone)[method].eval()
+    images = torch.randn(2, 3, net.image_size, net.image_size)
+    with torch.no_grad():
+        before = net(images)
+    maps = TokenGradCAM(net)(images)
+    assert maps.shape == (2, 1, net.image_size, net.image_size)
+    assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    assert maps.flatten(1).std(dim=1).min() > 0  # a map, not a constant
+    with torch.no_grad():  # the hooks are gone and changed nothing
+        assert torch.equal(net(images), before)
+
+
+def test_class_index_selects_what_is_explained(backbone):
+    net = networks(backbone)["cilmp"].eval()
+    image = torch.randn(1, 3, net.image_size, net.image_size)
+    cam = TokenGradCAM(net)
+    maps = [cam(image, class_idx=c) for c in range(len(CLASSES))]
+    assert not all(torch.allclose(maps[0], m) for m in maps[1:])
+
+
+class TimmClassifier(nn.Module):
+    """A classifier on a timm ViT image tower: another tower family, reached only through its modules."""
+
+    def __init__(self):
+        super().__init__()
+        timm = pytest.importorskip("timm")
+        self.vision_tower = timm.models.vision_transformer.VisionTransformer(
+            img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0, reg_tokens=2
+        )
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.head(self.vision_tower(x))
+
+
+def test_timm_tower_family():
+    torch.manual_seed(0)
+    net = TimmClassifier().eval()
+    target = find_saliency_target(net.vision_tower)
+    assert target.prefix == 3 and target.grid == (4, 4)  # class token + 2 registers; 32 / 8 patches a side
+    maps = TokenGradCAM(net)(torch.randn(2, 3, 32, 32))
+    assert maps.shape == (2, 1, 32, 32) and torch.isfinite(maps).all() and maps.max() > 0
+
+
+def test_map_is_grad_cam_of_the_patch_tokens():
+    """The map before upsampling is Grad-CAM computed by hand on the patch tokens (prefix tokens skipped, patches in
+    row-major order): relu(sum_d mean_patches(dscore/dA_d) * A_d)."""
+    torch.manual_seed(0)
+    net = TimmClassifier().eval()
+    target = find_saliency_target(net.vision_tower)
+    x = torch.randn(1, 3, 32, 32)
+    seen = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        seen["tokens"] = output
+
+    handle = target.module.register_forward_hook(keep)
+    net(x.clone().requires_grad_(True))[0, 2].backward()
+    handle.remove()
+    tokens, grads = seen["tokens"][0, 3:19].detach(), seen["tokens"].grad[0, 3:19]
+    by_hand = torch.relu((grads.mean(0) * tokens).sum(-1)).view(4, 4)
+    ours = TokenGradCAM(net).cam.compute_map(x.clone().requires_grad_(True), class_idx=2)
+    torch.testing.assert_close(ours[0, 0], by_hand, rtol=1e-4, atol=1e-6)
+    assert by_hand.std() > 0
+
+
+def test_unknown_tower_is_explained():
+    with pytest.raises(NotImplementedError, match="No patch tokens"):
+        find_saliency_target(nn.Linear(2, 2))
+
+
+def test_overlay_png(tmp_path):
+    image = unnormalise(torch.zeros(3, 16, 16), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert np.allclose(image, 0.5)
+    saliency = np.linspace(0, 1, 256).reshape(16, 16)
+    path = save_saliency_overlay(image, saliency, tmp_path / "o.png", title="x")
+    assert path.read_bytes()[:4] == b"\x89PNG"
