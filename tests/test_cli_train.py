@@ -69,3 +69,21 @@ def test_errors_are_one_sentence(trained, tmp_path, capsys):
     assert "neither an image file nor a folder" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_explain_writes_overlays_and_knowledge_words(trained, capsys):
+    run = trained / "run"
+    inference = trained / "data" / "toy" / "inference"
+    out = trained / "explained"
+    assert main(["explain", "--run", str(run), str(inference), "--out", str(out), "--top-k", "3"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "explanations.json").read_text())
+    assert len(summary) == 3
+    for entry in summary:
+        assert entry["predicted"] in CLASSES and set(entry["knowledge"]) == set(CLASSES)
+        assert all(len(words) == 3 for words in entry["knowledge"].values())
+        for path in entry["files"].values():
+            assert (out / path.split("/")[-1]).read_bytes()[:4] == b"\x89PNG"
+    assert "saliency of" in printed and "predicted" in printed
+    assert main(["explain", "--run", str(run), str(inference), "--class", "nope"]) == 2
+    assert "is not one of the run's classes" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 # module names under monai_cilmp.cli, in the order their commands are listed by --help
-COMMANDS = ("demo", "prepare", "knowledge", "train", "evaluate", "predict", "compare", "bench")
+COMMANDS = ("demo", "prepare", "knowledge", "train", "evaluate", "predict", "explain", "compare", "bench")
 
 
 class UserError(Exception):
