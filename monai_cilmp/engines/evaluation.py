@@ -239,10 +239,11 @@ def format_trust_summary(metrics: dict[str, Any]) -> str:
     before, after = c.get("before"), c.get("after")
     if before is None:
         return "No calibration numbers."
-    lines = [f"Calibration ({before['n_bins']} bins)      ECE   adaptive ECE   MCE    Brier   NLL"]
+    header = f"calibration ({before['n_bins']} bins)"
+    lines = [f"  {header:26s}{'ECE':>6s}{'adapt. ECE':>11s}{'MCE':>8s}{'Brier':>8s}{'NLL':>7s}"]
 
     def row(name: str, m: dict[str, float]) -> str:
-        return f"  {name:26s}{m['ece']:6.3f}{m['ece_adaptive']:10.3f}{m['mce']:9.3f}{m['brier']:8.3f}{m['nll']:7.3f}"
+        return f"  {name:26s}{m['ece']:6.3f}{m['ece_adaptive']:11.3f}{m['mce']:8.3f}{m['brier']:8.3f}{m['nll']:7.3f}"
 
     lines.append(row("softmax", before))
     if after is not None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .images import explain_images, format_explanation
 from .knowledge import KnowledgeAttribution, group_words, knowledge_attributions, save_knowledge_plot
-from .saliency import SaliencyTarget, TokenGradCAM, find_saliency_target, save_saliency_overlay, unnormalise
+from .saliency import (
+    SaliencyTarget,
+    TokenGradCAM,
+    find_saliency_target,
+    last_reading_target,
+    saliency_targets,
+    save_saliency_overlay,
+    unnormalise,
+)
 
 __all__ = [
     "KnowledgeAttribution",
@@ -15,6 +23,8 @@ __all__ = [
     "format_explanation",
     "group_words",
     "knowledge_attributions",
+    "last_reading_target",
+    "saliency_targets",
     "save_knowledge_plot",
     "save_saliency_overlay",
     "unnormalise",

@@ -138,7 +138,7 @@ def format_explanation(result: dict[str, Any], top_k: int = 5) -> str:
         lines.append("  (this method has no class knowledge to attribute)")
         return "\n".join(lines)
     for name, p in sorted(probs.items(), key=lambda kv: -kv[1]):
-        words = ", ".join(f"{w} {s:+.2f}" for w, s in knowledge[name][:top_k])
+        words = ", ".join(f"{w!r} {s:+.2g}" for w, s in knowledge[name][:top_k])
         lines.append(f"  {name} (p = {p:.3f}): {words}")
     lines.append(f"  plot: {result['files']['knowledge']}")
     return "\n".join(lines)

@@ -8,10 +8,11 @@ last block, the usual Grad-CAM target for ViTs) the tokens of the ``gh x gw`` pa
 through an identity module holding the grid shape, and :class:`monai.visualize.GradCAM` hooks that module, computes
 the map, upsamples it to the network's input size and scales it to ``[0, 1]``.
 
-Which module is the target and where the patch tokens sit is found per tower family (:func:`find_saliency_target`):
+Which module is the target and where the patch tokens sit is found per tower family (:func:`saliency_targets`):
 open_clip's ``VisionTransformer`` (class token, then patches, then any visual prompts) and timm's
 ``VisionTransformer`` (``num_prefix_tokens`` prefix tokens, then patches). A tower of another kind can say it
-itself with a ``saliency_target()`` method returning a :class:`SaliencyTarget`.
+itself with a ``saliency_target()`` method returning a :class:`SaliencyTarget`. Blocks that are exact identities
+(whose patch tokens no score depends on) are skipped: the map comes from the last block that reads them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from torch import nn
 
 from monai_cilmp.utils.files import atomic_write
 
-__all__ = ["SaliencyTarget", "TokenGradCAM", "find_saliency_target", "save_saliency_overlay", "unnormalise"]
+__all__ = [
+    "SaliencyTarget",
+    "TokenGradCAM",
+    "find_saliency_target",
+    "last_reading_target",
+    "saliency_targets",
+    "save_saliency_overlay",
+    "unnormalise",
+]
 
 
 @dataclass
@@ -49,43 +58,97 @@ def _grid(size) -> tuple[int, int]:
     return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
 
 
-def _open_clip_target(module: nn.Module) -> SaliencyTarget | None:
+def _open_clip_targets(module: nn.Module) -> list[SaliencyTarget]:
     blocks = getattr(getattr(module, "transformer", None), "resblocks", None)
-    if hasattr(module, "conv1") and blocks is not None and len(blocks) and hasattr(blocks[-1], "ln_1"):
+    if hasattr(module, "conv1") and blocks is not None and len(blocks) and all(hasattr(b, "ln_1") for b in blocks):
         prefix = 1 if getattr(module, "class_embedding", None) is not None else 0
-        return SaliencyTarget(blocks[-1].ln_1, prefix, _grid(module.grid_size))
-    return None
+        return [SaliencyTarget(b.ln_1, prefix, _grid(module.grid_size)) for b in blocks]
+    return []
 
 
-def _timm_target(module: nn.Module) -> SaliencyTarget | None:
+def _timm_targets(module: nn.Module) -> list[SaliencyTarget]:
     blocks, embed = getattr(module, "blocks", None), getattr(module, "patch_embed", None)
-    if blocks is not None and embed is not None and len(blocks) and hasattr(blocks[-1], "norm1"):
-        return SaliencyTarget(blocks[-1].norm1, int(getattr(module, "num_prefix_tokens", 1)), _grid(embed.grid_size))
-    return None
+    if blocks is not None and embed is not None and len(blocks) and all(hasattr(b, "norm1") for b in blocks):
+        prefix, grid = int(getattr(module, "num_prefix_tokens", 1)), _grid(embed.grid_size)
+        return [SaliencyTarget(b.norm1, prefix, grid) for b in blocks]
+    return []
 
 
-# tower families, tried in order on every sub-module of a vision tower: (name, finder)
-_FAMILIES = (("open_clip VisionTransformer", _open_clip_target), ("timm VisionTransformer", _timm_target))
+# tower families, tried in order on every sub-module of a vision tower: (name, finder of one target per block)
+_FAMILIES = (("open_clip VisionTransformer", _open_clip_targets), ("timm VisionTransformer", _timm_targets))
 
 
-def find_saliency_target(tower: nn.Module) -> SaliencyTarget:
-    """The patch-token target of a vision tower (see the module docstring).
+def saliency_targets(tower: nn.Module) -> list[SaliencyTarget]:
+    """One patch-token target per transformer block of a vision tower, first block first.
+
+    A tower with a ``saliency_target()`` method gives its own (single) target.
 
     Raises:
         NotImplementedError: no known ViT inside the tower, and it has no ``saliency_target()``.
     """
     own = getattr(tower, "saliency_target", None)
     if callable(own):
-        return own()
+        return [own()]
     for module in tower.modules():
         for _, find in _FAMILIES:
-            target = find(module)
-            if target is not None:
-                return target
+            targets = find(module)
+            if targets:
+                return targets
     raise NotImplementedError(
         f"No patch tokens found in the image tower {type(tower).__name__}: saliency maps support ViT towers "
         f"({', '.join(name for name, _ in _FAMILIES)}) or towers with a saliency_target() method."
     )
+
+
+def find_saliency_target(tower: nn.Module) -> SaliencyTarget:
+    """The patch-token target of a vision tower's last block (see :func:`saliency_targets`)."""
+    return saliency_targets(tower)[-1]
+
+
+def _patch_tokens(tokens: torch.Tensor, batch: int, target: SaliencyTarget) -> torch.Tensor:
+    """``(B, gh * gw, width)`` patch tokens of a block's ``(B, T, width)`` or ``(T, B, width)`` token sequence."""
+    x = tokens.transpose(0, 1) if tokens.shape[0] != batch and tokens.shape[1] == batch else tokens
+    (gh, gw), start = target.grid, target.prefix
+    return x[:, start : start + gh * gw]
+
+
+def last_reading_target(network: nn.Module, targets: list[SaliencyTarget], image_size: int) -> SaliencyTarget:
+    """The last of ``targets`` whose patch tokens the class scores depend on.
+
+    A block can be an exact identity (zero output projections, as in the demo's partly trained backbone): its
+    patch tokens then get no gradient and its Grad-CAM map would be empty. One forward/backward pass of a random
+    image finds the last block that still reads the patch tokens.
+    """
+    if len(targets) == 1:
+        return targets[0]
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):
+        def hook(_module, _inputs, output):
+            if output.requires_grad:
+                output.retain_grad()
+                seen[index] = output
+
+        return hook
+
+    handles = [t.module.register_forward_hook(keep(i)) for i, t in enumerate(targets)]
+    device = next((b.device for b in network.buffers()), torch.device("cpu"))
+    probe = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = network.training
+    try:
+        network.eval()
+        with torch.enable_grad():
+            network(probe.requires_grad_(True)).sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+        network.zero_grad(set_to_none=True)
+        network.train(was_training)
+    for index in sorted(seen, reverse=True):
+        grad = seen[index].grad
+        if grad is not None and bool(_patch_tokens(grad, 1, targets[index]).abs().sum() > 0):
+            return targets[index]
+    return targets[-1]
 
 
 class _GridView(nn.Module):
@@ -131,7 +194,8 @@ class TokenGradCAM:
 
     Args:
         network: a classifier with a ``vision_tower`` (CILMP and every baseline).
-        target: where the patch tokens are (default: :func:`find_saliency_target` of ``network.vision_tower``).
+        target: where the patch tokens are (default: the last block of ``network.vision_tower`` that the scores depend
+            on, see :func:`last_reading_target`; networks without ``image_size`` get the last block).
 
     Example::
 
@@ -146,7 +210,9 @@ class TokenGradCAM:
         if target is None:
             if tower is None:
                 raise NotImplementedError(f"{type(network).__name__} has no vision_tower to explain.")
-            target = find_saliency_target(tower)
+            targets = saliency_targets(tower)
+            size = getattr(network, "image_size", None)
+            target = last_reading_target(network, targets, int(size)) if size else targets[-1]
         self.network = network
         # in eval mode: MONAI's CAM puts its module back in the mode it found it in, which would otherwise switch the
         # network to training mode (dropout) after every map

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from monai_cilmp.explain import TokenGradCAM, find_saliency_target, save_saliency_overlay, unnormalise
+from monai_cilmp.explain import (
+    TokenGradCAM,
+    find_saliency_target,
+    saliency_targets,
+    save_saliency_overlay,
+    unnormalise,
+)
 from monai_cilmp.networks import CILMP, CoOp, ZeroShotCLIP
 from tests.conftest import random_bank
 
@@ -53,6 +59,27 @@ def test_class_index_selects_what_is_explained(backbone):
     cam = TokenGradCAM(net)
     maps = [cam(image, class_idx=c) for c in range(len(CLASSES))]
     assert not all(torch.allclose(maps[0], m) for m in maps[1:])
+
+
+def test_identity_blocks_at_the_end_are_skipped():
+    """Like the demo's partly trained backbone: the last blocks add nothing, so their patch tokens get no gradient;
+    the map comes from the last block that still reads them."""
+    from monai_cilmp.networks import load_backbone
+
+    torch.manual_seed(0)
+    backbone = load_backbone("CILMP-Tiny", None)
+    blocks = backbone.model.visual.transformer.resblocks
+    with torch.no_grad():
+        for block in blocks[-3:]:
+            for proj in (block.attn.out_proj, block.mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+    net = CoOp(CLASSES, backbone, n_ctx=4).eval()
+    cam = TokenGradCAM(net)
+    assert cam.hooked.target.module is blocks[-4].ln_1
+    assert saliency_targets(net.vision_tower)[-1].module is blocks[-1].ln_1
+    maps = cam(torch.randn(2, 3, net.image_size, net.image_size))
+    assert maps.flatten(1).max(dim=1).values.min() > 0
 
 
 class TimmClassifier(nn.Module):
