@@ -1,8 +1,9 @@
 """``monai-cilmp explain``: why a trained run predicted what it did, image by image.
 
-Writes per image a Grad-CAM overlay of the image tower's patch tokens (``<image>_saliency.png``) and, for CILMP runs,
-a plot of the class-description words that moved each class's score most (``<image>_knowledge.png``); prints the
-prediction, its conformal set (when ``evaluate`` calibrated the run) and the top words per class.
+Writes per image a saliency overlay (HiResCAM or Grad-CAM) of the image tower's patch tokens
+(``<image>_saliency.png``) and, for CILMP runs, a plot of the class-description words that moved each class's score
+most (``<image>_knowledge.png``); prints the prediction, its conformal set (when ``evaluate`` calibrated the run) and
+the top words per class.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="folder for the PNGs and explanations.json (default: <run>/explanations)")
     parser.add_argument("--class", dest="target_class", help="explain this class (default: each predicted class)")
     parser.add_argument("--top-k", type=int, default=8, help="words per class in the printout and the plot")
+    parser.add_argument("--saliency", default="hirescam", choices=("hirescam", "gradcam"), help="map weighting")
     parser.add_argument("--checkpoint", default="final", choices=("final", "last"))
     parser.set_defaults(func=run)
 
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         target_class=args.target_class,
         top_k=args.top_k,
         device=parser.get_parsed_content("device"),
+        saliency=args.saliency,
     )
     for result in results:
         print(format_explanation(result, top_k=min(args.top_k, 5)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .images import explain_images, format_explanation
 from .knowledge import KnowledgeAttribution, group_words, knowledge_attributions, save_knowledge_plot
 from .saliency import (
+    SaliencyMethod,
     SaliencyTarget,
     TokenGradCAM,
     find_saliency_target,
@@ -16,6 +17,7 @@ from .saliency import (
 
 __all__ = [
     "KnowledgeAttribution",
+    "SaliencyMethod",
     "SaliencyTarget",
     "TokenGradCAM",
     "explain_images",

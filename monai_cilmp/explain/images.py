@@ -37,6 +37,7 @@ def explain_images(
     target_class: str | None = None,
     top_k: int = 8,
     device: torch.device | str | None = None,
+    saliency: str = "hirescam",
 ) -> list[dict[str, Any]]:
     """For every image: class probabilities (with the run's calibration), a Grad-CAM overlay PNG and, for networks
     with class knowledge (CILMP), the words of each class description that moved its score most, printed into the
@@ -51,10 +52,12 @@ def explain_images(
         target_class: explain this class instead of each image's predicted class.
         top_k: words per class in the plot and the result.
         device: where to run (default: where the network is).
+        saliency: ``"hirescam"`` or ``"gradcam"`` (see :class:`~monai_cilmp.explain.SaliencyMethod`).
 
     Returns:
         per image: ``image``, ``predicted``, ``explained``, ``probabilities``, ``prediction_set`` (or ``None``),
-        ``saliency`` (``(H, W)`` array), ``files`` and ``knowledge`` (class -> top words with scores, or ``None``).
+        ``saliency`` (``(H, W)`` array), ``saliency_empty`` (no patch raised the score), ``files`` and
+        ``knowledge`` (class -> top words with scores, or ``None``).
     """
     from monai_cilmp.engines.evaluation import prediction_set_names
     from monai_cilmp.metrics.temperature import softmax
@@ -65,7 +68,7 @@ def explain_images(
     out_dir = Path(out_dir)
     device = torch.device(device) if device is not None else next(network.buffers()).device
     network = network.to(device).eval()
-    cam = TokenGradCAM(network)
+    cam = TokenGradCAM(network, method=saliency)
     results: list[dict[str, Any]] = []
     used: set[str] = set()
     index = 0
@@ -85,15 +88,17 @@ def explain_images(
             stem = _stem(name, index, used)
             index += 1
             picture = unnormalise(images[i], network.image_mean, network.image_std)
-            saliency = maps[i, 0].numpy()
+            heat = maps[i, 0].numpy()
             c = explained[i]
+            empty = not bool(np.max(heat) > 0)
+            note = " - empty map: no patch token raised this score" if empty else ""
             files = {
                 "saliency": str(
                     save_saliency_overlay(
                         picture,
-                        saliency,
+                        heat,
                         out_dir / f"{stem}_saliency.png",
-                        title=f"{Path(str(name)).name}: {class_names[c]} (p = {probs[i, c]:.2f})",
+                        title=f"{Path(str(name)).name}: {class_names[c]} (p = {probs[i, c]:.2f}){note}",
                     )
                 )
             }
@@ -118,7 +123,8 @@ def explain_images(
                     "explained": class_names[c],
                     "probabilities": {n: float(p) for n, p in zip(class_names, probs[i])},
                     "prediction_set": sets[i] if sets is not None else None,
-                    "saliency": saliency,
+                    "saliency": heat,
+                    "saliency_empty": empty,
                     "files": files,
                     "knowledge": knowledge,
                 }
@@ -132,7 +138,8 @@ def format_explanation(result: dict[str, Any], top_k: int = 5) -> str:
     lines = [f"{result['image']}: predicted {result['predicted']} (p = {probs[result['predicted']]:.3f})"]
     if result.get("prediction_set") is not None:
         lines.append(f"  prediction set: {{{', '.join(result['prediction_set'])}}}")
-    lines.append(f"  saliency of '{result['explained']}': {result['files']['saliency']}")
+    empty = " (empty: no patch token raised this score)" if result.get("saliency_empty") else ""
+    lines.append(f"  saliency of '{result['explained']}': {result['files']['saliency']}{empty}")
     knowledge = result.get("knowledge")
     if knowledge is None:
         lines.append("  (this method has no class knowledge to attribute)")

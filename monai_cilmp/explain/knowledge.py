@@ -192,6 +192,7 @@ def save_knowledge_plot(
                 label += f" (p = {float(probabilities[i]):.2f})"
             ax.set_title(label, fontsize=10)
             ax.set_xlabel("change of the class logit (gradient x input)", fontsize=8)
+            ax.locator_params(axis="x", nbins=5)
         for ax in axes[n:]:
             ax.axis("off")
         if title:

@@ -1,12 +1,13 @@
-"""Where in the image the score came from: Grad-CAM on the patch tokens of a ViT image tower, with MONAI's GradCAM.
+"""Where in the image the score came from: gradient-weighted activation maps of a ViT image tower's patch tokens,
+computed by MONAI's ``GradCAM`` machinery.
 
-Grad-CAM (Selvaraju et al., ICCV 2017) weighs each feature channel of a spatial activation map by the mean gradient of
-the class score over the map, sums the weighted channels and keeps the positive part. A ViT has no spatial map, but
-its patch tokens are one: at the *input of the last block's first normalisation* (the residual stream entering the
-last block, the usual Grad-CAM target for ViTs) the tokens of the ``gh x gw`` patch grid are reshaped to a
-``(width, gh, gw)`` map. The towers are not modified: a forward hook on that normalisation routes the patch tokens
-through an identity module holding the grid shape, and :class:`monai.visualize.GradCAM` hooks that module, computes
-the map, upsamples it to the network's input size and scales it to ``[0, 1]``.
+Class activation maps weigh a spatial activation map by the gradient of the class score and keep the positive part.
+A ViT has no spatial map, but its patch tokens are one: at the *output of a block's first normalisation* (the tokens
+that block's attention reads; the usual CAM target for ViTs) the tokens of the ``gh x gw`` patch grid are reshaped to
+a ``(width, gh, gw)`` map. The towers are not modified: a forward hook on that normalisation routes the patch tokens
+through an identity module holding the grid shape; :class:`monai.visualize.GradCAM` (or its element-wise variant,
+HiResCAM, the default: see :class:`SaliencyMethod`) hooks that module, computes the map, upsamples it to the
+network's input size and scales it to ``[0, 1]``. An all-zero map means no patch token raised the score there.
 
 Which module is the target and where the patch tokens sit is found per tower family (:func:`saliency_targets`):
 open_clip's ``VisionTransformer`` (class token, then patches, then any visual prompts) and timm's
@@ -24,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.utils import StrEnum, look_up_option
 from torch import nn
 
 from monai_cilmp.utils.files import atomic_write
 
 __all__ = [
+    "SaliencyMethod",
     "SaliencyTarget",
     "TokenGradCAM",
     "find_saliency_target",
@@ -189,13 +192,42 @@ class _HookedClassifier(nn.Module):
             handle.remove()
 
 
+class SaliencyMethod(StrEnum):
+    """How the gradient weighs the patch-token activations.
+
+    - ``hirescam`` (default; Draelos and Carin 2020): ``relu(sum_d dS/dA_pd * A_pd)`` per patch ``p``, the
+      element-wise product, i.e. each patch token's own first-order contribution to the score ``S``.
+    - ``gradcam`` (Selvaraju et al. 2017): ``relu(sum_d mean_p(dS/dA_pd) * A_pd)``, one weight per channel.
+
+    On ViTs the channel-averaged weights of Grad-CAM often make every patch negative (an empty map); HiResCAM keeps
+    each token's own gradient.
+    """
+
+    HIRESCAM = "hirescam"
+    GRADCAM = "gradcam"
+
+
+def _hirescam_class():
+    from monai.visualize import GradCAM
+
+    class _HiResCAM(GradCAM):
+        """MONAI's GradCAM with element-wise gradient x activation (same hooks, upsampling and scaling)."""
+
+        def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):
+            _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+            return torch.relu((grad[layer_idx] * acti[layer_idx]).sum(1, keepdim=True))
+
+    return _HiResCAM
+
+
 class TokenGradCAM:
-    """Grad-CAM saliency maps of a CLIP classifier's ViT image tower (any method of this package).
+    """Gradient-weighted class activation maps of a CLIP classifier's ViT image tower (any method of this package).
 
     Args:
         network: a classifier with a ``vision_tower`` (CILMP and every baseline).
         target: where the patch tokens are (default: the last block of ``network.vision_tower`` that the scores depend
             on, see :func:`last_reading_target`; networks without ``image_size`` get the last block).
+        method: ``"hirescam"`` or ``"gradcam"`` (see :class:`SaliencyMethod`).
 
     Example::
 
@@ -203,8 +235,12 @@ class TokenGradCAM:
         maps = cam(images)  # (B, 1, H, W) in [0, 1], H x W the network's input size
     """
 
-    def __init__(self, network: nn.Module, target: SaliencyTarget | None = None) -> None:
+    def __init__(
+        self, network: nn.Module, target: SaliencyTarget | None = None, method: str | SaliencyMethod = "hirescam"
+    ) -> None:
         from monai.visualize import GradCAM
+
+        self.method = look_up_option(method, SaliencyMethod)
 
         tower = getattr(network, "vision_tower", None)
         if target is None:
@@ -217,7 +253,8 @@ class TokenGradCAM:
         # in eval mode: MONAI's CAM puts its module back in the mode it found it in, which would otherwise switch the
         # network to training mode (dropout) after every map
         self.hooked = _HookedClassifier(network, target).eval()
-        self.cam = GradCAM(nn_module=self.hooked, target_layers="grid")
+        cam_class = GradCAM if self.method == SaliencyMethod.GRADCAM else _hirescam_class()
+        self.cam = cam_class(nn_module=self.hooked, target_layers="grid")
 
     def __call__(self, images: torch.Tensor, class_idx: int | Sequence[int] | None = None) -> torch.Tensor:
         """Saliency maps ``(B, 1, H, W)`` in ``[0, 1]`` for normalised images ``(B, 3, H, W)``.
@@ -275,7 +312,7 @@ def save_saliency_overlay(
         left.imshow(np.moveaxis(image, 0, -1))
         left.set_title("network input")
         right.imshow(np.moveaxis(blended, 0, -1))
-        right.set_title("Grad-CAM on the patch tokens")
+        right.set_title("saliency of the patch tokens")
         for ax in (left, right):
             ax.axis("off")
         scale = ScalarMappable(Normalize(0.0, 1.0), cmap="jet")

@@ -40,12 +40,13 @@ def networks(backbone):
 
 
 @pytest.mark.parametrize("method", ["cilmp", "coop", "zero-shot"])
-def test_maps_are_finite_and_of_the_image_size(backbone, method):
+@pytest.mark.parametrize("weighting", ["hirescam", "gradcam"])
+def test_maps_are_finite_and_of_the_image_size(backbone, method, weighting):
     net = networks(backbone)[method].eval()
     images = torch.randn(2, 3, net.image_size, net.image_size)
     with torch.no_grad():
         before = net(images)
-    maps = TokenGradCAM(net)(images)
+    maps = TokenGradCAM(net, method=weighting)(images)
     assert maps.shape == (2, 1, net.image_size, net.image_size)
     assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert maps.flatten(1).std(dim=1).min() > 0  # a map, not a constant
@@ -107,8 +108,8 @@ def test_timm_tower_family():
 
 
 def test_map_is_grad_cam_of_the_patch_tokens():
-    """The map before upsampling is Grad-CAM computed by hand on the patch tokens (prefix tokens skipped, patches in
-    row-major order): relu(sum_d mean_patches(dscore/dA_d) * A_d)."""
+    """The map before upsampling is Grad-CAM / HiResCAM computed by hand on the patch tokens (prefix tokens skipped,
+    patches in row-major order): relu(sum_d mean_p(dS/dA_pd) * A_pd) and relu(sum_d dS/dA_pd * A_pd)."""
     torch.manual_seed(0)
     net = TimmClassifier().eval()
     target = find_saliency_target(net.vision_tower)
@@ -123,10 +124,16 @@ def test_map_is_grad_cam_of_the_patch_tokens():
     net(x.clone().requires_grad_(True))[0, 2].backward()
     handle.remove()
     tokens, grads = seen["tokens"][0, 3:19].detach(), seen["tokens"].grad[0, 3:19]
-    by_hand = torch.relu((grads.mean(0) * tokens).sum(-1)).view(4, 4)
-    ours = TokenGradCAM(net).cam.compute_map(x.clone().requires_grad_(True), class_idx=2)
-    torch.testing.assert_close(ours[0, 0], by_hand, rtol=1e-4, atol=1e-6)
-    assert by_hand.std() > 0
+    by_hand = {
+        "gradcam": torch.relu((grads.mean(0) * tokens).sum(-1)).view(4, 4),
+        "hirescam": torch.relu((grads * tokens).sum(-1)).view(4, 4),
+    }
+    for method, expected in by_hand.items():
+        ours = TokenGradCAM(net, method=method).cam.compute_map(x.clone().requires_grad_(True), class_idx=2)
+        torch.testing.assert_close(ours[0, 0], expected, rtol=1e-4, atol=1e-6)
+        assert expected.std() > 0
+    with pytest.raises(ValueError, match="hirescam|gradcam"):
+        TokenGradCAM(net, method="nope")
 
 
 def test_unknown_tower_is_explained():
