@@ -84,6 +84,6 @@ def test_explain_writes_overlays_and_knowledge_words(trained, capsys):
         assert all(len(words) == 3 for words in entry["knowledge"].values())
         for path in entry["files"].values():
             assert (out / path.split("/")[-1]).read_bytes()[:4] == b"\x89PNG"
-    assert "saliency of" in printed and "predicted" in printed
+    assert "saliency of" in printed and "predicted" in printed and "map at the image's size (48x48)" in printed
     assert main(["explain", "--run", str(run), str(inference), "--class", "nope"]) == 2
     assert "is not one of the run's classes" in capsys.readouterr().err

@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     network.load_trainable_state_dict(load_checkpoint(checkpoint)["network"])
     results = explain_images(
         network,
-        parser.get_parsed_content("dataloader"),
         images,
+        parser.get_parsed_content("preprocessing"),
         out_dir,
         calibration=load_calibration(run_dir),
         target_class=args.target_class,

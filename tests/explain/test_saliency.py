@@ -147,3 +147,27 @@ def test_overlay_png(tmp_path):
     saliency = np.linspace(0, 1, 256).reshape(16, 16)
     path = save_saliency_overlay(image, saliency, tmp_path / "o.png", title="x")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_map_back_to_the_image_file_geometry(tmp_path):
+    """A 120 x 90 photo is resized (shortest side to 64) and centre-cropped for the network; the map comes back at
+    90 x 120, zero where the crop cut the image, and as an 8-bit PNG."""
+    from PIL import Image
+
+    from monai_cilmp.explain import saliency_in_image_geometry, save_saliency_map
+    from monai_cilmp.transforms import get_preset
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    preprocessing = get_preset("dermoscopy").eval_transforms(keys="image", image_size=64)
+    image = preprocessing({"image": str(tmp_path / "wide.png")})["image"]
+    heat = np.ones((64, 64), dtype=np.float32)
+    original = saliency_in_image_geometry(heat, image, preprocessing)
+    assert original.shape == (90, 120)
+    assert original[:, 60].min() > 0.99  # the centre was seen
+    assert original[:, :5].max() < 0.01 and original[:, -5:].max() < 0.01  # the cropped sides were not
+    path = save_saliency_map(original, tmp_path / "map.png")
+    assert np.asarray(Image.open(path)).shape == (90, 120)
+    # a step that cannot be undone gives no map rather than a wrong one
+    image.applied_operations = [{"class": "SelectSlice", "orig_size": (9, 9, 9)}]
+    assert saliency_in_image_geometry(heat, image, preprocessing) is None
