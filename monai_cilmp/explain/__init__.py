@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .images import explain_images, format_explanation, saliency_in_image_geometry, save_saliency_map
+from .images import (
+    explain_images,
+    format_explanation,
+    saliency_for_file,
+    saliency_in_image_geometry,
+    save_saliency_map,
+)
 from .knowledge import KnowledgeAttribution, group_words, knowledge_attributions, save_knowledge_plot
 from .saliency import (
     SaliencyMethod,
@@ -26,6 +32,7 @@ __all__ = [
     "group_words",
     "knowledge_attributions",
     "last_reading_target",
+    "saliency_for_file",
     "saliency_in_image_geometry",
     "saliency_targets",
     "save_knowledge_plot",

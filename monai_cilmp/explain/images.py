@@ -18,7 +18,13 @@ from monai_cilmp.utils.files import atomic_write
 from .knowledge import knowledge_attributions, save_knowledge_plot
 from .saliency import TokenGradCAM, save_saliency_overlay, unnormalise
 
-__all__ = ["explain_images", "format_explanation", "saliency_in_image_geometry", "save_saliency_map"]
+__all__ = [
+    "explain_images",
+    "format_explanation",
+    "saliency_for_file",
+    "saliency_in_image_geometry",
+    "save_saliency_map",
+]
 
 
 def _stem(name: Any, index: int, used: set[str]) -> str:
@@ -63,6 +69,34 @@ def saliency_in_image_geometry(
             return None
         heat = F.interpolate(torch.as_tensor(heat)[None].float(), size=tuple(int(s) for s in size), mode="bilinear")[0]
     return np.clip(np.asarray(torch.as_tensor(heat)[0], dtype=np.float32), 0.0, 1.0)
+
+
+def saliency_for_file(
+    network: nn.Module,
+    path: str | os.PathLike,
+    preprocessing: Callable[[dict], dict],
+    class_idx: int | None = None,
+    method: str = "hirescam",
+    cam: TokenGradCAM | None = None,
+) -> np.ndarray:
+    """The saliency map of one image file as an 8-bit ``(H, W)`` label image at the file's own size (0-255), or at
+    the network's input size when the preprocessing cannot be undone; e.g. for a MONAI Label task that returns it.
+
+    Args:
+        network: the trained classifier.
+        path: the image file.
+        preprocessing: the run's evaluation transforms (``{"image": path} -> {"image": MetaTensor}``).
+        class_idx: the class explained (default: the predicted one).
+        method: ``"hirescam"`` or ``"gradcam"``.
+        cam: a :class:`TokenGradCAM` of ``network`` to reuse (saves finding its target again).
+    """
+    image = preprocessing({"image": str(path)})["image"]
+    device = next(network.buffers()).device
+    x = (image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image))[None].to(device).float()
+    heat = (cam or TokenGradCAM(network, method=method))(x, class_idx=class_idx)[0, 0].numpy()
+    original = saliency_in_image_geometry(heat, image, preprocessing)
+    shown = original if original is not None else heat
+    return np.round(np.clip(shown, 0, 1) * 255).astype(np.uint8)
 
 
 def save_saliency_map(saliency: np.ndarray, path: str | os.PathLike) -> Path:

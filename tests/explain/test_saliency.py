@@ -171,3 +171,19 @@ def test_map_back_to_the_image_file_geometry(tmp_path):
     # a step that cannot be undone gives no map rather than a wrong one
     image.applied_operations = [{"class": "SelectSlice", "orig_size": (9, 9, 9)}]
     assert saliency_in_image_geometry(heat, image, preprocessing) is None
+
+
+def test_saliency_label_image_of_a_file(backbone, tmp_path):
+    from PIL import Image
+
+    from monai_cilmp.explain import saliency_for_file
+    from monai_cilmp.transforms import get_preset
+
+    net = networks(backbone)["cilmp"].eval()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    preprocessing = get_preset("dermoscopy").eval_transforms(
+        keys="image", image_size=net.image_size, mean=net.image_mean, std=net.image_std
+    )
+    label = saliency_for_file(net, tmp_path / "x.png", preprocessing)
+    assert label.shape == (70, 100) and label.dtype == np.uint8 and label.max() > 0
