@@ -26,14 +26,20 @@ def trained(tmp_path_factory):
 def test_train_evaluate_predict(trained, capsys):
     run = trained / "run"
     assert (run / "checkpoints" / "final.pt").is_file()
-    assert main(["evaluate", "--run", str(run)]) == 0
+    assert main(["evaluate", "--run", str(run), "--alpha", "0.2", "--conformal", "aps"]) == 0
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["n"] == 4 and set(metrics["per_class"]) == set(CLASSES)
-    capsys.readouterr()
+    # the temperature and the conformal sets are fitted on the validation split and stored in the run
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["fitted_on"] == "validation" and calibration["conformal"]["method"] == "aps"
+    assert metrics["conformal"]["alpha"] == 0.2 and "after" in metrics["calibration"]
+    assert (run / "test_reliability.png").is_file() and (run / "test_conformal.png").is_file()
+    assert "Conformal APS sets at alpha = 0.2" in capsys.readouterr().out
     assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference")]) == 0
     # earlier in-process runs configured the bundle's logging (INFO to stdout); predict's own output is JSON lines
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 3 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in lines)
+    assert all(set(r["prediction_set"]) <= set(CLASSES) for r in lines)
     out = trained / "predictions.jsonl"
     assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference"), "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 3
@@ -79,3 +85,21 @@ def test_train_and_evaluate_another_family_or_activation(trained, tmp_path, back
     assert meta["network"].get("quick_gelu", "auto") == ("auto" if not extra else False)
     assert main(["evaluate", "--run", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["n"] == 4
+
+
+def test_explain_writes_overlays_and_knowledge_words(trained, capsys):
+    run = trained / "run"
+    inference = trained / "data" / "toy" / "inference"
+    out = trained / "explained"
+    assert main(["explain", "--run", str(run), str(inference), "--out", str(out), "--top-k", "3"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "explanations.json").read_text())
+    assert len(summary) == 3
+    for entry in summary:
+        assert entry["predicted"] in CLASSES and set(entry["knowledge"]) == set(CLASSES)
+        assert all(len(words) == 3 for words in entry["knowledge"].values())
+        for path in entry["files"].values():
+            assert (out / path.split("/")[-1]).read_bytes()[:4] == b"\x89PNG"
+    assert "saliency of" in printed and "predicted" in printed and "map at the image's size (48x48)" in printed
+    assert main(["explain", "--run", str(run), str(inference), "--class", "nope"]) == 2
+    assert "is not one of the run's classes" in capsys.readouterr().err

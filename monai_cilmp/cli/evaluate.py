@@ -30,6 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=CHECKPOINTS,
         help="final: end of training; best: best validation accuracy; last: last epoch saved",
     )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.1,
+        help="conformal error rate: prediction sets miss the true class at most this often",
+    )
+    parser.add_argument("--conformal", default="lac", choices=("lac", "aps", "raps"), help="conformal score")
+    parser.add_argument("--class-conditional", action="store_true", help="conformal coverage per class")
     add_runtime_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -50,11 +58,16 @@ def run(args: argparse.Namespace) -> int:
         overrides["datalist_file"] = str(Path(args.datalist).resolve())
     if not overrides.get("datalist_file"):
         raise ValueError(f"Run '{trained.directory}' recorded no datalist: pass --datalist.")
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must be between 0 and 1 (exclusive), not {args.alpha}.")
     overrides["split"] = args.split
+    overrides.update({"conformal#alpha": args.alpha, "conformal#method": args.conformal})
+    overrides["conformal#class_conditional"] = bool(args.class_conditional)
     overrides.update(apply_runtime(args))
     print(f"Evaluating {trained.checkpoint} on the {args.split} split of {overrides['datalist_file']}")
     run_bundle(run_configs(trained.method), overrides)
     prefix = trained.directory / args.split
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
-    print(f"predictions: {prefix}_predictions.csv")
+    print(f"predictions: {prefix}_predictions.csv; reliability diagram: {prefix}_reliability.png;")
+    print(f"coverage/size against alpha: {prefix}_conformal.png; calibration: {trained.directory / 'calibration.json'}")
     return 0

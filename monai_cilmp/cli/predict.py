@@ -56,7 +56,7 @@ def collect_images(inputs: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.engines import load_run, predict_images
+    from monai_cilmp.engines import load_calibration, load_run, predict_images
     from monai_cilmp.utils import atomic_write
 
     if args.batch_size < 1:
@@ -76,14 +76,17 @@ def run(args: argparse.Namespace) -> int:
         parser.get_parsed_content("device"),
         batch_size=args.batch_size,
         num_workers=runtime["num_workers"],
+        calibration=load_calibration(trained.directory),  # the temperature and sets `evaluate` fitted, if any
     )
     names = trained.class_names
+    sets = predictions.sets or {}
     lines = [
         json.dumps(
             {
                 "image": image,
                 "predicted": names[int(row.argmax())],
                 "probabilities": {n: round(float(p), 6) for n, p in zip(names, row)},
+                **({"prediction_set": [n for n, m in zip(names, sets[image]) if m]} if image in sets else {}),
             },
             ensure_ascii=False,
         )

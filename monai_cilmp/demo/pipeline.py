@@ -178,7 +178,12 @@ def demo_report(
         f1_text = f"{f1:10.3f}" if f1 is not None else f"{'':10s}"
         auc_text = f"{auc:8.3f}" if auc is not None else ""
         print(f"  {name:34s}{acc:10.3f}{f1_text}{auc_text}")
+    from monai_cilmp.engines import format_trust_summary
+
+    print("\nCan its probabilities be trusted? (temperature and conformal sets fitted on the validation split)")
+    print("\n".join("  " + line for line in format_trust_summary(dict(metrics)).splitlines()))
     files = dict(metrics.get("files", {}))
+    calibration, conformal = metrics.get("calibration") or {}, metrics.get("conformal") or {}
     summary = {
         "accuracy": float(metrics["accuracy"]),
         "chance": 1.0 / n_classes,
@@ -186,13 +191,19 @@ def demo_report(
         "balanced_accuracy": metrics.get("balanced_accuracy"),
         "macro_f1": metrics.get("macro_f1"),
         "macro_auc": metrics.get("macro_auc"),
+        "ece_before_scaling": (calibration.get("before") or {}).get("ece"),
+        "ece_after_scaling": (calibration.get("after") or {}).get("ece"),
+        "temperature": calibration.get("temperature"),
+        "conformal_alpha": conformal.get("alpha"),
+        "conformal_coverage": conformal.get("coverage"),
+        "conformal_mean_set_size": conformal.get("mean_set_size"),
         "files": {"checkpoint": str(checkpoint), "tensorboard": str(out / "tensorboard"), **files},
     }
     path = write_json(out / "demo_summary.json", summary)
     print("\nOutputs:")
     print(f"  checkpoint        {checkpoint}")
     print(f"  TensorBoard       tensorboard --logdir {out / 'tensorboard'}")
-    for key in ("metrics", "confusion_png", "confusion_csv", "predictions"):
+    for key in ("metrics", "confusion_png", "confusion_csv", "predictions", "reliability", "conformal_png"):
         if key in files:
             print(f"  {key:18s}{files[key]}")
     print(f"  summary           {path}")

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
-from .evaluation import evaluate_split, write_predictions
+from .evaluation import (
+    evaluate_split,
+    format_trust_summary,
+    predict_calibrated,
+    predict_logits,
+    prediction_set_names,
+    write_predictions,
+)
 from .features import cached_feature_loader
 from .inference import ImagePredictions, predict_images
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
@@ -19,8 +27,10 @@ from .trainer import (
 )
 
 __all__ = [
+    "CALIBRATION_FILE",
     "ImagePredictions",
     "RegularizedLoss",
+    "RunCalibration",
     "RunFolderError",
     "RunFolderTrainer",
     "TrainedRun",
@@ -34,13 +44,20 @@ __all__ = [
     "create_trainer",
     "default_device",
     "evaluate_split",
+    "fit_calibration",
+    "format_trust_summary",
+    "load_calibration",
     "load_checkpoint",
     "load_run",
     "lr_factor",
     "predict",
+    "predict_calibrated",
     "predict_images",
+    "predict_logits",
+    "prediction_set_names",
     "prepare_run_folder",
     "reseed",
     "run_lock",
+    "save_calibration",
     "write_predictions",
 ]

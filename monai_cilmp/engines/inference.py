@@ -44,9 +44,11 @@ def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[s
 
 class ImagePredictions(dict):
     """``{path: probabilities (C,)}`` of the images predicted, in input order, with ``errors``: ``{path: sentence}``
-    of the files that could not be predicted."""
+    of the files that could not be predicted, and ``sets``: ``{path: (C,) bool}`` conformal prediction sets (``None``
+    without a conformal calibration)."""
 
     errors: dict[str, str]
+    sets: dict[str, np.ndarray] | None
 
 
 @torch.no_grad()
@@ -58,6 +60,7 @@ def predict_images(
     batch_size: int = 16,
     num_workers: int = 0,
     key: str = "image",
+    calibration: Any = None,
 ) -> ImagePredictions:
     """Class probabilities of every readable image of ``paths``; one sentence per file that is not.
 
@@ -69,6 +72,8 @@ def predict_images(
         batch_size: images per forward pass.
         num_workers: data loading processes.
         key: the item key of the image.
+        calibration: a :class:`~monai_cilmp.engines.RunCalibration` (its temperature and conformal sets), or
+            ``None`` for plain softmax probabilities.
 
     Returns:
         the predictions (see :class:`ImagePredictions`).
@@ -87,6 +92,7 @@ def predict_images(
     )
     network.eval()
     probabilities: dict[int, np.ndarray] = {}
+    sets: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}
     for batch in loader:
         errors.update(batch["errors"])
@@ -95,12 +101,17 @@ def predict_images(
         images = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=use_amp, **amp_kwargs):
             logits = network(images)
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        for row, index in zip(probs, batch["index"]):
+        logits = logits.float().cpu()
+        probs = calibration.probabilities(logits.numpy()) if calibration else torch.softmax(logits, -1).numpy()
+        members = calibration.prediction_sets(probs) if calibration else None
+        for i, (row, index) in enumerate(zip(probs, batch["index"])):
             if np.isfinite(row).all():
                 probabilities[index] = row
+                if members is not None:
+                    sets[index] = members[i]
             else:
                 errors[index] = f"'{paths[index]}' gave non-finite class scores; the image may be corrupt."
     out = ImagePredictions((paths[i], probabilities[i]) for i in sorted(probabilities))
     out.errors = {paths[i]: errors[i] for i in sorted(errors)}
+    out.sets = {paths[i]: sets[i] for i in sorted(sets)} if sets else None
     return out

@@ -89,6 +89,10 @@ def test_evaluate_writes_metrics_confusion_and_predictions(trained_bundle):
     assert (out / "test_confusion.png").is_file() and (out / "test_confusion.csv").is_file()
     rows = list(csv.DictReader((out / "test_predictions.csv").open()))
     assert len(rows) == 4 and rows[0]["predicted"] in CLASSES
+    # calibrated on the validation split: stored for inference, reported before/after
+    assert (out / "calibration.json").is_file() and (out / "test_reliability.png").is_file()
+    assert metrics["calibration"]["fitted_on"] == "validation" and "coverage" in metrics["conformal"]
+    assert set(rows[0]["prediction_set"].split("|")) <= set(CLASSES) | {""}
 
 
 def test_inference_writes_probabilities_per_image(trained_bundle):
@@ -101,6 +105,7 @@ def test_inference_writes_probabilities_per_image(trained_bundle):
     )
     rows = list(csv.DictReader((trained_bundle / "runs" / "toy" / "predictions.csv").open()))
     assert len(rows) == 3
+    assert "prediction_set" in rows[0]  # the calibration evaluate.json stored is applied
     for row in rows:
         probs = [float(row[f"p({c})"]) for c in sorted(CLASSES)]
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)

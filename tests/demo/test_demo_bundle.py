@@ -48,6 +48,10 @@ def test_demo_command_writes_everything_it_reports(small_demo, capsys):
     summary = json.loads((small_demo / "run" / "demo_summary.json").read_text())
     assert set(summary) >= {"accuracy", "chance", "zero_shot_names", "zero_shot_descriptions", "files"}
     assert summary["chance"] == 0.25
+    # issue 14: calibration before/after temperature scaling and conformal sets on the test split
+    assert 0 <= summary["ece_before_scaling"] <= 1 and 0 <= summary["ece_after_scaling"] <= 1
+    assert summary["temperature"] > 0 and 0 <= summary["conformal_coverage"] <= 1
+    assert 0 <= summary["conformal_mean_set_size"] <= 4
     for key in ("checkpoint", "metrics", "confusion_png", "confusion_csv", "predictions"):
         assert Path(summary["files"][key]).is_file(), key
     assert (small_demo / "run" / "tensorboard").is_dir()

@@ -144,15 +144,17 @@ class CILMPClassification(BasicInferTask):
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         from monai.data import DataLoader, Dataset
 
-        from monai_cilmp.engines import predict
+        from monai_cilmp.engines import predict_calibrated
 
         network, _ = self._load(device)
         image = data[self.input_key]
         if not np.isfinite(np.asarray(image, dtype=np.float32)).all():
             raise ImageInputError(f"Image '{data.get('image_path', 'upload')}' holds NaN or infinite values.")
         loader = DataLoader(Dataset([{self.input_key: data[self.input_key]}]), batch_size=1, num_workers=0)
-        probs, _ = predict(network, loader, device)
+        # issue 14: the run's temperature and conformal set (calibration.json) when `evaluate` fitted them
+        probs, _, sets = predict_calibrated(network, loader, device, self.run_dir)
         data[self.output_label_key] = probs[0]
+        data["prediction_set"] = None if sets is None else [n for n, s in zip(self.class_names, sets[0]) if s]
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
@@ -163,6 +165,7 @@ class CILMPClassification(BasicInferTask):
             "prediction": [{"idx": i, "label": n, "score": p} for i, (n, p) in enumerate(zip(self.class_names, probs))],
             "predicted": self.class_names[best],
             "probabilities": dict(zip(self.class_names, probs)),
+            **({"prediction_set": data["prediction_set"]} if data.get("prediction_set") is not None else {}),
         }
 
     def clear(self) -> None:
