@@ -173,7 +173,8 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     )
     n_params = network.num_trainable_parameters()
     train_seconds = 0.0
-    trained = spec.needs_training and n_params > 0
+    # a method built from the training features (Tip-Adapter's cache) is fitted by the trainer, even with no parameters
+    trained = spec.needs_training and (n_params > 0 or network.uses_training_features)
     if trained:
         start = time.perf_counter()
         if spec.cached_features:
@@ -187,6 +188,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         )
         trainer.run()
         train_seconds = time.perf_counter() - start
+        n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
     start = time.perf_counter()
     test_items = context.datalist["test"]
     metrics = evaluate_split(

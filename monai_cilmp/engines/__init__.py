@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .evaluation import evaluate_split, write_predictions
-from .features import cached_feature_loader
+from .features import cached_feature_loader, fit_training_features, training_features
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .trainer import RegularizedLoss, create_evaluator, create_trainer, default_device, predict, reseed
 
@@ -20,9 +20,11 @@ __all__ = [
     "create_trainer",
     "default_device",
     "evaluate_split",
+    "fit_training_features",
     "load_checkpoint",
     "lr_factor",
     "predict",
     "reseed",
+    "training_features",
     "write_predictions",
 ]

@@ -3,7 +3,9 @@
 
 The trainer's handlers, in the order they run at the end of an epoch: learning-rate schedule, validation, GPA
 (accumulate; at the end install the aggregate), checkpoint (so ``final.pt`` holds the aggregated prompts), logs.
-The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). A network with
+The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). Two optional
+network hooks: ``uses_training_features`` (built from the training set's features before training: Tip-Adapter,
+LP++) and ``guide_loss()`` (gradients projected off its conflicting direction: ProGrad). A network with
 nothing to train (zero-shot CLIP) gets a trainer that takes no training step but still writes its checkpoints.
 """
 
@@ -21,8 +23,9 @@ import torch
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
+from monai_cilmp.engines.features import fit_training_features
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
-from monai_cilmp.handlers import GaussianPromptAggregation
+from monai_cilmp.handlers import GaussianPromptAggregation, GradientProjection
 
 __all__ = ["RegularizedLoss", "create_evaluator", "create_trainer", "default_device", "predict", "reseed"]
 
@@ -179,6 +182,8 @@ def create_trainer(
     out_dir = Path(out_dir)
     reseed(recipe.seed)
     network = network.to(device)
+    # built from the training features first: this may create the parameters that train (Tip-Adapter-F's keys)
+    fit_training_features(network, train_loader, device)
     if not _has_trainable_parameters(network):
         return _frozen_trainer(network, out_dir, recipe, device, metadata, resume)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -243,6 +248,8 @@ def create_trainer(
         amp_kwargs=amp_kwargs,
         optim_set_to_none=True,
     )
+    if callable(getattr(network, "guide_loss", None)):  # a no-op for networks whose guide_loss() is None
+        GradientProjection(network).attach(trainer)
     dataset = getattr(train_loader, "dataset", None)
     # Each epoch's shuffling, augmentation and dropout depend only on (seed, epoch): a resumed run replays exactly
     # what an uninterrupted one would have done.

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .gpa import GaussianPromptAggregation, gaussian_epoch_weights
+from .gradient_projection import GradientProjection, project_conflicting
 
-__all__ = ["GaussianPromptAggregation", "gaussian_epoch_weights"]
+__all__ = ["GaussianPromptAggregation", "GradientProjection", "gaussian_epoch_weights", "project_conflicting"]
