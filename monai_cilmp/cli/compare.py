@@ -57,7 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's, 100)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 64)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of the prompt learners (default 0.0025)")
-    parser.add_argument("--lr-probe", type=float, default=None, help="learning rate of the linear probes")
+    parser.add_argument(
+        "--lr-probe",
+        type=float,
+        default=None,
+        help="learning rate of the methods that train on cached features (linear probes, LP++, adapters)",
+    )
     parser.add_argument("--warmup-epochs", type=int, default=None, help="constant warm-up epochs (default 1)")
     parser.add_argument(
         "--gpa-std", type=float, default=None, help="GPA standard deviation in epochs (default: 30 %% of the epochs)"

@@ -286,7 +286,8 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     network = context.build(spec.name, names)
     n_params = network.num_trainable_parameters()
     train_seconds = 0.0
-    trained = spec.needs_training and n_params > 0
+    # a method built from the training features (Tip-Adapter's cache) is fitted by the trainer, even with no parameters
+    trained = spec.needs_training and (n_params > 0 or network.uses_training_features)
     if trained:
         start = time.perf_counter()
         if spec.cached_features:
@@ -300,6 +301,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         )
         trainer.run()
         train_seconds = time.perf_counter() - start
+        n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
     start = time.perf_counter()
     loader = context.subset_loaders["base"][1] if b2n else context.test_loader
     evaluate = dict(ordinal=context.ordinal, device=context.device)

@@ -12,7 +12,7 @@ from .evaluation import (
     prediction_set_names,
     write_predictions,
 )
-from .features import cached_feature_loader
+from .features import cached_feature_loader, fit_training_features, training_features
 from .inference import ImagePredictions, predict_images
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
@@ -47,6 +47,7 @@ __all__ = [
     "fit_calibration",
     "format_trust_summary",
     "load_calibration",
+    "fit_training_features",
     "load_checkpoint",
     "load_run",
     "lr_factor",
@@ -59,5 +60,6 @@ __all__ = [
     "reseed",
     "run_lock",
     "save_calibration",
+    "training_features",
     "write_predictions",
 ]

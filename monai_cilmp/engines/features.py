@@ -5,6 +5,10 @@ its training loader can hold features instead of images: :func:`cached_feature_l
 (with the *evaluation* transforms: random augmentation would be frozen into the cache) through the network's image
 encoder once and returns a shuffling loader of ``{"image": (B, D) features, "label": (B,)}`` batches, which the same
 :func:`~monai_cilmp.engines.create_trainer` trains on. Evaluation still runs on images.
+
+A method built *from* the training set's features (Tip-Adapter's cache, LP++'s class centroids) sets
+``uses_training_features``; :func:`fit_training_features` collects the features of its training loader (images or
+cached features) and hands them to the network's ``fit_training_features``, which the trainer does before training.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["cached_feature_loader"]
+__all__ = ["cached_feature_loader", "fit_training_features", "training_features"]
 
 
 def cached_feature_loader(
@@ -48,3 +52,52 @@ def cached_feature_loader(
     if labels is None:
         raise ValueError("Training on cached features needs labels, but the image loader gave none.")
     return DataLoader(feature_items(features, labels), batch_size=int(batch_size), shuffle=shuffle, num_workers=0)
+
+
+@torch.no_grad()
+def training_features(
+    network: nn.Module, loader: Iterable[Mapping[str, Any]], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised image features ``(N, D)`` and labels ``(N,)`` of every batch of ``loader``, in its order.
+
+    Batches hold images ``(B, 3, H, W)`` (encoded with ``network.encode_image`` in eval mode) or already cached
+    features ``(B, D)`` (taken as they are).
+
+    Raises:
+        ValueError: the loader gives no batches, or a batch without labels.
+    """
+    from monai_cilmp.networks.nets.base import as_plain_tensor
+
+    if device is None:
+        device = next((t.device for t in (*network.parameters(), *network.buffers())), torch.device("cpu"))
+    was_training = network.training
+    network.eval()
+    features, labels = [], []
+    try:
+        for batch in loader:
+            x, y = as_plain_tensor(batch["image"]), batch.get("label")
+            if y is None:
+                raise ValueError("Training features need labels, but a training batch has none.")
+            x = x.float() if x.ndim == 2 else network.encode_image(x.to(device)).float()
+            features.append(x.cpu())
+            labels.append(torch.as_tensor(as_plain_tensor(y)).reshape(len(x), -1)[:, 0].long().cpu())
+    finally:
+        network.train(was_training)
+    if not features:
+        raise ValueError("The training loader gave no batches to take features from.")
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit_training_features(
+    network: nn.Module, loader: Iterable[Mapping[str, Any]], device: torch.device | str | None = None
+) -> bool:
+    """Call ``network.fit_training_features`` with :func:`training_features` of ``loader`` when the network asks.
+
+    Returns:
+        whether the network uses training features (and was fitted).
+    """
+    if not getattr(network, "uses_training_features", False):
+        return False
+    features, labels = training_features(network, loader, device)
+    network.fit_training_features(features.to(device) if device is not None else features, labels)
+    return True

@@ -3,7 +3,9 @@
 
 The trainer's handlers, in the order they run at the end of an epoch: learning-rate schedule, validation, GPA
 (accumulate; at the end install the aggregate), checkpoint (so ``final.pt`` holds the aggregated prompts), logs.
-The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). A network with
+The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). Two optional
+network hooks: ``uses_training_features`` (built from the training set's features before training: Tip-Adapter,
+LP++) and ``guide_loss()`` (gradients projected off its conflicting direction: ProGrad). A network with
 nothing to train (zero-shot CLIP) gets a trainer that takes no training step but still writes its checkpoints.
 """
 
@@ -22,9 +24,10 @@ from monai.engines import SupervisedTrainer
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
+from monai_cilmp.engines.features import fit_training_features
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
 from monai_cilmp.engines.runs import prepare_run_folder, record_run_inputs, run_lock
-from monai_cilmp.handlers import GaussianPromptAggregation, NonFiniteGuard
+from monai_cilmp.handlers import GaussianPromptAggregation, GradientProjection, NonFiniteGuard
 
 __all__ = [
     "RegularizedLoss",
@@ -235,6 +238,8 @@ def create_trainer(
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     main_process = not distributed or torch.distributed.get_rank() == 0
     settings = _prepare_out_dir(out_dir, recipe, metadata, resume, overwrite, main_process)
+    # built from the training features first: this may create the parameters that train (Tip-Adapter-F's keys)
+    fit_training_features(network, train_loader, device)
     if not _has_trainable_parameters(network):
         return _frozen_trainer(network, out_dir, recipe, device, settings, resume, main_process)
     # DDP averages the gradients of the trainable parameters only (the frozen CLIP has none); everything that reads
@@ -292,6 +297,8 @@ def create_trainer(
         optim_set_to_none=True,
     )
     NonFiniteGuard().attach(trainer)
+    if callable(getattr(network, "guide_loss", None)):  # a no-op for networks whose guide_loss() is None
+        GradientProjection(network).attach(trainer)
     dataset = getattr(train_loader, "dataset", None)
     # Each epoch's shuffling, augmentation and dropout depend only on (seed, epoch): a resumed run replays exactly
     # what an uninterrupted one would have done.

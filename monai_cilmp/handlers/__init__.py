@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from .gpa import GaussianPromptAggregation, gaussian_epoch_weights
+from .gradient_projection import GradientProjection, project_conflicting
 from .nonfinite import NonFiniteError, NonFiniteGuard, batch_files
 
-__all__ = ["GaussianPromptAggregation", "NonFiniteError", "NonFiniteGuard", "batch_files", "gaussian_epoch_weights"]
+__all__ = [
+    "GaussianPromptAggregation",
+    "GradientProjection",
+    "NonFiniteError",
+    "NonFiniteGuard",
+    "batch_files",
+    "gaussian_epoch_weights",
+    "project_conflicting",
+]

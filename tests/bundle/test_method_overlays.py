@@ -71,7 +71,7 @@ def test_overlay_instantiates_its_network_and_metadata(method, tiny_data, tmp_pa
     json.dumps(meta)  # a checkpoint's metadata must be plain data
 
 
-@pytest.mark.parametrize("method", ["coop", "zero-shot-attributes", "linear-probe"])
+@pytest.mark.parametrize("method", ["coop", "zero-shot-attributes", "linear-probe", "tip-adapter", "prograd"])
 def test_bundle_run_then_cli_evaluate(method, tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     run(

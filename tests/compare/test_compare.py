@@ -59,7 +59,9 @@ def test_every_method_runs_a_cell_and_trains_only_its_own_parameters(all_methods
         assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
         assert record["trained"] == spec.needs_training
         if spec.needs_training:
-            assert record["trainable_parameters"] > 0 and record["train_seconds"] > 0 and record["n_train"] == 4
+            assert record["train_seconds"] > 0 and record["n_train"] == 4
+            # Tip-Adapter trains nothing: its cache is built from the training features by the same trainer
+            assert (record["trainable_parameters"] > 0) == (spec.name != "tip-adapter")
             for key, value in spec.recipe_overrides.items():
                 assert record["recipe"][key] == value
         else:

@@ -8,36 +8,57 @@ command-line name (``"coop"``, ``"cilmp-shallow"``, ...).
 from __future__ import annotations
 
 from .base import CLIPClassifier
+from .biomedcoop import BiomedCoOp, select_prompt_sets
 from .cilmp import CILMP
+from .clip_adapter import CLIPAdapter
 from .cocoop import CoCoOp
 from .coop import CoOp
+from .distillation import teacher_kl
+from .feature_head import FrozenFeatureClassifier
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
 from .linear_probe import LinearProbe, ProbeInit, extract_features, feature_items
+from .lp_plus_plus import LPPlusPlus, lp_plus_plus_init
+from .maple import MaPLe
 from .methods import METHODS, MethodSpec, build_method, get_method, list_methods, register_method
+from .prograd import ProGrad
+from .promptsrc import PromptSRC
+from .tip_adapter import TipAdapter, cache_logits
 from .zeroshot import MEDICAL_TEMPLATES, KnowledgeText, ZeroShotCLIP, ZeroShotText, knowledge_prompts, zero_shot_texts
 
 __all__ = [
+    "BiomedCoOp",
     "CILMP",
+    "CLIPAdapter",
     "CLIPClassifier",
     "CoCoOp",
     "CoOp",
+    "FrozenFeatureClassifier",
     "IVLP",
     "KgCoOp",
     "KnowledgeText",
+    "LPPlusPlus",
     "LinearProbe",
     "MEDICAL_TEMPLATES",
     "METHODS",
+    "MaPLe",
     "MethodSpec",
+    "ProGrad",
     "ProbeInit",
+    "PromptSRC",
+    "TipAdapter",
     "ZeroShotCLIP",
     "ZeroShotText",
     "build_method",
+    "cache_logits",
     "extract_features",
     "feature_items",
     "get_method",
     "knowledge_prompts",
     "list_methods",
+    "lp_plus_plus_init",
     "register_method",
+    "select_prompt_sets",
+    "teacher_kl",
     "zero_shot_texts",
 ]

@@ -11,7 +11,11 @@ A network here is a frozen open_clip backbone plus a few trained parameters. The
 - ``train()`` that keeps the frozen towers in eval mode;
 - :meth:`~CLIPClassifier.trainable_state_dict` / :meth:`~CLIPClassifier.load_trainable_state_dict` (checkpoints
   hold only what trains), :meth:`~CLIPClassifier.prompt_parameter_names` (what Gaussian prompt aggregation
-  averages) and :meth:`~CLIPClassifier.regularization_loss` (a term the engine adds to the loss, or ``None``).
+  averages) and :meth:`~CLIPClassifier.regularization_loss` (a term the engine adds to the loss, or ``None``);
+- optionally :attr:`~CLIPClassifier.uses_training_features` with :meth:`~CLIPClassifier.fit_training_features` (a
+  method built from the training set's image features, e.g. Tip-Adapter's cache: the engine extracts them once
+  before training) and :meth:`~CLIPClassifier.guide_loss` (a loss whose gradient the engine keeps the
+  classification gradient from conflicting with, ProGrad).
 
 :class:`CLIPClassifier` provides all of that, plus the text-prompt plumbing the prompt learners share (prompt
 layout, context initialisation, splicing learned tokens into a prompt, frozen class text embeddings).
@@ -89,6 +93,9 @@ class CLIPClassifier(nn.Module):
 
     #: names of the parameters Gaussian prompt aggregation averages (those that exist).
     prompt_parameters: tuple[str, ...] = ()
+
+    #: the engine calls :meth:`fit_training_features` with the training set's image features before training.
+    uses_training_features: bool = False
 
     class_names: list[str]
     image_size: int
@@ -196,10 +203,18 @@ class CLIPClassifier(nn.Module):
             return self.text_tower.embed(torch.tensor(ids)).float().cpu()
 
     @torch.no_grad()
-    def _class_text_embeddings(self, prompts: Mapping[str, Sequence[str]]) -> torch.Tensor:
+    def _class_text_embeddings(
+        self, prompts: Mapping[str, Sequence[str]], tower: nn.Module | None = None, ensemble: bool = True
+    ) -> torch.Tensor | list[torch.Tensor]:
         """``(C, e)`` frozen class embeddings: per class, the normalised mean of its texts' normalised embeddings.
 
-        Needs ``self.text_tower`` with its token table (or any tower with ``encode_texts``).
+        Needs ``self.text_tower`` with its token table, or ``tower`` (any tower with ``encode_texts``).
+
+        Args:
+            prompts: class -> text or texts.
+            tower: the text tower to use (default ``self.text_tower``).
+            ensemble: average each class's texts (``False``: return the list of ``(P_c, e)`` normalised embeddings
+                of every class instead, e.g. for a method that weighs or prunes them).
 
         Raises:
             ValueError: a class of ``class_names`` without texts.
@@ -212,7 +227,10 @@ class CLIPClassifier(nn.Module):
                 raise ValueError(f"Class '{name}' has no prompt texts; give at least one per class.")
             texts += [str(v) for v in variants]
             counts.append(len(variants))
-        features = F.normalize(self.text_tower.encode_texts(texts).float(), dim=-1)
+        tower = tower if tower is not None else self.text_tower
+        features = F.normalize(tower.encode_texts(texts).float(), dim=-1)
+        if not ensemble:
+            return [chunk.cpu() for chunk in features.split(counts)]
         # a single text is used as it is (renormalising would move its last bits: KgCoOp's regulariser is exactly
         # zero at initialisation because the learned and hand-crafted features are then bitwise equal)
         rows = [
@@ -237,6 +255,24 @@ class CLIPClassifier(nn.Module):
     def regularization_loss(self) -> torch.Tensor | None:
         """A term to add to the classification loss (``None``: the method has none). See :class:`KgCoOp`."""
         return None
+
+    def guide_loss(self) -> torch.Tensor | None:
+        """A loss of the last training forward whose gradient the classification gradient must not oppose.
+
+        The engine (:class:`~monai_cilmp.handlers.GradientProjection`) projects the classification gradient of
+        each trained tensor off this loss's gradient where the two conflict (ProGrad). ``None``: no guide.
+        """
+        return None
+
+    def fit_training_features(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Build what the method takes from the training set's normalised image features ``(N, e)`` and labels.
+
+        Called by the engine before training when :attr:`uses_training_features` is set.
+
+        Raises:
+            NotImplementedError: the method does not use training features.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not build anything from training features.")
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the trained parameters, detached; CLIP is not included."""

@@ -24,6 +24,14 @@ name                       network
 ``cilmp-uncond``           :class:`CILMP`, ``conditional=False``
 ``cilmp-shallow``          :class:`CILMP`, ``knowledge_depth=1``
 ``cilmp-nogpa``            :class:`CILMP`, trained without GPA (recipe ``gpa_std=0``; the network is ``cilmp``)
+``biomedcoop``             :class:`BiomedCoOp`, CoOp + description SCCM and pruned-teacher KDSP
+``clip-adapter``           :class:`CLIPAdapter`, residual feature adapter, on cached features
+``tip-adapter``            :class:`TipAdapter`, training-free cache of the training features
+``tip-adapter-f``          :class:`TipAdapter`, cache keys fine-tuned, on cached features
+``lp++``                   :class:`LPPlusPlus`, blended visual/text class weights, on cached features
+``prograd``                :class:`ProGrad`, CoOp with prompt-aligned gradients
+``maple``                  :class:`MaPLe`, coupled deep V-L prompts
+``promptsrc``              :class:`PromptSRC`, deep V-L prompts + consistency terms + GPA
 =========================  =========================================================================
 """
 
@@ -37,12 +45,19 @@ from typing import Any
 from monai_cilmp.networks.backbones import Backbone
 
 from .base import CLIPClassifier, look_up
+from .biomedcoop import BiomedCoOp
 from .cilmp import CILMP
+from .clip_adapter import CLIPAdapter
 from .cocoop import CoCoOp
 from .coop import CoOp
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
 from .linear_probe import LinearProbe
+from .lp_plus_plus import LPPlusPlus
+from .maple import MaPLe
+from .prograd import ProGrad
+from .promptsrc import PromptSRC
+from .tip_adapter import TipAdapter
 from .zeroshot import ZeroShotCLIP, knowledge_prompts
 
 __all__ = ["METHODS", "MethodSpec", "build_method", "get_method", "list_methods", "register_method"]
@@ -90,6 +105,11 @@ METHODS: dict[str, MethodSpec] = {}
 # A head on unit-norm features barely moves at the prompt learners' lr of 0.0025 in a few-shot budget of steps;
 # from 0.3 to 10 the demo data's accuracy sits on a plateau, 1.0 is its middle (sweep in docs/compare.md).
 LINEAR_PROBE_RECIPE = {"lr": 1.0}
+# Tip-Adapter-F fine-tunes cache keys that start at the training features: at lr 1 and 10 it collapsed on the demo
+# data, 0.1 kept it above Tip-Adapter. CLIP-Adapter's residual adapter on unit-norm features (ratio 0.2) barely moves
+# below lr 1; from 3 to 100 the demo's 16-shot accuracy sits on a plateau (sweep in docs/compare.md).
+TIP_ADAPTER_F_RECIPE = {"lr": 0.1}
+CLIP_ADAPTER_RECIPE = {"lr": 10.0}
 
 
 def register_method(spec: MethodSpec, overwrite: bool = False) -> MethodSpec:
@@ -228,6 +248,45 @@ for _spec in (
         gpa=True,
     ),
     MethodSpec("cilmp-nogpa", CILMP, "CILMP trained without GPA", needs_knowledge=True, gpa=False),
+    MethodSpec(
+        "biomedcoop",
+        BiomedCoOp,
+        "BiomedCoOp, CoOp + LLM-description consistency and pruned distillation",
+        uses_descriptions=True,
+        knowledge_text="all",
+    ),
+    MethodSpec(
+        "clip-adapter",
+        CLIPAdapter,
+        "CLIP-Adapter, residual adapter on image features",
+        cached_features=True,
+        recipe=CLIP_ADAPTER_RECIPE,
+    ),
+    MethodSpec(
+        "tip-adapter",
+        TipAdapter,
+        "Tip-Adapter, training-free cache of the few-shot features",
+        {"fine_tune": False},
+        cached_features=True,
+    ),
+    MethodSpec(
+        "tip-adapter-f",
+        TipAdapter,
+        "Tip-Adapter-F, cache keys fine-tuned",
+        {"fine_tune": True},
+        cached_features=True,
+        recipe=TIP_ADAPTER_F_RECIPE,
+    ),
+    MethodSpec(
+        "lp++",
+        LPPlusPlus,
+        "LP++, linear probe with text-blended class weights",
+        cached_features=True,
+        recipe=LINEAR_PROBE_RECIPE,
+    ),
+    MethodSpec("prograd", ProGrad, "ProGrad, CoOp with prompt-aligned gradients"),
+    MethodSpec("maple", MaPLe, "MaPLe, coupled deep vision-language prompts"),
+    MethodSpec("promptsrc", PromptSRC, "PromptSRC, self-regulated deep prompts", gpa=True, recipe={"gpa_std": 1.0}),
 ):
     register_method(_spec)
 del _spec

@@ -1,0 +1,87 @@
+"""CLIP-Adapter (Gao et al., "CLIP-Adapter: Better Vision-Language Models with Feature Adapters", IJCV 2024).
+
+Instead of learning prompts, CLIP-Adapter learns a small bottleneck MLP on top of the frozen image feature and
+mixes its output back into the feature with a residual ratio, so that few-shot training adjusts CLIP's feature a
+little without overwriting it::
+
+    A(f) = ReLU(W_2 ReLU(W_1 f))          W_1: D -> D/r, W_2: D/r -> D, no biases (r = 4)
+    f'   = alpha * A(f) + (1 - alpha) * f  (alpha = 0.2)
+    logits_c = s * cos(f', t_c)           t_c the frozen embedding of "a photo of a {class}."
+
+Only ``W_1`` and ``W_2`` train (``2 D^2 / r`` scalars: 131,072 for ViT-B/16). The image encoder is frozen, so the
+engine trains on cached image features (as for a linear probe; the paper's random augmentation of the training
+images is therefore not applied). The adapter works on the normalised feature ``f``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cilmp.networks.backbones import Backbone
+
+from .feature_head import FrozenFeatureClassifier
+from .zeroshot import DEFAULT_TEMPLATE
+
+__all__ = ["CLIPAdapter"]
+
+
+class CLIPAdapter(FrozenFeatureClassifier):
+    """A residual bottleneck adapter on frozen image features, classified against zero-shot class embeddings.
+
+    Args:
+        class_names: class names in label order; ``_`` reads as a space.
+        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
+            :class:`~monai_cilmp.networks.backbones.Backbone`.
+        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
+        offline: never download backbone weights.
+        cache_dir: where backbone weights are cached.
+        reduction: ``r``, the bottleneck is ``D // r`` wide (4 in the paper).
+        ratio: ``alpha``, the weight of the adapted feature (0.2 in the paper).
+        text: zero-shot text kind of the class embeddings.
+        template: the template of ``text="template"``.
+        templates: the templates of ``text="ensemble"``.
+        prompts: class -> texts for ``text="descriptions"``.
+
+    Raises:
+        ValueError: ``ratio`` outside ``[0, 1]`` or ``reduction < 1``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        backbone: str | Backbone = "ViT-B-16",
+        pretrained: str | None = "openai",
+        *,
+        offline: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        reduction: int = 4,
+        ratio: float = 0.2,
+        text: str = "template",
+        template: str = DEFAULT_TEMPLATE,
+        templates: Sequence[str] | None = None,
+        prompts: Mapping[str, Sequence[str] | str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= ratio <= 1.0 or reduction < 1:
+            raise ValueError(f"CLIP-Adapter needs 0 <= ratio <= 1 and reduction >= 1, got {ratio} and {reduction}.")
+        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self.ratio = float(ratio)
+        hidden = max(1, self.feature_dim // int(reduction))
+        self.adapter = nn.Sequential(
+            nn.Linear(self.feature_dim, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, self.feature_dim, bias=False),
+            nn.ReLU(inplace=True),
+        )
+
+    def adapt(self, f: torch.Tensor) -> torch.Tensor:
+        """The residual mix ``alpha * A(f) + (1 - alpha) * f``, normalised."""
+        return F.normalize(self.ratio * self.adapter(f) + (1.0 - self.ratio) * f, dim=-1)
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        return self.zero_shot_logits(self.adapt(f))

@@ -1,0 +1,114 @@
+"""LP++ (Huang, Shakeri, Dolz, Boudiaf, Bahig, Ben Ayed, "LP++: A Surprisingly Strong Linear Probe for Few-Shot
+CLIP", CVPR 2024).
+
+A linear probe whose class weights blend a learned visual part with CLIP's fixed text embeddings, each class with
+its own learned blending factor::
+
+    logits_c = f . w_c + b_c + alpha_c * (f . t_c)
+
+``w_c`` starts at the centroid of class ``c``'s training features (data-driven, not random), ``t_c`` is the frozen
+zero-shot class embedding, and every ``alpha_c`` starts at one shared, data-driven value: ``kappa`` times the mean,
+over classes ``k`` and ``c``, of the class-``k`` centroid of the zero-shot similarities ``f . t_c`` (``kappa = 250``
+in the public implementation, which brings the text term to the order of CLIP's own logit scale). ``w``, ``b`` and
+``alpha`` train with cross-entropy on cached features. The paper derives its step sizes from Lipschitz constants
+(block majorise-minimise) and updates ``alpha`` less often; here the engine's SGD recipe trains all three jointly.
+The centroids and ``alpha`` are set from the training features by the engine before training
+(:func:`~monai_cilmp.engines.fit_training_features`); before that the network is zero-shot CLIP (``w = b = 0``,
+``alpha_c = s``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from monai_cilmp.networks.backbones import Backbone
+
+from .feature_head import FrozenFeatureClassifier
+from .zeroshot import DEFAULT_TEMPLATE
+
+__all__ = ["LPPlusPlus", "lp_plus_plus_init"]
+
+
+def lp_plus_plus_init(
+    features: torch.Tensor, labels: torch.Tensor, text_weights: torch.Tensor, kappa: float = 250.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LP++'s initial visual weights (class centroids, ``(C, D)``) and blending factor (a scalar).
+
+    Args:
+        features: ``(N, D)`` normalised training features.
+        labels: ``(N,)`` labels in ``0..C-1``; every class must occur.
+        text_weights: ``(C, D)`` zero-shot class embeddings.
+        kappa: scale of the blending factor.
+
+    Raises:
+        ValueError: a class without training features.
+    """
+    n_cls = text_weights.shape[0]
+    onehot = torch.nn.functional.one_hot(labels.long(), n_cls).to(features.dtype)  # (N, C)
+    counts = onehot.sum(dim=0)
+    if (counts == 0).any():
+        missing = [int(c) for c in torch.nonzero(counts == 0).view(-1)]
+        raise ValueError(f"LP++ needs training features of every class; classes {missing} have none.")
+    centroids = (onehot.T @ features) / counts[:, None]  # (C, D)
+    similarity_centroids = (onehot.T @ (features @ text_weights.to(features.dtype).T)) / counts[:, None]  # (C, C)
+    return centroids, kappa * similarity_centroids.mean()
+
+
+class LPPlusPlus(FrozenFeatureClassifier):
+    """Linear probe with class weights blended from visual centroids and text embeddings (LP++).
+
+    ``forward`` takes images ``(B, 3, H, W)`` or cached features ``(B, D)``.
+
+    Args:
+        class_names: class names in label order; ``_`` reads as a space.
+        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
+            :class:`~monai_cilmp.networks.backbones.Backbone`.
+        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
+        offline: never download backbone weights.
+        cache_dir: where backbone weights are cached.
+        kappa: scale of the initial blending factor (250, as in the public implementation).
+        text: zero-shot text kind of the class embeddings.
+        template: the template of ``text="template"``.
+        templates: the templates of ``text="ensemble"``.
+        prompts: class -> texts for ``text="descriptions"``.
+    """
+
+    uses_training_features = True
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        backbone: str | Backbone = "ViT-B-16",
+        pretrained: str | None = "openai",
+        *,
+        offline: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        kappa: float = 250.0,
+        text: str = "template",
+        template: str = DEFAULT_TEMPLATE,
+        templates: Sequence[str] | None = None,
+        prompts: Mapping[str, Sequence[str] | str] | None = None,
+    ) -> None:
+        super().__init__()
+        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self.kappa = float(kappa)
+        n_cls = len(self.class_names)
+        self.visual_weight = nn.Parameter(torch.zeros(n_cls, self.feature_dim))
+        self.bias = nn.Parameter(torch.zeros(n_cls))
+        self.alpha = nn.Parameter(torch.full((n_cls,), float(self.logit_scale.exp())))
+
+    def fit_training_features(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Initialise the visual weights at the class centroids and ``alpha`` from the zero-shot similarities."""
+        centroids, alpha = lp_plus_plus_init(features.float(), torch.as_tensor(labels), self.text_weights, self.kappa)
+        with torch.no_grad():
+            self.visual_weight.copy_(centroids)
+            self.bias.zero_()
+            self.alpha.fill_(float(alpha))
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        text_logits = f @ self.text_weights.to(f.dtype).T
+        return f @ self.visual_weight.to(f.dtype).T + self.bias + self.alpha * text_logits

@@ -1,0 +1,91 @@
+"""MaPLe: multi-modal prompt learning (Khattak, Rasheed, Maaz, Khan, Khan, "MaPLe: Multi-modal Prompt Learning",
+CVPR 2023).
+
+Deep prompts on both encoders, as in independent V-L prompting (:class:`~monai_cilmp.networks.nets.IVLP`), but the
+visual prompts are not learned on their own: at each of the first ``J`` layers the image prompts are a linear
+function of that layer's text prompts, ``P_v^j = F_j(P_t^j)`` with ``F_j`` a learned ``Linear(d_t, d_v)`` (the
+vision-language *coupling function*). Gradients of the image side therefore flow into the text prompts too, which
+keeps the two modalities' prompts in step. The defaults are the paper's: ``J = 9`` layers, 2 context tokens (from
+"a photo"). Trainable: the deep text prompts and the ``J`` coupling layers (about 3.55 M scalars for ViT-B/16).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cilmp.networks.backbones import Backbone
+
+from .ivlp import IVLP
+
+__all__ = ["MaPLe"]
+
+
+class MaPLe(IVLP):
+    """Deep text prompts coupled to deep image prompts by per-layer linear maps.
+
+    Args:
+        class_names: class names in label order; ``_`` reads as a space.
+        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
+            :class:`~monai_cilmp.networks.backbones.Backbone`.
+        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
+        offline: never download backbone weights.
+        cache_dir: where backbone weights are cached.
+        n_ctx: number of prompt tokens per layer (both modalities).
+        ctx_init: text initialising the input text prompts; must have ``n_ctx`` tokens.
+        prompt_depth: ``J``, the number of layers of each encoder with prompts.
+        truncate_context: run the text encoder only up to the longest prompt (exact).
+
+    Raises:
+        ValueError: ``prompt_depth`` larger than an encoder, or ``ctx_init`` that does not have ``n_ctx`` tokens.
+    """
+
+    prompt_parameters = ("text_prompts",)
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        backbone: str | Backbone = "ViT-B-16",
+        pretrained: str | None = "openai",
+        *,
+        offline: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        n_ctx: int = 2,
+        ctx_init: str | None = "a photo",
+        prompt_depth: int = 9,
+        truncate_context: bool = True,
+    ) -> None:
+        super().__init__(
+            class_names,
+            backbone,
+            pretrained,
+            offline=offline,
+            cache_dir=cache_dir,
+            n_ctx=n_ctx,
+            ctx_init=ctx_init,
+            text_prompt_depth=prompt_depth,
+            vision_prompt_depth=0,
+            n_ctx_vision=0,
+            truncate_context=truncate_context,
+        )
+        if prompt_depth > self.vision_tower.num_layers:
+            raise ValueError(
+                f"prompt_depth must be at most the image encoder's {self.vision_tower.num_layers} layers, "
+                f"got {prompt_depth}."
+            )
+        self.prompt_depth = int(prompt_depth)
+        self.coupling = nn.ModuleList(
+            nn.Linear(self.text_tower.width, self.vision_tower.width) for _ in range(self.prompt_depth)
+        )
+
+    def coupled_vision_prompts(self) -> torch.Tensor:
+        """The image prompts ``(J, n_ctx, d_v)``: layer ``j``'s text prompts through the coupling ``F_j``."""
+        return torch.stack([f(self.text_prompts[j]) for j, f in enumerate(self.coupling)])
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised embeddings ``(B, embed_dim)`` with the coupled image prompts."""
+        return F.normalize(self.vision_tower(images, self.coupled_vision_prompts()), dim=-1)

@@ -1,0 +1,159 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for Few-shot
+Classification", ECCV 2022).
+
+The few-shot training set itself becomes a key-value cache: the keys ``F`` ``(N, D)`` are the normalised image
+features of the ``N`` training images, the values ``L`` ``(N, C)`` their one-hot labels. A test feature ``f``
+attends to the cache with the affinity ``A = exp(-beta (1 - f F^T))`` (a sharpened cosine similarity), and the
+retrieved label mass is added to zero-shot CLIP's logits::
+
+    logits = s * f W^T + alpha * A L          W the frozen class text embeddings, s CLIP's logit scale
+
+Tip-Adapter uses the cache as it is: no training at all (``alpha`` and ``beta`` are hyper-parameters; the paper
+tunes them on a validation split, we take fixed defaults). Tip-Adapter-F makes the keys a trainable parameter
+initialised from ``F`` (the values stay fixed) and fine-tunes them with cross-entropy, which is a few epochs on
+cached features. The cache is built by the engine from the training loader before training
+(:func:`~monai_cilmp.engines.fit_training_features`); the paper averages the keys over ten augmented views of each
+image, we take one view through the evaluation transforms. Before the cache is built the network is exactly
+zero-shot CLIP (an empty cache adds nothing). Checkpoints keep the cache (keys and values), so an evaluation run
+rebuilds the same classifier.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cilmp.networks.backbones import Backbone
+
+from .feature_head import FrozenFeatureClassifier
+from .zeroshot import DEFAULT_TEMPLATE
+
+__all__ = ["TipAdapter", "cache_logits"]
+
+
+def cache_logits(f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, beta: float) -> torch.Tensor:
+    """Tip-Adapter's cache prediction ``exp(-beta (1 - f keys^T)) @ values``, ``(B, C)``.
+
+    Args:
+        f: ``(B, D)`` normalised image features.
+        keys: ``(N, D)`` cache keys.
+        values: ``(N, C)`` cache values (one-hot labels).
+        beta: sharpness of the affinity.
+    """
+    affinity = torch.exp(-beta * (1.0 - f @ keys.to(f.dtype).T))
+    return affinity @ values.to(f.dtype)
+
+
+class TipAdapter(FrozenFeatureClassifier):
+    """Zero-shot CLIP plus a cache model of the training features (Tip-Adapter; ``fine_tune=True``: Tip-Adapter-F).
+
+    Args:
+        class_names: class names in label order; ``_`` reads as a space.
+        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
+            :class:`~monai_cilmp.networks.backbones.Backbone`.
+        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
+        offline: never download backbone weights.
+        cache_dir: where backbone weights are cached.
+        fine_tune: train the cache keys (Tip-Adapter-F); otherwise nothing trains.
+        alpha: weight of the cache prediction (1.0 in the paper).
+        beta: sharpness of the affinity (5.5 in the paper's ImageNet setting).
+        text: zero-shot text kind of the class embeddings.
+        template: the template of ``text="template"``.
+        templates: the templates of ``text="ensemble"``.
+        prompts: class -> texts for ``text="descriptions"``.
+
+    Attributes:
+        cache_keys: ``(N, D)`` keys (a parameter with ``fine_tune``, else a buffer); ``N = 0`` until fitted.
+        cache_values: ``(N, C)`` one-hot values (a buffer).
+    """
+
+    uses_training_features = True
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        backbone: str | Backbone = "ViT-B-16",
+        pretrained: str | None = "openai",
+        *,
+        offline: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        fine_tune: bool = False,
+        alpha: float = 1.0,
+        beta: float = 5.5,
+        text: str = "template",
+        template: str = DEFAULT_TEMPLATE,
+        templates: Sequence[str] | None = None,
+        prompts: Mapping[str, Sequence[str] | str] | None = None,
+    ) -> None:
+        super().__init__()
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"Tip-Adapter needs alpha >= 0 and beta >= 0, got {alpha} and {beta}.")
+        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self.fine_tune, self.alpha, self.beta = bool(fine_tune), float(alpha), float(beta)
+        keys = torch.zeros(0, self.feature_dim)
+        if self.fine_tune:
+            self.cache_keys = nn.Parameter(keys)
+        else:
+            self.register_buffer("cache_keys", keys)
+        self.register_buffer("cache_values", torch.zeros(0, len(self.class_names)))
+
+    def _set_cache(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        device = self.text_weights.device
+        if self.fine_tune:
+            self._set_parameter(self, "cache_keys", keys)
+        else:
+            self.cache_keys = keys.detach().to(device, torch.float32).clone()
+        self.cache_values = values.detach().to(device, torch.float32).clone()
+
+    def fit_training_features(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Build the cache: keys the normalised features ``(N, D)``, values the one-hot ``labels`` ``(N,)``.
+
+        Raises:
+            ValueError: shapes that do not match, or a label outside the classes.
+        """
+        labels = torch.as_tensor(labels).long().view(-1)
+        if features.ndim != 2 or features.shape != (len(labels), self.feature_dim):
+            raise ValueError(
+                f"Tip-Adapter's cache needs ({len(labels)}, {self.feature_dim}) features, got {tuple(features.shape)}."
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise ValueError(f"Cache labels must lie in 0..{len(self.class_names) - 1}.")
+        values = F.one_hot(labels, len(self.class_names)).float()
+        self._set_cache(F.normalize(features.float(), dim=-1), values)
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        return self.zero_shot_logits(f) + self.alpha * cache_logits(f, self.cache_keys, self.cache_values, self.beta)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained parameters and the cache (keys and values: the cache *is* the method's fitted state)."""
+        state = super().trainable_state_dict()
+        state["cache_keys"] = self.cache_keys.detach().clone()
+        state["cache_values"] = self.cache_values.detach().clone()
+        return state
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load what :meth:`trainable_state_dict` returned (the cache takes the saved size).
+
+        Raises:
+            ValueError: no cache in ``state``, or keys that do not fit.
+        """
+        state = dict(state)
+        keys, values = state.get("cache_keys"), state.pop("cache_values", None)
+        if keys is None or values is None or keys.ndim != 2 or keys.shape[1] != self.feature_dim:
+            raise ValueError(
+                f"The trained state does not fit this {type(self).__name__}: it needs cache_keys "
+                f"(N, {self.feature_dim}) and cache_values; load a checkpoint of a Tip-Adapter run on this backbone."
+            )
+        if values.shape != (keys.shape[0], len(self.class_names)):
+            raise ValueError(
+                f"The trained state does not fit this {type(self).__name__}: cache_values has shape "
+                f"{tuple(values.shape)}, expected ({keys.shape[0]}, {len(self.class_names)}) for these classes."
+            )
+        self._set_cache(keys, values)
+        if not self.fine_tune:
+            state.pop("cache_keys")
+        super().load_trainable_state_dict(state)
