@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-import monai_cilmp  # noqa: F401  (registers CILMP-Tiny)
-from monai_cilmp.knowledge import KnowledgeBank
-from monai_cilmp.networks import load_backbone
+# the project's own weights (the demo's `--pretrained synthetic`) go to a folder of this test session, never to the
+# user's ~/.cache/monai-cilmp
+os.environ["MONAI_CILMP_HOME"] = tempfile.mkdtemp(prefix="monai-cilmp-home-")
+
+import monai_cilmp.networks  # noqa: E402, F401  (registers CILMP-Tiny and the other project configs)
+from monai_cilmp.knowledge import KnowledgeBank  # noqa: E402
+from monai_cilmp.networks import load_backbone  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CLASSES = ["normal lung", "bacterial pneumonia", "viral pneumonia", "covid"]

@@ -100,7 +100,9 @@ def shots_label(shots: int) -> str:
 
 def backbone_label(backbone: str, pretrained: str | None) -> str:
     """``"ViT-B-16 (openai)"``: the backbone column of a report (``random`` for untrained weights, the file name for a
-    checkpoint file)."""
+    checkpoint file; a hub id or folder alone, since it carries its own weights)."""
+    if backbone.startswith("hf-hub:") or Path(backbone).is_dir():
+        return backbone
     weights = pretrained or "random"
     if os.sep in weights or "/" in weights:
         weights = Path(weights).name

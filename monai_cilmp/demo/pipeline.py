@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from monai_cilmp.utils.files import read_json, write_json
 from .pretrain import DEFAULT_STEPS, pretrain_tiny_clip
 from .synthetic import DEFAULT_ACQUISITION, make_synthetic_dataset
 
-__all__ = ["BACKBONE_FILE", "MANIFEST_FILE", "demo_report", "prepare_demo", "zero_shot_baselines"]
+__all__ = ["BACKBONE_FILE", "MANIFEST_FILE", "demo_report", "keep_backbone", "prepare_demo", "zero_shot_baselines"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def prepare_demo(
     made = manifest.is_file() and all(Path(p).is_file() for p in paths.values())
     if made and read_json(manifest).get("settings") == settings:
         print(f"Demo data, backbone and knowledge already in {root} (made with the same settings): reusing them.")
+        keep_backbone(paths["backbone"])
         return paths
     manifest.unlink(missing_ok=True)  # a folder without its manifest is remade, whatever an interrupted run left
 
@@ -106,7 +108,20 @@ def prepare_demo(
     finally:
         torch.set_num_threads(previous_threads)
     write_json(manifest, {"settings": settings, "paths": paths, "seconds": round(time.perf_counter() - start, 1)})
+    keep_backbone(paths["backbone"])
     return paths
+
+
+def keep_backbone(path: str | os.PathLike) -> Path:
+    """Keep the demo's pre-trained tiny CLIP as the named weights ``--backbone CILMP-Tiny --pretrained synthetic``
+    (in :func:`~monai_cilmp.networks.backbones.project_weights_dir`), for training on your own data offline."""
+    from monai_cilmp.networks.backbones import PROJECT_PRETRAINED, project_weights_dir
+    from monai_cilmp.utils.files import atomic_write
+
+    target = project_weights_dir() / PROJECT_PRETRAINED[(TINY_BACKBONE, "synthetic")][0]
+    atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
+    print(f"      the pre-trained tiny CLIP is kept as --backbone {TINY_BACKBONE} --pretrained synthetic ({target})")
+    return target
 
 
 def zero_shot_baselines(

@@ -135,14 +135,15 @@ def _is_file_path(value: Any) -> bool:
 def record_run_inputs(metadata: Mapping[str, Any], directory: str | os.PathLike) -> dict[str, Any]:
     """Complete a run's metadata with what rebuilds it anywhere (reads and hashes files; writes nothing).
 
-    - ``pretrained``: a weights file or folder becomes its absolute path, with ``pretrained_sha256``; random weights
+    - ``pretrained``: a weights file or folder becomes its absolute path, with ``pretrained_sha256``; the project's
+      named weights (``synthetic``) record their file and its hash (``pretrained_file``); random weights
       (``none``) record ``backbone_init_seed`` (the fixed seed :func:`~monai_cilmp.networks.backbones.load_backbone`
       draws them with);
     - ``knowledge``: becomes ``<run>/knowledge.safetensors`` (``knowledge_source`` keeps where it came from; the copy is
       made by :func:`prepare_run_folder`), with ``knowledge_sha256``;
     - ``datalist``: absolute, with ``datalist_sha256``.
     """
-    from monai_cilmp.networks.backbones import DEFAULT_INIT_SEED
+    from monai_cilmp.networks.backbones import DEFAULT_INIT_SEED, project_pretrained_file
 
     directory = Path(directory)
     meta = dict(metadata)
@@ -153,6 +154,10 @@ def record_run_inputs(metadata: Mapping[str, Any], directory: str | os.PathLike)
     elif pretrained is None or str(pretrained).strip().lower() in ("", "none", "random"):
         meta["pretrained"] = "none"
         meta["backbone_init_seed"] = DEFAULT_INIT_SEED
+    elif (made := project_pretrained_file(str(meta.get("backbone")), str(pretrained))) is not None:
+        # named weights of this project (e.g. the demo's): the name may be remade with other weights later
+        meta["pretrained_file"] = str(made)
+        meta["pretrained_file_sha256"] = file_sha256(made)
     if isinstance(meta.get("backbone"), str) and Path(meta["backbone"]).is_dir():
         meta["backbone"] = str(Path(meta["backbone"]).resolve())
         meta["backbone_sha256"] = file_sha256(meta["backbone"])
@@ -432,7 +437,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "final") -> TrainedRu
 
 def _check_weights(meta: Mapping[str, Any], checkpoint: Path) -> None:
     """The backbone weights a run recorded (file or folder with a hash) must still be there, unchanged."""
-    for key in ("pretrained", "backbone"):
+    for key in ("pretrained", "backbone", "pretrained_file"):
         expected = meta.get(f"{key}_sha256")
         if not expected:
             continue

@@ -46,6 +46,7 @@ import torch
 
 __all__ = [
     "DEFAULT_INIT_SEED",
+    "PROJECT_PRETRAINED",
     "BIOMEDCLIP",
     "BIOMEDCLIP_ARCHITECTURE",
     "Backbone",
@@ -56,6 +57,8 @@ __all__ = [
     "TINY_TIMM_BACKBONE",
     "TINY_TIMM_VIT",
     "load_backbone",
+    "project_pretrained_file",
+    "project_weights_dir",
     "register_model_configs",
 ]
 
@@ -73,6 +76,11 @@ BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 TINY_TIMM_VIT = "cilmp_tiny_vit"
 _TINY_VIT_ARGS = {"img_size": 64, "patch_size": 16, "embed_dim": 64, "depth": 12, "num_heads": 4}
 
+#: weights this project makes, named like open_clip's pretrained tags: (model, tag) -> (file name, the command that
+#: makes them); they are kept in :func:`project_weights_dir`
+PROJECT_PRETRAINED = {
+    (TINY_BACKBONE, "synthetic"): ("cilmp-tiny-synthetic.safetensors", "monai-cilmp demo"),
+}
 _MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 #: Hugging Face text models whose config.json ships in ``model_configs/hf/<folder>`` (built without a download)
@@ -147,6 +155,44 @@ def _register_timm_models() -> None:
 
     cilmp_tiny_vit.__name__ = TINY_TIMM_VIT
     register_model(cilmp_tiny_vit)
+
+
+def project_weights_dir() -> Path:
+    """Where the project's own backbone weights are kept: ``$MONAI_CILMP_HOME/backbones`` (default
+    ``~/.cache/monai-cilmp/backbones``)."""
+    home = os.environ.get("MONAI_CILMP_HOME") or Path.home() / ".cache" / "monai-cilmp"
+    return Path(home).expanduser() / "backbones"
+
+
+def project_pretrained_file(name: str, tag: str, required: bool = False) -> Path | None:
+    """The file of the project's pretrained weights ``tag`` of model ``name`` (see :data:`PROJECT_PRETRAINED`).
+
+    Args:
+        name: model name.
+        tag: the weights' name.
+        required: raise when they have not been made yet (else return ``None``).
+
+    Raises:
+        BackboneWeightsNotFoundError: ``required`` and the file does not exist; the message names the command that
+            makes it.
+    """
+    if (name, tag) not in PROJECT_PRETRAINED:
+        return None
+    file_name, command = PROJECT_PRETRAINED[(name, tag)]
+    path = project_weights_dir() / file_name
+    if path.is_file():
+        return path
+    if required:
+        raise BackboneWeightsNotFoundError(
+            f"The '{tag}' weights of {name} are made by `{command}` (offline, a few minutes on a CPU): run it once; "
+            f"it keeps them in {path.parent} (set MONAI_CILMP_HOME to keep them elsewhere)."
+        )
+    return None
+
+
+def _tags_of(name: str) -> list[str]:
+    """open_clip's pretrained tags of ``name`` and the project's own."""
+    return [*open_clip.list_pretrained_tags_by_model(name), *(t for n, t in PROJECT_PRETRAINED if n == name)]
 
 
 def _hf_cache_hint(cache_dir: str | None) -> str:
@@ -409,8 +455,9 @@ def load_backbone(
     Args:
         name: an open_clip model name (``"ViT-B-16"``, ``"CILMP-Tiny"``), ``"hf-hub:org/repo"``, or a local folder
             (optionally prefixed ``"local-dir:"``) that holds ``open_clip_config.json`` and a weights file.
-        pretrained: a pretrained tag of ``name`` (``"openai"``), a checkpoint file, or ``None`` (also ``"none"``) for
-            random weights.
+        pretrained: a pretrained tag of ``name`` (``"openai"``; or one of the project's own, such as ``"synthetic"``
+            of ``CILMP-Tiny``, made by ``monai-cilmp demo``: :data:`PROJECT_PRETRAINED`), a checkpoint file, or
+            ``None`` (also ``"none"``) for random weights.
             Ignored for hub ids and folders, which carry their own weights.
         offline: never download; weights must already be in the cache or on disk.
         cache_dir: where downloads go and cached weights are looked up (default: the Hugging Face cache).
@@ -482,7 +529,9 @@ def load_backbone(
                 f"'ViT-B-16' or '{TINY_BACKBONE}'), an 'hf-hub:' id or a local folder."
             )
         if pretrained:
-            if open_clip.get_pretrained_cfg(name, pretrained):
+            if (name, pretrained) in PROJECT_PRETRAINED:
+                checkpoint = str(project_pretrained_file(name, pretrained, required=True))
+            elif open_clip.get_pretrained_cfg(name, pretrained):
                 checkpoint, tag_cfg = _resolve_tag(name, pretrained, cache_dir, offline)
                 # open_clip only warns when a tag was trained with QuickGELU (OpenAI's weights) and the
                 # config is not; the activations would silently be wrong, so follow the tag instead.
@@ -491,7 +540,7 @@ def load_backbone(
             else:
                 path = Path(pretrained).expanduser()
                 if not path.is_file():
-                    tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+                    tags = ", ".join(_tags_of(name)) or "none"
                     raise FileNotFoundError(
                         f"Pretrained weights '{pretrained}' for {name} are neither a known tag ({tags}) nor an "
                         "existing checkpoint file: give a tag or the path of a downloaded checkpoint."

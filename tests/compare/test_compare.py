@@ -13,6 +13,7 @@ from monai_cilmp.compare import (
     CELL_FILE,
     FULL,
     Cell,
+    backbone_label,
     base_recipe,
     parse_shots,
     run_comparison,
@@ -175,6 +176,7 @@ def test_command_line_takes_a_hub_backbone_of_the_bert_family(tiny_data, tmp_pat
     argv += ["--offline", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
     assert main(argv) == 0
     for method in ("zero-shot-template", "coop", "cocoop"):
-        record = json.loads(Cell(method, 2, 1).record_path(out).read_text())
+        label = backbone_label("hf-hub:someone/tiny-biomed-clip", None)
+        record = json.loads(Cell(method, 2, 1, label).record_path(out).read_text())
         assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
     assert "results.md" in capsys.readouterr().out

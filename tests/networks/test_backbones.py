@@ -332,3 +332,21 @@ def test_random_weights_are_the_same_whatever_the_global_random_state():
     assert all(torch.equal(first[k], second[k]) for k in first)
     third = load_backbone("CILMP-Tiny", None, init_seed=1).model.state_dict()
     assert not all(torch.equal(first[k], third[k]) for k in first)
+
+
+def test_project_weights_by_name(tmp_path, monkeypatch):
+    """``--backbone CILMP-Tiny --pretrained synthetic``: the demo's pre-trained tiny CLIP, kept under a name."""
+    from safetensors.torch import save_file
+
+    from monai_cilmp.demo.pipeline import keep_backbone
+    from monai_cilmp.networks.backbones import BackboneWeightsNotFoundError, load_backbone
+
+    monkeypatch.setenv("MONAI_CILMP_HOME", str(tmp_path / "home"))
+    with pytest.raises(BackboneWeightsNotFoundError, match=r"are made by `monai-cilmp demo` .* run it once"):
+        load_backbone("CILMP-Tiny", "synthetic")
+    weights = load_backbone("CILMP-Tiny", None, init_seed=5).model.state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "made.safetensors")
+    kept = keep_backbone(tmp_path / "made.safetensors")
+    assert kept.parent == tmp_path / "home" / "backbones"
+    loaded = load_backbone("CILMP-Tiny", "synthetic").model.state_dict()
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
