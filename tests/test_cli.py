@@ -81,3 +81,13 @@ def test_help_imports_neither_torch_nor_monai(command):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "usage: monai-cilmp" in result.stdout
+
+
+def test_random_weights_are_announced_loudly(capsys):
+    from monai_cilmp.cli.train import warn_random_weights
+
+    warn_random_weights("none", "CILMP-Tiny")
+    assert "WARNING: --pretrained none trains on a backbone of RANDOM weights" in capsys.readouterr().err
+    for pretrained, backbone in (("openai", "ViT-B-16"), ("openai", "hf-hub:org/model"), ("synthetic", "CILMP-Tiny")):
+        warn_random_weights(pretrained, backbone)
+    assert capsys.readouterr().err == ""

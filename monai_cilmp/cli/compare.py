@@ -72,8 +72,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runtime = apply_runtime(args)
+    from monai_cilmp.cli.train import warn_random_weights
     from monai_cilmp.compare import base_recipe, run_comparison
+
+    runtime = apply_runtime(args)
+    warn_random_weights(args.pretrained, args.backbone)
     from monai_cilmp.engines import TrainingRecipe
     from monai_cilmp.networks.nets import get_method
 

@@ -73,11 +73,15 @@ def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -
     return names
 
 
-def warn_random_weights(pretrained: str) -> None:
+def warn_random_weights(pretrained: str, backbone: str = "") -> None:
+    """Say loudly, on standard error, that a backbone without pretrained weights learns nothing meaningful."""
+    if str(backbone).startswith("hf-hub:") or Path(str(backbone)).is_dir():
+        return  # a hub id or folder carries its own weights
     if str(pretrained).strip().lower() in ("", "none", "random"):
         print(
             "WARNING: --pretrained none trains on a backbone of RANDOM weights: results mean nothing beyond testing "
-            "the pipeline. Use pretrained weights (e.g. --pretrained openai) or the demo's pre-trained tiny backbone.",
+            "the pipeline. Use pretrained weights (e.g. --pretrained openai) or the demo's tiny CLIP (--backbone "
+            "CILMP-Tiny --pretrained synthetic, made by `monai-cilmp demo`).",
             file=sys.stderr,
         )
 
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.update({"network_def#quick_gelu": quick_gelu, "network_hparams#quick_gelu": quick_gelu})
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
-    warn_random_weights(pretrained)
+    warn_random_weights(pretrained, args.backbone)
     print(
         f"Training CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
         f"{', '.join(names)}"
