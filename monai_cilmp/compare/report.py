@@ -19,7 +19,7 @@ from monai_cilmp.utils.files import atomic_write
 
 from .cells import FULL, shots_label
 
-__all__ = ["REPORTED_METRICS", "plot_accuracy", "summarise_cells", "write_report"]
+__all__ = ["REPORTED_METRICS", "accuracy_figure", "plot_accuracy", "summarise_cells", "write_report"]
 
 #: the metrics of the results table, with their column titles
 REPORTED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro AUC"}
@@ -97,8 +97,16 @@ def _markdown(rows: list[dict], method_rows: list[dict], shots: Sequence[int], t
     return "\n".join(lines) + "\n"
 
 
-def plot_accuracy(rows: Sequence[Mapping[str, Any]], shots: Sequence[int], path: str | os.PathLike) -> Path:
-    """Accuracy (mean ± std over seeds) against shots, one line per method; methods that do not train are dashed."""
+def accuracy_figure(
+    rows: Sequence[Mapping[str, Any]], shots: Sequence[int], n_classes: int | None = None, title: str | None = None
+):
+    """Accuracy (mean ± std over seeds) against shots, one line per method; methods that do not train are dashed.
+
+    The axis runs from 0 to 1, with the chance level ``1 / n_classes`` drawn as a grey line when it is given.
+
+    Returns:
+        a matplotlib ``Figure`` (no pyplot).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -112,16 +120,33 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], shots: Sequence[int], path:
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: x_of[r["shots"]])
         x = [x_of[r["shots"]] for r in mine]
-        y = [100 * r["accuracy_mean"] for r in mine]
-        err = [100 * r["accuracy_std"] for r in mine]
+        y = [r["accuracy_mean"] for r in mine]
+        err = [r["accuracy_std"] for r in mine]
         style = "-o" if get_method(method).needs_training else "--"
         ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=method)
+    if n_classes:
+        ax.axhline(1.0 / n_classes, color="grey", linestyle=":", linewidth=1.2, label=f"chance (1/{n_classes})")
     ax.set_xticks(range(len(order)), [shots_label(k).replace("-shot", "") for k in order])
+    ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("training images per class (shots)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy")
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     figure.tight_layout()
+    return figure
+
+
+def plot_accuracy(
+    rows: Sequence[Mapping[str, Any]],
+    shots: Sequence[int],
+    path: str | os.PathLike,
+    n_classes: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Save :func:`accuracy_figure` as a PNG at ``path``."""
+    figure = accuracy_figure(rows, shots, n_classes, title)
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
@@ -142,7 +167,10 @@ def write_report(
     if not rows:
         raise ValueError("No finished cells to report.")
     params = {m["method"]: m["trainable_parameters"] for m in method_rows}
-    plot = plot_accuracy(rows, shots, out / "accuracy_vs_shots.png")
+    n_classes = len(records[0].get("class_names") or []) or None
+    n_test = records[0].get("metrics", {}).get("n")
+    plot_title = f"{title}: test split" + (f", n={n_test}" if n_test else "") + ", accuracy mean ± std over seeds"
+    plot = plot_accuracy(rows, shots, out / "accuracy_vs_shots.png", n_classes=n_classes, title=plot_title)
 
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:

@@ -5,10 +5,20 @@ from __future__ import annotations
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .evaluation import evaluate_split, write_predictions
 from .features import cached_feature_loader
+from .progress import EpochSummary
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
-from .trainer import RegularizedLoss, create_evaluator, create_trainer, default_device, predict, reseed
+from .trainer import (
+    RegularizedLoss,
+    create_evaluator,
+    create_trainer,
+    default_device,
+    predict,
+    reseed,
+    scores_and_labels,
+)
 
 __all__ = [
+    "EpochSummary",
     "RegularizedLoss",
     "TrainingCheckpoint",
     "TrainingRecipe",
@@ -24,5 +34,6 @@ __all__ = [
     "lr_factor",
     "predict",
     "reseed",
+    "scores_and_labels",
     "write_predictions",
 ]

@@ -12,6 +12,7 @@ from torch import nn
 
 from monai_cilmp.engines.trainer import predict
 from monai_cilmp.metrics import classification_metrics, save_confusion_matrix, save_metrics
+from monai_cilmp.metrics.classification import figure_title, log_metrics_to_tensorboard
 from monai_cilmp.utils import atomic_write
 
 __all__ = ["evaluate_split", "write_predictions"]
@@ -41,9 +42,10 @@ def evaluate_split(
     ordinal: bool = False,
     split: str = "test",
     device: Any | None = None,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Predict ``data_loader`` and write ``<split>_metrics.json``, ``<split>_confusion.{csv,png}`` and
-    ``<split>_predictions.csv`` into ``out_dir``.
+    ``<split>_predictions.csv`` into ``out_dir`` (and the metrics and confusion matrix to TensorBoard).
 
     Args:
         network: the trained classifier.
@@ -54,6 +56,7 @@ def evaluate_split(
         ordinal: quadratic-weighted kappa (ordered grades).
         split: name used in the file names.
         device: where to run.
+        tensorboard_dir: also log the metrics and the confusion matrix image here (e.g. the run's ``tensorboard/``).
 
     Returns:
         the metrics, with the written paths under ``"files"``.
@@ -67,7 +70,9 @@ def evaluate_split(
         "predictions": write_predictions(out_dir / f"{split}_predictions.csv", names, probs, class_names),
     }
     files["confusion_csv"], files["confusion_png"] = save_confusion_matrix(
-        metrics["confusion_matrix"], class_names, out_dir / f"{split}_confusion"
+        metrics["confusion_matrix"], class_names, out_dir / f"{split}_confusion", title=figure_title(split, metrics)
     )
+    if tensorboard_dir is not None:
+        files["tensorboard"] = log_metrics_to_tensorboard(metrics, tensorboard_dir, split)
     metrics["files"] = {k: str(v) for k, v in files.items()}
     return metrics
