@@ -7,6 +7,7 @@ from .evaluation import evaluate_split, write_predictions
 from .features import cached_feature_loader
 from .progress import EpochSummary
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
+from .stopping import StopOnSignal, Terminated
 from .trainer import (
     RegularizedLoss,
     create_evaluator,
@@ -20,6 +21,8 @@ from .trainer import (
 __all__ = [
     "EpochSummary",
     "RegularizedLoss",
+    "StopOnSignal",
+    "Terminated",
     "TrainingCheckpoint",
     "TrainingRecipe",
     "atomic_torch_save",

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
-from monai_cilmp.engines.progress import EpochSummary
+from monai_cilmp.engines.progress import LOGGER_NAME, EpochSummary
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
+from monai_cilmp.engines.stopping import StopOnSignal
 from monai_cilmp.handlers import GaussianPromptAggregation
 
 __all__ = [
@@ -135,7 +136,7 @@ def create_evaluator(
     metrics = None
     if with_metric:
         metrics = {"val_loss": Loss(nn.CrossEntropyLoss(), output_transform=scores_and_labels)}
-    return SupervisedEvaluator(
+    evaluator = SupervisedEvaluator(
         device=device,
         val_data_loader=data_loader,
         network=network,
@@ -145,6 +146,8 @@ def create_evaluator(
         amp=use_amp,
         amp_kwargs=amp_kwargs,
     )
+    StopOnSignal().attach(evaluator)  # SIGTERM ends the loader's workers too
+    return evaluator
 
 
 def create_trainer(
@@ -275,6 +278,8 @@ def create_trainer(
         ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": loss_output(output)})
     if main_process:  # after the progress bar, which clears its line at the end of an epoch
         EpochSummary(optimizer, evaluator, writer, checkpoint_dir=checkpoint.directory).attach(trainer)
+    hint = f"{checkpoint.last_path} holds the last complete epoch: resume to continue"
+    StopOnSignal(LOGGER_NAME if main_process else None, hint).attach(trainer)
     if resume:
         checkpoint.restore(trainer)
         if evaluator is not None and checkpoint.best is not None:  # best.pt is only replaced by a better epoch
