@@ -1,0 +1,109 @@
+"""How many threads and data-loading processes a run uses, chosen from the machine and the device.
+
+PyTorch's defaults (one compute thread per core) plus a fixed number of DataLoader workers oversubscribe a small
+CPU machine: each worker decodes and augments images while the training step wants every core, and OpenMP threads
+that wait for a core spin. Measured on a 2-core machine (``benchmarks/threads_workers.py``), 2 threads and 4 workers
+made a CILMP training step several times slower than 1 thread and no workers. The rules here:
+
+- CPU training: the network's matrix products dominate, so the cores go to compute threads; images are loaded in the
+  main process up to 4 cores, and by ``cores // 8`` workers (at most 4) on bigger machines, whose cores the compute
+  threads then leave free. On 2 cores, one thread: the second core absorbs loading, logging and other processes.
+- GPU training: the GPU computes, so the CPU's job is to keep it fed: up to 8 workers (one core left for the main
+  process), and a few threads for what runs on the CPU in the main process.
+
+:func:`configure_runtime` applies a choice (given values win over the defaults) and returns it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["RuntimeSettings", "available_cores", "configure_runtime", "default_threads", "default_workers"]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's CPU set), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _device_type(device: Any) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
+def default_workers(device: Any = None, cores: int | None = None) -> int:
+    """DataLoader worker processes for training or evaluating on ``device`` (``None``: a GPU if there is one).
+
+    Args:
+        device: the device the network runs on.
+        cores: CPU cores to plan for (default: :func:`available_cores`).
+    """
+    cores = available_cores() if cores is None else max(1, int(cores))
+    if _device_type(device) == "cpu":
+        return 0 if cores <= 4 else min(4, cores // 8)
+    return min(8, cores - 1)
+
+
+def default_threads(device: Any = None, cores: int | None = None, workers: int | None = None) -> int:
+    """Intra-op threads of torch in the main process for a run on ``device`` with ``workers`` loader processes.
+
+    Args:
+        device: the device the network runs on (``None``: a GPU if there is one).
+        cores: CPU cores to plan for (default: :func:`available_cores`).
+        workers: the run's DataLoader workers (default: :func:`default_workers`).
+    """
+    cores = available_cores() if cores is None else max(1, int(cores))
+    workers = default_workers(device, cores) if workers is None else max(0, int(workers))
+    if _device_type(device) != "cpu":
+        return max(1, min(4, cores - workers))
+    if cores <= 2:
+        return 1
+    return max(1, cores - workers)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """The settings :func:`configure_runtime` applied."""
+
+    device: torch.device
+    threads: int
+    workers: int
+
+
+def configure_runtime(device: Any = None, threads: int | None = None, workers: int | None = None) -> RuntimeSettings:
+    """Set torch's thread count for a run on ``device`` and return it with the number of loader workers to use.
+
+    Args:
+        device: where the network runs (``None``/``"auto"``: the first GPU if there is one, else the CPU).
+        threads: intra-op threads (``None`` or ``0``: :func:`default_threads`).
+        workers: DataLoader worker processes (``None`` or negative: :func:`default_workers`).
+
+    Returns:
+        the device, threads and workers in effect.
+
+    Raises:
+        ValueError: an unknown device, or a GPU asked for on a machine without one.
+    """
+    if device is None or str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"Unknown device '{device}': use cpu, cuda or cuda:N.") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device '{device}' was asked for but this machine has no usable GPU: use --device cpu.")
+    workers = default_workers(device) if workers is None or int(workers) < 0 else int(workers)
+    threads = default_threads(device, workers=workers) if not threads else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}.")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return RuntimeSettings(device=device, threads=threads, workers=workers)
