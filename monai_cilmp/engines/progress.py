@@ -98,7 +98,7 @@ class EpochSummary:
             self.writer.flush()
 
     def completed(self, engine: Engine) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        if self.writer is not None:  # closed: its file and thread go (it reopens if the engine runs again)
+            self.writer.close()
         if self.checkpoint_dir is not None:
             self.logger.info(f"training complete after {engine.state.epoch} epochs; run saved in {self.checkpoint_dir}")
