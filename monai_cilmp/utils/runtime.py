@@ -2,12 +2,14 @@
 
 PyTorch's defaults (one compute thread per core) plus a fixed number of DataLoader workers oversubscribe a small
 CPU machine: each worker decodes and augments images while the training step wants every core, and OpenMP threads
-that wait for a core spin. Measured on a 2-core machine (``benchmarks/threads_workers.py``), 2 threads and 4 workers
-made a CILMP training step several times slower than 1 thread and no workers. The rules here:
+that wait for a core spin. Measured on a loaded 2-core machine (``benchmarks/threads_workers.py``, a ViT-B/16-shape
+CILMP step on 8 images), torch's 2 threads made a step 2-5x slower than 1 thread and burnt 2.5x the CPU time; with
+one thread, the step's CPU time hardly depends on the workers, and one worker overlapping the loading with the
+step was the fastest. The rules here:
 
-- CPU training: the network's matrix products dominate, so the cores go to compute threads; images are loaded in the
-  main process up to 4 cores, and by ``cores // 8`` workers (at most 4) on bigger machines, whose cores the compute
-  threads then leave free. On 2 cores, one thread: the second core absorbs loading, logging and other processes.
+- CPU training: the network's matrix products dominate, so every core but the loaders' goes to compute threads;
+  images are loaded by one worker process up to 15 cores, ``cores // 8`` (at most 4) on bigger machines, and in the
+  main process on a single core.
 - GPU training: the GPU computes, so the CPU's job is to keep it fed: up to 8 workers (one core left for the main
   process), and a few threads for what runs on the CPU in the main process.
 
@@ -48,7 +50,7 @@ def default_workers(device: Any = None, cores: int | None = None) -> int:
     """
     cores = available_cores() if cores is None else max(1, int(cores))
     if _device_type(device) == "cpu":
-        return 0 if cores <= 4 else min(4, cores // 8)
+        return 0 if cores == 1 else min(4, max(1, cores // 8))
     return min(8, cores - 1)
 
 
@@ -64,8 +66,6 @@ def default_threads(device: Any = None, cores: int | None = None, workers: int |
     workers = default_workers(device, cores) if workers is None else max(0, int(workers))
     if _device_type(device) != "cpu":
         return max(1, min(4, cores - workers))
-    if cores <= 2:
-        return 1
     return max(1, cores - workers)
 
 

@@ -12,8 +12,8 @@ from monai_cilmp.utils.runtime import available_cores, configure_runtime, defaul
     "device, cores, threads, workers",
     [
         ("cpu", 1, 1, 0),
-        ("cpu", 2, 1, 0),  # the development machine: one compute thread, images loaded in the main process
-        ("cpu", 4, 4, 0),
+        ("cpu", 2, 1, 1),  # the development machine: one compute thread, one loader process
+        ("cpu", 4, 3, 1),
         ("cpu", 16, 14, 2),
         ("cpu", 64, 60, 4),
         ("cuda", 2, 1, 1),
