@@ -8,6 +8,7 @@ time per step of the main process and of the loader workers, and the ratio to th
 
     PYTHONPATH=. python benchmarks/threads_workers.py                       # ViT-B-16 shape, random weights
     PYTHONPATH=. python benchmarks/threads_workers.py --backbone CILMP-Tiny --steps 10
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. python benchmarks/threads_workers.py   # threads sleep while they wait
 
 The machine may be shared: the CPU times show how much of a step's wall time was this run's own work.
 """

@@ -9,7 +9,10 @@ step was the fastest. The rules here:
 
 - CPU training: the network's matrix products dominate, so every core but the loaders' goes to compute threads;
   images are loaded by one worker process up to 15 cores, ``cores // 8`` (at most 4) on bigger machines, and in the
-  main process on a single core.
+  main process on a single core. Where OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` set before torch
+  is imported), a thread that finds its core busy costs nothing, and every core computes: measured under load,
+  2 passive threads took 10.5 s per step with 6.8 s of CPU, as fast as 1 thread, where 2 spinning threads took
+  17.6 s and 10.8 s of CPU; on an idle machine 2 threads are up to twice as fast as one.
 - GPU training: the GPU computes, so the CPU's job is to keep it fed: up to 8 workers (one core left for the main
   process), and a few threads for what runs on the CPU in the main process.
 
@@ -24,7 +27,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["RuntimeSettings", "available_cores", "configure_runtime", "default_threads", "default_workers"]
+__all__ = [
+    "RuntimeSettings",
+    "available_cores",
+    "configure_runtime",
+    "default_threads",
+    "default_workers",
+    "passive_waiting",
+]
 
 
 def available_cores() -> int:
@@ -66,7 +76,18 @@ def default_threads(device: Any = None, cores: int | None = None, workers: int |
     workers = default_workers(device, cores) if workers is None else max(0, int(workers))
     if _device_type(device) != "cpu":
         return max(1, min(4, cores - workers))
+    if passive_waiting():  # idle threads sleep: a busy core costs a waiting thread nothing, so use them all
+        return cores
     return max(1, cores - workers)
+
+
+def passive_waiting() -> bool:
+    """Whether torch's OpenMP threads sleep rather than spin while they wait (``OMP_WAIT_POLICY=PASSIVE``).
+
+    OpenMP reads the policy once, when torch is first imported: a program that sets it must do so before that (the
+    ``monai-cilmp`` command line can; a ``python -m monai.bundle run`` has imported torch before any config runs).
+    """
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,18 @@ from monai_cilmp.utils.runtime import available_cores, configure_runtime, defaul
         ("cuda:1", 4, 1, 3),
     ],
 )
-def test_defaults_follow_cores_and_device(device, cores, threads, workers):
+def test_defaults_follow_cores_and_device(device, cores, threads, workers, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert default_workers(device, cores) == workers
     assert default_threads(device, cores) == threads
     assert default_threads(device, cores, workers=0) >= threads  # fewer workers leave more cores to compute
+
+
+def test_passive_waiting_lets_every_core_compute(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert default_threads("cpu", 2) == 2 and default_workers("cpu", 2) == 1 and default_threads("cuda", 16) == 4
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert default_threads("cpu", 2) == 1
 
 
 def test_configure_runtime_sets_torch_threads_and_keeps_given_values():
