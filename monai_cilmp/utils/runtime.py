@@ -3,16 +3,16 @@
 PyTorch's defaults (one compute thread per core) plus a fixed number of DataLoader workers oversubscribe a small
 CPU machine: each worker decodes and augments images while the training step wants every core, and OpenMP threads
 that wait for a core spin. Measured on a loaded 2-core machine (``benchmarks/threads_workers.py``, a ViT-B/16-shape
-CILMP step on 8 images), torch's 2 threads made a step 2-5x slower than 1 thread and burnt 2.5x the CPU time; with
-one thread, the step's CPU time hardly depends on the workers, and one worker overlapping the loading with the
-step was the fastest. The rules here:
+CILMP step on 8 images), torch's 2 spinning threads made a step 1.5-4x slower than 1 thread and took up to 2.4x its
+CPU time; with one thread, the step's CPU time hardly depends on the workers, and one worker overlapping the
+loading with the step was the fastest. The rules here:
 
 - CPU training: the network's matrix products dominate, so every core but the loaders' goes to compute threads;
   images are loaded by one worker process up to 15 cores, ``cores // 8`` (at most 4) on bigger machines, and in the
   main process on a single core. Where OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` set before torch
   is imported), a thread that finds its core busy costs nothing, and every core computes: measured under load,
   2 passive threads took 10.5 s per step with 6.8 s of CPU, as fast as 1 thread, where 2 spinning threads took
-  17.6 s and 10.8 s of CPU; on an idle machine 2 threads are up to twice as fast as one.
+  17.6 s and 10.8 s of CPU; with the machine less loaded, 2 passive threads were 1.9x as fast as one.
 - GPU training: the GPU computes, so the CPU's job is to keep it fed: up to 8 workers (one core left for the main
   process), and a few threads for what runs on the CPU in the main process.
 
