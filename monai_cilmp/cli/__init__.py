@@ -125,11 +125,12 @@ def user_message(error: BaseException) -> tuple[str, bool]:
 
 
 def _terminate_on_sigterm() -> None:
-    """SIGTERM ends the command as Ctrl-C does (``KeyboardInterrupt``), so that every clean-up runs: DataLoader
-    workers are shut down, temporary files removed, the run folder's lock released."""
+    """SIGTERM ends the command with status 143 by unwinding (``SystemExit``), as Ctrl-C does, so that every clean-up
+    runs: DataLoader workers are shut down, temporary files removed, the run folder's lock released. While an engine
+    runs, :class:`~monai_cilmp.engines.StopOnSignal` does the same and also logs where the run stopped."""
 
     def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, handler)

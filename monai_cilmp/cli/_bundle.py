@@ -24,7 +24,16 @@ __all__ = [
     "run_bundle",
 ]
 
-BUNDLE_DIR = Path(__file__).resolve().parents[2] / "bundles" / "cilmp"
+
+def _find_bundle() -> Path:
+    """The CILMP bundle: ``monai_cilmp/bundle`` of an installed wheel, else ``bundles/cilmp`` of a source checkout
+    (editable installs); ``setup.py`` maps the one onto the other at build time, so there is one copy of it."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "bundle", package.parent / "bundles" / "cilmp")
+    return next((c for c in candidates if (c / "configs" / "train.json").is_file()), candidates[0])
+
+
+BUNDLE_DIR = _find_bundle()
 
 
 def bundle_config(name: str) -> str:
@@ -32,8 +41,8 @@ def bundle_config(name: str) -> str:
     path = BUNDLE_DIR / "configs" / name
     if not path.is_file():
         raise FileNotFoundError(
-            f"The CILMP bundle config '{path}' is missing: run monai-cilmp from a source checkout installed with "
-            "`pip install -e .` (the bundles/ folder is not part of a wheel)."
+            f"The CILMP bundle config '{path}' is missing: reinstall monai-cilmp (a wheel carries the bundle in "
+            "monai_cilmp/bundle; a source checkout has it in bundles/cilmp)."
         )
     return str(path)
 
@@ -80,7 +89,7 @@ def apply_runtime(args: argparse.Namespace) -> dict[str, Any]:
     runtime = configure_runtime(
         getattr(args, "device", None), getattr(args, "threads", None), getattr(args, "workers", None)
     )
-    return {"device": str(runtime.device), "num_workers": runtime.workers}
+    return {"device": str(runtime.device), "num_workers": runtime.workers, "num_threads": runtime.threads}
 
 
 def class_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from monai_cilmp.utils.files import atomic_write
 
 from .cells import FULL, Protocol, harmonic_mean, shots_label
 
-__all__ = ["REPORTED_METRICS", "plot_accuracy", "plot_base_novel", "summarise_cells", "write_report"]
+__all__ = ["REPORTED_METRICS", "accuracy_figure", "plot_accuracy", "plot_base_novel", "summarise_cells", "write_report"]
 
 #: the metrics of the results table, with their column titles
 REPORTED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro AUC"}
@@ -153,10 +153,18 @@ def _markdown(rows: list[dict], method_rows: list[dict], shots: Sequence[int], t
     return "\n".join(lines) + "\n"
 
 
-def plot_accuracy(rows: Sequence[Mapping[str, Any]], shots: Sequence[int], path: str | os.PathLike) -> Path:
+def accuracy_figure(
+    rows: Sequence[Mapping[str, Any]], shots: Sequence[int], n_classes: int | None = None, title: str | None = None
+):
     """Accuracy (mean ± std over seeds) against shots, one line per backbone and method (the harmonic mean of base
     and novel accuracy under base-to-novel, methods without novel scores left out); methods that do not train are
-    dashed."""
+    dashed.
+
+    The axis runs from 0 to 1, with the chance level ``1 / n_classes`` drawn as a grey line when it is given.
+
+    Returns:
+        a matplotlib ``Figure`` (no pyplot).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -165,30 +173,47 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], shots: Sequence[int], path:
     b2n = any("hm" in r for r in rows)
     order = sorted(shots, key=lambda k: (k == FULL, k))
     x_of = {k: i for i, k in enumerate(order)}
-    several = len({r["backbone"] for r in rows}) > 1
+    several = len({r.get("backbone") for r in rows}) > 1
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for backbone, method in dict.fromkeys((r["backbone"], r["method"]) for r in rows):
+    for backbone, method in dict.fromkeys((r.get("backbone"), r["method"]) for r in rows):
         mine = sorted(
-            (r for r in rows if r["method"] == method and r["backbone"] == backbone), key=lambda r: x_of[r["shots"]]
+            (r for r in rows if r["method"] == method and r.get("backbone") == backbone), key=lambda r: x_of[r["shots"]]
         )
         if b2n:
             mine = [r for r in mine if not math.isnan(r["hm"])]
             if not mine:
                 continue
         x = [x_of[r["shots"]] for r in mine]
-        y = [100 * (r["hm"] if b2n else r["accuracy_mean"]) for r in mine]
-        err = None if b2n else [100 * r["accuracy_std"] for r in mine]
+        y = [r["hm"] if b2n else r["accuracy_mean"] for r in mine]
+        err = None if b2n else [r["accuracy_std"] for r in mine]
         style = "-o" if get_method(method).needs_training else "--"
         label = f"{method} · {backbone}" if several else method
         ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=label)
+    if n_classes and not b2n:
+        ax.axhline(1.0 / n_classes, color="grey", linestyle=":", linewidth=1.2, label=f"chance (1/{n_classes})")
     ax.set_xticks(range(len(order)), [shots_label(k).replace("-shot", "") for k in order])
+    ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("training images per class (shots)")
-    ax.set_ylabel("harmonic mean of base and novel accuracy (%)" if b2n else "test accuracy (%)")
+    ax.set_ylabel("harmonic mean of base and novel accuracy" if b2n else "test accuracy")
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     figure.tight_layout()
+    return figure
+
+
+def plot_accuracy(
+    rows: Sequence[Mapping[str, Any]],
+    shots: Sequence[int],
+    path: str | os.PathLike,
+    n_classes: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Save :func:`accuracy_figure` as a PNG at ``path``."""
+    figure = accuracy_figure(rows, shots, n_classes, title)
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
@@ -239,7 +264,13 @@ def write_report(
         raise ValueError("No finished cells to report.")
     b2n = any("hm" in r for r in rows)
     params = {(m["backbone"], m["method"]): m["trainable_parameters"] for m in method_rows}
-    plot = plot_accuracy(rows, shots, out / ("hm_vs_shots.png" if b2n else "accuracy_vs_shots.png"))
+    n_classes = len(records[0].get("class_names") or []) or None
+    n_test = records[0].get("metrics", {}).get("n")
+    what = "harmonic mean of base and novel accuracy" if b2n else "accuracy"
+    plot_title = f"{title}: test split" + (f", n={n_test}" if n_test else "") + f", {what} mean ± std over seeds"
+    plot = plot_accuracy(
+        rows, shots, out / ("hm_vs_shots.png" if b2n else "accuracy_vs_shots.png"), n_classes, plot_title
+    )
     bars = plot_base_novel(rows, out / "base_novel.png") if b2n else None
     stats = [f"{k}_{s}" for k in REPORTED_METRICS for s in ("mean", "std")]
     if b2n:

@@ -14,8 +14,10 @@ from .evaluation import (
 )
 from .features import cached_feature_loader, fit_training_features, training_features
 from .inference import ImagePredictions, predict_images
+from .progress import EpochSummary
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
+from .stopping import StopOnSignal, Terminated
 from .trainer import (
     RegularizedLoss,
     RunFolderTrainer,
@@ -24,15 +26,19 @@ from .trainer import (
     default_device,
     predict,
     reseed,
+    scores_and_labels,
 )
 
 __all__ = [
     "CALIBRATION_FILE",
+    "EpochSummary",
     "ImagePredictions",
     "RegularizedLoss",
     "RunCalibration",
     "RunFolderError",
     "RunFolderTrainer",
+    "StopOnSignal",
+    "Terminated",
     "TrainedRun",
     "TrainingCheckpoint",
     "TrainingRecipe",
@@ -45,9 +51,9 @@ __all__ = [
     "default_device",
     "evaluate_split",
     "fit_calibration",
+    "fit_training_features",
     "format_trust_summary",
     "load_calibration",
-    "fit_training_features",
     "load_checkpoint",
     "load_run",
     "lr_factor",
@@ -60,6 +66,7 @@ __all__ = [
     "reseed",
     "run_lock",
     "save_calibration",
+    "scores_and_labels",
     "training_features",
     "write_predictions",
 ]

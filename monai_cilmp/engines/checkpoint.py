@@ -60,7 +60,10 @@ class TrainingCheckpoint:
 
     After every epoch writes ``<dir>/last.pt`` atomically with the network's trainable state, the optimiser,
     the scheduler, the GPA aggregate and the engine's epoch/iteration; when training completes it also writes
-    ``<dir>/final.pt`` (after GPA has installed its aggregate). Random streams need no saving: the trainer
+    ``<dir>/final.pt`` (after GPA has installed its aggregate). With validation, ``<dir>/best.pt`` holds the epoch with
+    the best validation accuracy so far (the prompts of that epoch, before any aggregation); every checkpoint records
+    that best (``"best"``: metric and epoch) so that a resumed run only replaces ``best.pt`` by a better epoch. Random
+    streams need no saving: the trainer
     reseeds them at every epoch start from the run's seed and the epoch number.
 
     Args:
@@ -84,6 +87,7 @@ class TrainingCheckpoint:
         self.directory = Path(directory)
         self.network, self.optimizer, self.scheduler, self.gpa = network, optimizer, scheduler, gpa
         self.metadata = dict(metadata or {})
+        self.best: dict[str, Any] | None = None
 
     @property
     def last_path(self) -> Path:
@@ -92,6 +96,10 @@ class TrainingCheckpoint:
     @property
     def final_path(self) -> Path:
         return self.directory / "final.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best.pt"
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
@@ -114,10 +122,16 @@ class TrainingCheckpoint:
                 "max_epochs": engine.state.max_epochs,
             },
             "metadata": self.metadata,
+            "best": self.best,
         }
 
     def save_last(self, engine: Engine) -> Path:
         return atomic_torch_save(self.state(engine), self.last_path)
+
+    def save_best(self, engine: Engine, metric: float) -> Path:
+        """Record ``metric`` as the best validation result (at the engine's epoch) and write ``best.pt``."""
+        self.best = {"metric": float(metric), "epoch": int(engine.state.epoch)}
+        return atomic_torch_save(self.state(engine), self.best_path)
 
     def save_final(self, engine: Engine) -> Path | None:
         if engine.state.epoch < engine.state.max_epochs:
@@ -138,6 +152,7 @@ class TrainingCheckpoint:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.gpa is not None and state.get("gpa") is not None:
             self.gpa.load_state_dict(state["gpa"])
+        self.best = state.get("best")
         if state.get("engine"):
             engine.state.epoch = int(state["engine"]["epoch"])
             engine.state.iteration = int(state["engine"]["iteration"])

@@ -17,6 +17,7 @@ from monai_cilmp.engines.calibration import RunCalibration, fit_calibration, loa
 from monai_cilmp.engines.trainer import create_evaluator
 from monai_cilmp.metrics import classification_metrics, save_confusion_matrix, save_metrics
 from monai_cilmp.metrics.calibration import calibration_metrics, save_reliability_diagram
+from monai_cilmp.metrics.classification import figure_title, log_metrics_to_tensorboard
 from monai_cilmp.metrics.conformal import coverage_curve, save_coverage_plot, set_coverage
 from monai_cilmp.metrics.temperature import softmax
 from monai_cilmp.utils import atomic_write
@@ -128,10 +129,11 @@ def evaluate_split(
     conformal_method: str = "lac",
     class_conditional: bool = False,
     n_bins: int = 15,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Predict ``data_loader`` and write ``<split>_metrics.json``, ``<split>_confusion.{csv,png}``,
     ``<split>_predictions.csv`` and ``<split>_reliability.png`` into ``out_dir`` (and, with a calibration,
-    ``<split>_conformal.png``).
+    ``<split>_conformal.png``), and the metrics and confusion matrix to TensorBoard with ``tensorboard_dir``.
 
     Calibration: with ``calibration_loader`` (the *validation* split; never the evaluated split) a temperature and
     conformal thresholds are fitted on its logits and saved to ``<out_dir>/calibration.json``; else ``calibration``
@@ -155,6 +157,7 @@ def evaluate_split(
         conformal_method: conformal score of a new fit (``"lac"``, ``"aps"``, ``"raps"``).
         class_conditional: per-class conformal thresholds for a new fit.
         n_bins: bins of the calibration errors and the reliability diagram.
+        tensorboard_dir: also log the metrics and the confusion matrix image here (e.g. the run's ``tensorboard/``).
 
     Returns:
         the metrics, with the written paths under ``"files"``.
@@ -222,8 +225,10 @@ def evaluate_split(
     files["metrics"] = out_dir / f"{split}_metrics.json"
     files["predictions"] = write_predictions(out_dir / f"{split}_predictions.csv", names, probs, class_names, sets)
     files["confusion_csv"], files["confusion_png"] = save_confusion_matrix(
-        metrics["confusion_matrix"], class_names, out_dir / f"{split}_confusion"
+        metrics["confusion_matrix"], class_names, out_dir / f"{split}_confusion", title=figure_title(split, metrics)
     )
+    if tensorboard_dir is not None:
+        files["tensorboard"] = log_metrics_to_tensorboard(metrics, tensorboard_dir, split)
     metrics["files"] = {k: str(v) for k, v in files.items()}
     save_metrics(metrics, files["metrics"])
     return metrics

@@ -2,7 +2,9 @@
 ``SupervisedEvaluator``.
 
 The trainer's handlers, in the order they run at the end of an epoch: learning-rate schedule, validation, GPA
-(accumulate; at the end install the aggregate), checkpoint (so ``final.pt`` holds the aggregated prompts), logs.
+(accumulate; at the end install the aggregate), ``best.pt`` when validation set a new best accuracy, ``last.pt``
+(and at the end ``final.pt``, which holds the aggregated prompts), then TensorBoard and one log line per epoch
+(:class:`~monai_cilmp.engines.progress.EpochSummary`).
 The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). Two optional
 network hooks: ``uses_training_features`` (built from the training set's features before training: Tip-Adapter,
 LP++) and ``guide_loss()`` (gradients projected off its conflicting direction: ProGrad). A network with
@@ -14,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.features import fit_training_features
+from monai_cilmp.engines.progress import LOGGER_NAME, EpochSummary
 from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
 from monai_cilmp.engines.runs import prepare_run_folder, record_run_inputs, run_lock
+from monai_cilmp.engines.stopping import StopOnSignal
 from monai_cilmp.handlers import GaussianPromptAggregation, GradientProjection, NonFiniteGuard
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "default_device",
     "predict",
     "reseed",
+    "scores_and_labels",
 ]
 
 
@@ -95,6 +100,22 @@ def _amp_kwargs(device: torch.device, amp: bool | str | None) -> tuple[bool, dic
     return True, {"dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}[str(amp)]}
 
 
+def scores_and_labels(output: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, C)`` float32 class scores and ``(B,)`` long labels of a decollated engine output, on the scores' device.
+
+    The output transform of every metric of :func:`create_evaluator`. MONAI decollates a batch's labels into Python
+    numbers (0-d tensors become ``.item()``), so they must be put back on the device of the scores: on a GPU the
+    metrics would otherwise compare ``cuda`` scores with ``cpu`` labels. Scores are cast to float32 (under autocast
+    they are bf16/fp16). Returning scores rather than argmax indices keeps Ignite in its multi-class case.
+    """
+    from monai.handlers import from_engine
+
+    pred, label = from_engine(["pred", "label"])(output)
+    scores = torch.stack([torch.as_tensor(p) for p in pred]).float()
+    labels = torch.stack([torch.as_tensor(t).reshape(()) for t in label]).to(device=scores.device, dtype=torch.long)
+    return scores.as_subclass(torch.Tensor), labels.as_subclass(torch.Tensor)
+
+
 def create_evaluator(
     network: nn.Module,
     data_loader: Any,
@@ -103,7 +124,7 @@ def create_evaluator(
     handlers: Sequence[Any] = (),
     with_metric: bool = True,
 ):
-    """A ``SupervisedEvaluator`` whose ``val_accuracy`` key metric drives validation logs.
+    """A ``SupervisedEvaluator`` whose ``val_accuracy`` key metric (with ``val_loss`` beside it) drives validation.
 
     Args:
         network: the classifier.
@@ -113,27 +134,26 @@ def create_evaluator(
         handlers: extra evaluation handlers.
         with_metric: compute the accuracy (needs labels); ``False`` for unlabelled data.
     """
-    from ignite.metrics import Accuracy
+    from ignite.metrics import Accuracy, Loss
     from monai.engines import SupervisedEvaluator
-    from monai.handlers import from_engine
 
     device = torch.device(device) if device is not None else default_device()
     use_amp, amp_kwargs = _amp_kwargs(device, amp)
-
-    def to_scores_and_labels(output):
-        # (B, C) scores and (B,) labels: Ignite's multi-class case; argmax indices would be read as binary labels
-        pred, label = from_engine(["pred", "label"])(output)
-        return torch.stack(list(pred)), torch.stack([torch.as_tensor(t).view(()) for t in label])
-
-    return SupervisedEvaluator(
+    metrics = None
+    if with_metric:
+        metrics = {"val_loss": Loss(nn.CrossEntropyLoss(), output_transform=scores_and_labels)}
+    evaluator = SupervisedEvaluator(
         device=device,
         val_data_loader=data_loader,
         network=network,
-        key_val_metric={"val_accuracy": Accuracy(output_transform=to_scores_and_labels)} if with_metric else None,
+        key_val_metric={"val_accuracy": Accuracy(output_transform=scores_and_labels)} if with_metric else None,
+        additional_metrics=metrics,
         val_handlers=list(handlers),
         amp=use_amp,
         amp_kwargs=amp_kwargs,
     )
+    StopOnSignal().attach(evaluator)  # SIGTERM ends the loader's workers too
+    return evaluator
 
 
 class RunFolderTrainer(SupervisedTrainer):
@@ -226,7 +246,7 @@ def create_trainer(
         RunFolderError: ``out_dir`` holds a run of other settings, is in use, or cannot be written.
     """
     from ignite.engine import Events
-    from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
+    from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
 
     recipe = recipe or TrainingRecipe()
     if max_epochs is not None:
@@ -254,19 +274,13 @@ def create_trainer(
     use_amp, amp_kwargs = _amp_kwargs(device, amp)
 
     loss_output = from_engine(["loss"], first=True)
-    handlers: list[Any] = [LrScheduleHandler(lr_scheduler=scheduler, print_lr=True, epoch_level=True)]
+    # the learning rate goes into the one line per epoch of EpochSummary, not into MONAI's own log lines
+    handlers: list[Any] = [LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True)]
+    writer = _summary_writer(out_dir / "tensorboard") if main_process else None
     evaluator = None
     if val_loader is not None and recipe.val_interval > 0:
-        evaluator = create_evaluator(
-            network,
-            val_loader,
-            device,
-            amp,
-            handlers=[
-                StatsHandler(iteration_log=False),
-                TensorBoardStatsHandler(log_dir=str(out_dir / "tensorboard"), iteration_log=False),
-            ],
-        )
+        val_handlers = [] if writer is None else [TensorBoardStatsHandler(summary_writer=writer, iteration_log=False)]
+        evaluator = create_evaluator(network, val_loader, device, amp, handlers=val_handlers)
         handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
     prompt_names = list(getattr(network, "prompt_parameter_names", lambda: [])())
     gpa = None
@@ -275,13 +289,12 @@ def create_trainer(
         handlers.append(gpa)
     checkpoint = TrainingCheckpoint(out_dir / "checkpoints", network, optimizer, scheduler, gpa, metadata=settings)
     if main_process:  # one writer of checkpoints and logs
-        handlers += [
-            checkpoint,
-            StatsHandler(tag_name="train_loss", output_transform=loss_output, iteration_log=False),
-            TensorBoardStatsHandler(
-                log_dir=str(out_dir / "tensorboard"), tag_name="train_loss", output_transform=loss_output
-            ),
-        ]
+        if evaluator is not None:  # before last.pt, which then records the best so far (for resume)
+            handlers.append(_BestCheckpoint(checkpoint, evaluator))
+        handlers.append(checkpoint)
+        handlers.append(
+            TensorBoardStatsHandler(summary_writer=writer, tag_name="train_loss", output_transform=loss_output)
+        )
 
     trainer = RunFolderTrainer(
         out_dir if main_process else None,
@@ -312,10 +325,41 @@ def create_trainer(
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": loss_output(output)})
+    if main_process:  # after the progress bar, which clears its line at the end of an epoch
+        EpochSummary(optimizer, evaluator, writer, checkpoint_dir=checkpoint.directory).attach(trainer)
+    hint = f"{checkpoint.last_path} holds the last complete epoch: resume to continue"
+    StopOnSignal(LOGGER_NAME if main_process else None, hint).attach(trainer)
     if resume:
         checkpoint.restore(trainer)
+        if evaluator is not None and checkpoint.best is not None:  # best.pt is only replaced by a better epoch
+            evaluator.state.best_metric = checkpoint.best["metric"]
+            evaluator.state.best_metric_epoch = checkpoint.best["epoch"]
     trainer.checkpoint, trainer.evaluator, trainer.trains = checkpoint, evaluator, True
     return trainer
+
+
+def _summary_writer(log_dir: Path):
+    """One TensorBoard writer shared by every handler of a run (one event file per run rather than per handler)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+class _BestCheckpoint:
+    """Write ``best.pt`` whenever the validation that just ran set a new best key metric (MONAI tracks it)."""
+
+    def __init__(self, checkpoint: TrainingCheckpoint, evaluator: Any) -> None:
+        self.checkpoint, self.evaluator = checkpoint, evaluator
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        state = self.evaluator.state
+        if state.epoch == engine.state.epoch and state.best_metric_epoch == engine.state.epoch:
+            self.checkpoint.save_best(engine, float(state.best_metric))
 
 
 def _frozen_trainer(

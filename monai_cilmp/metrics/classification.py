@@ -18,7 +18,15 @@ import numpy as np
 
 from monai_cilmp.utils.files import atomic_write, write_json
 
-__all__ = ["classification_metrics", "save_confusion_matrix", "save_metrics", "summarise_seeds"]
+__all__ = [
+    "classification_metrics",
+    "confusion_figure",
+    "figure_title",
+    "log_metrics_to_tensorboard",
+    "save_confusion_matrix",
+    "save_metrics",
+    "summarise_seeds",
+]
 
 
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -98,17 +106,51 @@ def save_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return write_json(path, clean(dict(metrics)))
 
 
+def figure_title(split: str, metrics: Mapping[str, Any]) -> str:
+    """``"test split, n=120, accuracy 81.7%"``: the title of every figure of a split's results."""
+    return f"{split} split, n={int(metrics['n'])}, accuracy {100 * float(metrics['accuracy']):.1f}%"
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None):
+    """A matplotlib ``Figure`` of a confusion matrix: colours by the fraction of each true class, counts written in.
+
+    A bare ``Figure`` (no pyplot): drawing must not switch the backend of a notebook or program that imported us.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=int)
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    fig = Figure(figsize=(size + 1, size))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if shown[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
+
+
 def save_confusion_matrix(
-    matrix: Sequence[Sequence[int]], class_names: Sequence[str], out_prefix: str | os.PathLike
+    matrix: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    out_prefix: str | os.PathLike,
+    title: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write a confusion matrix as ``<prefix>.csv`` (rows: true class) and ``<prefix>.png``.
+    """Write a confusion matrix as ``<prefix>.csv`` (rows: true class) and ``<prefix>.png`` (titled ``title``).
 
     Returns:
         the CSV and PNG paths.
     """
-    # a bare Figure (no pyplot): saving must not switch the backend of a notebook or program that imported us
-    from matplotlib.figure import Figure
-
     m = np.asarray(matrix, dtype=int)
     prefix = Path(out_prefix)
 
@@ -119,26 +161,33 @@ def save_confusion_matrix(
             for name, row in zip(class_names, m):
                 writer.writerow([name, *row.tolist()])
 
-    def write_png(tmp: str) -> None:
-        size = max(4.0, 0.6 * len(class_names) + 2)
-        fig = Figure(figsize=(size + 1, size))
-        ax = fig.subplots()
-        shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-        image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(len(class_names)), class_names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if shown[i, j] > 0.5 else "black")
-        fig.colorbar(image, ax=ax, label="fraction of the true class")
-        fig.tight_layout()
-        fig.savefig(tmp, format="png", dpi=120)
-
+    fig = confusion_figure(m, class_names, title)
     csv_path = atomic_write(prefix.with_suffix(".csv"), write_csv)
-    png_path = atomic_write(prefix.with_suffix(".png"), write_png)
+    png_path = atomic_write(prefix.with_suffix(".png"), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return csv_path, png_path
+
+
+def log_metrics_to_tensorboard(
+    metrics: Mapping[str, Any], log_dir: str | os.PathLike, split: str = "test", step: int = 0
+) -> Path:
+    """Add a split's scalar metrics (``<split>/accuracy``, ...) and its titled confusion matrix image
+    (``<split>/confusion_matrix``) to the TensorBoard logs in ``log_dir`` (a run's ``tensorboard/`` folder).
+
+    Returns:
+        ``log_dir``.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                writer.add_scalar(f"{split}/{key}", value, step)
+        figure = confusion_figure(metrics["confusion_matrix"], metrics["class_names"], figure_title(split, metrics))
+        writer.add_figure(f"{split}/confusion_matrix", figure, step, close=False)
+    finally:
+        writer.close()
+    return Path(log_dir)
 
 
 def summarise_seeds(runs: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> dict[str, dict]:

@@ -180,3 +180,16 @@ def test_command_line_takes_a_hub_backbone_of_the_bert_family(tiny_data, tmp_pat
         record = json.loads(Cell(method, 2, 1, label).record_path(out).read_text())
         assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
     assert "results.md" in capsys.readouterr().out
+
+
+def test_accuracy_plot_spans_zero_to_one_with_a_chance_line():
+    from monai_cilmp.compare.report import accuracy_figure
+
+    rows = [
+        {"method": m, "shots": k, "accuracy_mean": a, "accuracy_std": 0.02}
+        for m, k, a in [("coop", 1, 0.41), ("coop", 4, 0.62), ("zero-shot-name", 1, 0.33)]
+    ]
+    ax = accuracy_figure(rows, [1, 4], n_classes=3, title="toy: test split, n=30").axes[0]
+    assert ax.get_ylim() == (0.0, 1.0) and ax.get_title() == "toy: test split, n=30"
+    chance = [line for line in ax.get_lines() if line.get_label() == "chance (1/3)"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == [1 / 3, 1 / 3]

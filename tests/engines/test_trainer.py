@@ -151,3 +151,34 @@ def test_validation_accuracy_with_more_than_two_classes():
     probs, labels = predict(net, loader, device="cpu")
     expected = float((probs.argmax(axis=1) == labels).mean())
     assert evaluator.state.metrics["val_accuracy"] == pytest.approx(expected)
+
+
+def test_metric_inputs_follow_the_scores_device():
+    # MONAI decollates labels into Python ints; they must land where the scores are (cuda on a GPU), as float scores
+    from monai_cilmp.engines import scores_and_labels
+
+    output = [{"pred": torch.randn(3, device="meta", dtype=torch.bfloat16), "label": i} for i in range(2)]
+    scores, labels = scores_and_labels(output)
+    assert scores.device.type == labels.device.type == "meta"
+    assert scores.shape == (2, 3) and scores.dtype == torch.float32 and labels.dtype == torch.long
+
+
+def test_best_checkpoint_tracks_validation_accuracy_across_resume(tmp_path):
+    train, val = loaders()
+    trainer = create_trainer(make_net(), train, tmp_path, recipe(max_epochs=2), val_loader=val, device="cpu")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
+    trainer.run()
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["best"]["epoch"] == 1 and load_checkpoint(tmp_path / "checkpoints" / "last.pt")["best"] == best["best"]
+    assert "val_loss" in trainer.evaluator.state.metrics and trainer.evaluator.state.metrics["val_loss"] > 0
+
+    train, val = loaders()
+    resumed = create_trainer(
+        make_net(), train, tmp_path, recipe(max_epochs=2), val_loader=val, device="cpu", resume=True
+    )
+    assert resumed.evaluator.state.best_metric == best["best"]["metric"]
+    resumed.run()
+    accuracy = resumed.evaluator.state.metrics["val_accuracy"]
+    after = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["best"]
+    # epoch 2 replaces best.pt only when it is strictly better than epoch 1 (MONAI's comparison)
+    assert after == ({"metric": accuracy, "epoch": 2} if accuracy > best["best"]["metric"] else best["best"])

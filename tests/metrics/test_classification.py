@@ -72,3 +72,21 @@ def test_summary_over_seeds():
     assert list(s) == ["accuracy"]
     assert s["accuracy"]["mean"] == pytest.approx(0.8) and s["accuracy"]["std"] == pytest.approx(0.1)
     assert s["accuracy"]["text"] == "80.00 ± 10.00"
+
+
+def test_confusion_figure_title_and_tensorboard_log(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from monai_cilmp.metrics.classification import confusion_figure, figure_title, log_metrics_to_tensorboard
+
+    metrics = classification_metrics([0, 1, 1, 0], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]], ["a", "b"])
+    title = figure_title("test", metrics)
+    assert title == "test split, n=4, accuracy 75.0%"
+    assert confusion_figure(metrics["confusion_matrix"], ["a", "b"], title).axes[0].get_title() == title
+    log_metrics_to_tensorboard(metrics, tmp_path, "test", step=3)
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    assert (
+        events.Scalars("test/accuracy")[0].value == pytest.approx(0.75) and events.Scalars("test/accuracy")[0].step == 3
+    )
+    assert "test/kappa" in events.Tags()["scalars"] and events.Images("test/confusion_matrix")

@@ -1,0 +1,104 @@
+"""What a training run reports while it runs: one concise line per epoch, and the learning rate in TensorBoard.
+
+MONAI's ``StatsHandler`` and ``LrScheduleHandler(print_lr=True)`` each log their own lines (metrics, then "Current
+learning rate") at every epoch; :class:`EpochSummary` replaces them with a single line per epoch, e.g.::
+
+    epoch 3/100  loss 0.4121  lr 2.50e-03  val_accuracy 0.8125  val_loss 0.5012  (best 0.8125 @ 3)  12.3 s
+
+and writes the learning rate used in that epoch to TensorBoard (``train/lr``) beside MONAI's loss and metric curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["LOGGER_NAME", "EpochSummary"]
+
+LOGGER_NAME = "monai_cilmp.train"
+"""The logger of the per-epoch lines (``logging.conf`` of the bundle shows it at INFO without decoration)."""
+
+
+class EpochSummary:
+    """Log one line per training epoch and the learning rate to TensorBoard.
+
+    Attach it after the validation handler (it reads the evaluator's metrics of the epoch that just completed).
+
+    Args:
+        optimizer: the optimiser whose first parameter group's learning rate is reported.
+        evaluator: the validation evaluator (``None``: no validation columns).
+        summary_writer: a TensorBoard ``SummaryWriter`` (``None``: no TensorBoard).
+        checkpoint_dir: where the run's checkpoints go (named once, when training completes).
+        logger_name: the logger to write to.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        evaluator: Engine | None = None,
+        summary_writer: Any | None = None,
+        checkpoint_dir: Any | None = None,
+        logger_name: str = LOGGER_NAME,
+    ) -> None:
+        self.optimizer, self.evaluator, self.writer = optimizer, evaluator, summary_writer
+        self.checkpoint_dir = checkpoint_dir
+        self.logger = logging.getLogger(logger_name)
+        self._lr = math.nan
+        self._loss_sum, self._steps, self._start = 0.0, 0, 0.0
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def epoch_started(self, engine: Engine) -> None:
+        # the scheduler steps at the end of an epoch: the rate read here is the one this epoch trains with
+        self._lr = float(self.optimizer.param_groups[0]["lr"])
+        self._loss_sum, self._steps, self._start = 0.0, 0, time.perf_counter()
+
+    def iteration_completed(self, engine: Engine) -> None:
+        output = engine.state.output
+        loss = output.get("loss") if isinstance(output, dict) else None
+        if loss is None and isinstance(output, list) and output and isinstance(output[0], dict):
+            loss = output[0].get("loss")
+        if loss is not None:
+            self._loss_sum += float(loss)
+            self._steps += 1
+
+    def line(self, engine: Engine) -> str:
+        """The text of the epoch that just completed."""
+        parts = [f"epoch {engine.state.epoch}/{engine.state.max_epochs}"]
+        if self._steps:
+            parts.append(f"loss {self._loss_sum / self._steps:.4f}")
+        parts.append(f"lr {self._lr:.2e}")
+        if self.evaluator is not None and self.evaluator.state.epoch == engine.state.epoch:
+            state = self.evaluator.state
+            parts += [f"{k} {float(v):.4f}" for k, v in state.metrics.items() if isinstance(v, (int, float))]
+            if getattr(state, "best_metric_epoch", -1) > 0:
+                parts.append(f"(best {float(state.best_metric):.4f} @ {state.best_metric_epoch})")
+        parts.append(f"{time.perf_counter() - self._start:.1f} s")
+        return "  ".join(parts)
+
+    def epoch_completed(self, engine: Engine) -> None:
+        self.logger.info(self.line(engine))
+        if self.writer is not None:
+            self.writer.add_scalar("train/lr", self._lr, engine.state.epoch)
+            if self._steps:
+                self.writer.add_scalar("train/epoch_loss", self._loss_sum / self._steps, engine.state.epoch)
+            self.writer.flush()
+
+    def completed(self, engine: Engine) -> None:
+        if self.writer is not None:  # closed: its file and thread go (it reopens if the engine runs again)
+            self.writer.close()
+        if self.checkpoint_dir is not None:
+            self.logger.info(f"training complete after {engine.state.epoch} epochs; run saved in {self.checkpoint_dir}")
