@@ -139,7 +139,8 @@ def _check_result(result: dict, class_names: list[str]) -> dict[str, float]:
 
 def test_info_lists_the_classification_model(server):
     info = requests.get(f"{server['url']}/info/", timeout=30).json()
-    assert list(info["models"]) == [MODEL]
+    assert list(info["models"]) == [MODEL, f"{MODEL}_saliency"]
+    assert info["models"][f"{MODEL}_saliency"]["type"] == "segmentation"
     model = info["models"][MODEL]
     assert model["type"] == "classification" and model["dimension"] == 2
     assert model["labels"] == ["flat blue lesion", "round red lesion"] and model["preset"] == "radiography"
@@ -174,7 +175,8 @@ def test_client_errors_are_4xx_with_a_clear_message_and_the_server_keeps_serving
     url = server["url"]
     response = _infer(url, model="no-such-model", params={"image": "photo0"})
     assert response.status_code == 404
-    assert response.json()["detail"] == f"Model 'no-such-model' is not served by this app (served: {MODEL})."
+    served = f"{MODEL}, {MODEL}_saliency"
+    assert response.json()["detail"] == f"Model 'no-such-model' is not served by this app (served: {served})."
 
     response = _infer(url, params={"image": "no-such-image"})
     assert response.status_code == 404 and "not in the datastore" in response.json()["detail"]
@@ -238,3 +240,24 @@ def test_uploads_are_deleted_and_devices_checked(server):
     response = _infer(url, files={"file": ("nan.npy", nan.read_bytes(), "application/octet-stream")})
     assert response.status_code == 415 and "NaN" in response.json()["detail"], response.text
     assert server["proc"].poll() is None
+
+
+def test_saliency_map_is_a_label_image_of_the_image_size(server):
+    import io
+
+    from PIL import Image
+
+    url = server["url"]
+    response = requests.post(
+        f"{url}/infer/{MODEL}_saliency", params={"image": "photo0", "output": "image"}, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    saliency = Image.open(io.BytesIO(response.content))
+    original = Image.open(server["studies"] / "photo0.png")
+    assert saliency.mode == "L" and saliency.size == original.size
+    pixels = list(saliency.getdata())
+    assert 0 <= min(pixels) <= max(pixels) <= 255
+    response = _infer(url, model=f"{MODEL}_saliency", params={"image": "photo0"}, data={"params": '{"class": "x"}'})
+    assert response.status_code == 400 and "is not one of this model's classes" in response.json()["detail"], (
+        response.text
+    )

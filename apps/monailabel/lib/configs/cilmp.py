@@ -19,7 +19,7 @@ from typing import Any
 from monailabel.interfaces.config import TaskConfig
 from monailabel.utils.others.generic import strtobool
 
-from ..infers.cilmp import CILMPClassification
+from ..infers.cilmp import CILMPClassification, CILMPSaliency
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +106,13 @@ class CILMPConfig(TaskConfig):
         self.path = str(Path(model_dir) / "checkpoints" / f"{conf.get('checkpoint', 'final')}.pt")
 
     def infer(self) -> dict[str, CILMPClassification]:
+        """The classifier ``<name>`` and its saliency map task ``<name>_saliency``."""
+        checkpoint = self.conf.get("checkpoint", "final")
         task = CILMPClassification(
-            self.model_dir,
-            checkpoint=self.conf.get("checkpoint", "final"),
-            preload=bool(strtobool(self.conf.get("preload", "false"))),
+            self.model_dir, checkpoint=checkpoint, preload=bool(strtobool(self.conf.get("preload", "false")))
         )
         self.labels = task.class_names
-        return {self.name: task}
+        return {self.name: task, f"{self.name}_saliency": CILMPSaliency(self.model_dir, checkpoint=checkpoint)}
 
     def trainer(self) -> None:
         return None

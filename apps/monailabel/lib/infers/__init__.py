@@ -1,5 +1,5 @@
 """Infer tasks of the CILMP MONAI Label app."""
 
-from .cilmp import CILMPClassification, ImageInputError
+from .cilmp import CILMPClassification, CILMPSaliency, ImageInputError
 
-__all__ = ["CILMPClassification", "ImageInputError"]
+__all__ = ["CILMPClassification", "CILMPSaliency", "ImageInputError"]

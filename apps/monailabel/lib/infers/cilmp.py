@@ -24,7 +24,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CILMPClassification", "ImageInputError"]
+__all__ = ["CILMPClassification", "CILMPSaliency", "ImageInputError"]
 
 
 class ImageInputError(ValueError):
@@ -66,6 +66,9 @@ class CILMPClassification(BasicInferTask):
         ValueError: the checkpoint was not written by a CILMP training run.
     """
 
+    #: MONAI Label's kind of task (the saliency task below returns a label image instead)
+    task_type = InferType.CLASSIFICATION
+
     def __init__(
         self, run_dir: str | Path, checkpoint: str = "final", description: str | None = None, preload: bool = False
     ) -> None:
@@ -81,7 +84,7 @@ class CILMPClassification(BasicInferTask):
         super().__init__(
             path=str(self.checkpoint),
             network=None,
-            type=InferType.CLASSIFICATION,
+            type=self.task_type,
             labels=self.class_names,
             dimension=2,
             description=description
@@ -173,3 +176,49 @@ class CILMPClassification(BasicInferTask):
         self._loaded.clear()
 
     clear_cache = clear
+
+
+class CILMPSaliency(CILMPClassification):
+    """Where in the image the run looked: its saliency map (HiResCAM on the image tower's patch tokens, for the
+    predicted class or ``params={"class": NAME}``) as an 8-bit label image at the image's own size (0-255), the same
+    map as ``monai-cilmp explain``. Served beside each classifier as ``<model>_saliency``."""
+
+    task_type = InferType.SEGMENTATION
+
+    def pre_transforms(self, data: dict[str, Any] | None = None) -> list:
+        return []  # the explanation reads the file itself (it maps the saliency back to the file's geometry)
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        import torch
+
+        from monai_cilmp.explain.images import saliency_for_file
+
+        path = data.get("image_path") or data.get(self.input_key)
+        if not isinstance(path, str) or not Path(path).is_file():
+            raise ImageInputError(f"Image '{path}' is not a file the app can read.", missing=True)
+        wanted = data.get("class")
+        if wanted is not None and wanted not in self.class_names:
+            raise ValueError(f"Class '{wanted}' is not one of this model's classes: {', '.join(self.class_names)}.")
+        network, preprocessing = self._load(device)
+        try:
+            with torch.enable_grad():
+                heat = saliency_for_file(
+                    network, path, preprocessing, None if wanted is None else self.class_names.index(wanted)
+                )
+        except Exception as e:
+            cause = _image_error(e)
+            if cause is None:
+                raise
+            raise ImageInputError(str(cause), missing=isinstance(cause, FileNotFoundError)) from e
+        data[self.output_label_key] = heat
+        return data
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
+        """The map as a PNG label file (MONAI Label deletes it after sending) and what it shows."""
+        import tempfile
+
+        from PIL import Image
+
+        with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
+            Image.fromarray(np.asarray(data[self.output_label_key], dtype=np.uint8), mode="L").save(f, format="PNG")
+        return f.name, {"saliency": "8-bit map, 255 = most salient", "class": data.get("class") or "predicted"}
