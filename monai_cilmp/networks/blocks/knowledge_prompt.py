@@ -27,7 +27,7 @@ class KnowledgePrompt(nn.Module):
     prefix intervention, the last ``suffix_length`` of *its own* positions through the suffix intervention, the
     rest pass unchanged; then every position is projected to the text width. When ``L_c`` is shorter than
     ``prefix_length + suffix_length`` the prefix keeps its positions and the suffix takes the remaining ones.
-    Padding is zeros and never reaches a valid token.
+    Padding is zeros and never reaches a valid token: only valid positions are computed.
 
     Args:
         bank: ``(C, L_max, D)`` zero-padded knowledge.
@@ -61,39 +61,68 @@ class KnowledgePrompt(nn.Module):
         self.prefix_length, self.suffix_length, self.conditional = prefix_length, suffix_length, cond_dim is not None
         positions = torch.arange(max_len).expand(n_cls, -1)
         length = lengths[:, None]
+        valid = positions < length
         is_prefix = positions < torch.minimum(length, torch.tensor(prefix_length))
-        is_suffix = (positions >= length - suffix_length) & (positions < length) & ~is_prefix
-        suffix_slot = positions - (length - suffix_length)
-        # one gather picks, per position, from [unchanged (L_max) | prefix (p) | suffix (s)] candidates
-        index = torch.where(is_prefix, max_len + positions, positions)
-        index = torch.where(is_suffix, max_len + prefix_length + suffix_slot, index)
+        is_suffix = (positions >= length - suffix_length) & valid & ~is_prefix
         prefix_pos = torch.arange(prefix_length).expand(n_cls, -1).clamp(max=max_len - 1)
         suffix_pos = (length - suffix_length + torch.arange(suffix_length)).clamp(min=0)
         take = torch.arange(n_cls)[:, None]
         self.register_buffer("bank", bank.float(), persistent=False)
         self.register_buffer("prefix_inputs", bank[take, prefix_pos].float(), persistent=False)
         self.register_buffer("suffix_inputs", bank[take, suffix_pos].float(), persistent=False)
-        self.register_buffer("index", index, persistent=False)
-        self.register_buffer("valid", positions < length, persistent=False)
+        self.register_buffer("valid", valid, persistent=False)
+        # The valid knowledge positions as three flat groups, in the order forward() returns their tokens:
+        # unchanged positions, prefix-edited ones, suffix-edited ones; (class, position) of each, and the row of the
+        # group's input tensor (bank, prefix_inputs, suffix_inputs flattened over classes) it comes from.
+        unchanged = valid & ~is_prefix & ~is_suffix
+        groups = [unchanged.nonzero(), is_prefix.nonzero(), is_suffix.nonzero()]
+        rows = [
+            groups[0][:, 0] * max_len + groups[0][:, 1],
+            groups[1][:, 0] * prefix_length + groups[1][:, 1],
+            groups[2][:, 0] * suffix_length + groups[2][:, 1] - (lengths[groups[2][:, 0]] - suffix_length),
+        ]
+        self.group_sizes = [int(g.shape[0]) for g in groups]
+        order = torch.cat(groups)
+        self.register_buffer("token_class", order[:, 0].contiguous(), persistent=False)
+        self.register_buffer("token_position", order[:, 1].contiguous(), persistent=False)
+        for name, row in zip(("unchanged_rows", "prefix_rows", "suffix_rows"), rows):
+            self.register_buffer(name, row, persistent=False)
         self.layers = nn.ModuleList(
             KnowledgePromptLayer(dim, rank, out_dim, cond_dim, dropout) for _ in range(num_layers)
         )
 
     def forward(self, layer: int, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Knowledge tokens of text layer ``layer``.
+        """Knowledge tokens of text layer ``layer``, one per valid knowledge position (padding is never computed).
+
+        Token ``i`` belongs to class :attr:`token_class` ``[i]`` at knowledge position :attr:`token_position` ``[i]``.
+        The image-independent parts (the unchanged positions' projection, the frozen knowledge's own projection and
+        the image-independent factors of the interventions) are computed once for all images. Without dropout (eval,
+        or ``dropout=0``) the projection of an edit is folded into the rank-``r`` space, so no per-image vector of
+        the LLM's size ``D`` is formed; with dropout in training, each image's edited ``D``-vector is formed as the
+        method says, since dropout acts on it.
 
         Args:
             layer: index of the text layer (``0`` is the input).
             z: ``(B, cond_dim)`` normalised image embeddings (conditional) or ``None``.
 
         Returns:
-            ``(B, C, L_max, out_dim)`` tokens (``B = 1`` when unconditional); use :attr:`valid` to mask padding.
+            ``(B, N, out_dim)`` float32 tokens, ``N = sum_c L_c`` (``B = 1`` when unconditional).
         """
         block = self.layers[layer]
-        unchanged = block.projection(self.bank)
-        prefix = block.projection(block.prefix(self.prefix_inputs, z))
-        suffix = block.projection(block.suffix(self.suffix_inputs, z))
-        n_img = prefix.shape[0]
-        candidates = torch.cat([unchanged.expand(n_img, -1, -1, -1), prefix, suffix], dim=2)
-        index = self.index[None, :, :, None].expand(n_img, -1, -1, candidates.shape[-1])
-        return candidates.gather(2, index)
+        projection = block.projection
+        unchanged = projection(self.bank.flatten(0, 1)[self.unchanged_rows])
+        edited = []
+        for intervention, inputs, rows in (
+            (block.prefix, self.prefix_inputs, self.prefix_rows),
+            (block.suffix, self.suffix_inputs, self.suffix_rows),
+        ):
+            h = inputs.flatten(0, 1)[rows]  # (n, D): only the rows that are used
+            with torch.autocast(device_type=h.device.type, enabled=False):
+                coords = intervention.edit_coordinates(h, z)  # (B, n, r)
+                if intervention.dropout.p > 0 and intervention.training:
+                    edited.append(projection(intervention.dropout(h + coords @ intervention.rotation.T)))
+                else:  # projection(h + coords R^T) = projection(h) + coords (R^T down^T) up^T
+                    folded = (coords @ (intervention.rotation.T @ projection.down.T)) @ projection.up.T
+                    edited.append(projection(h) + folded)
+        n_img = max(t.shape[0] for t in edited)
+        return torch.cat([unchanged.expand(n_img, -1, -1), *(t.expand(n_img, -1, -1) for t in edited)], dim=1)

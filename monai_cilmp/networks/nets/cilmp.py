@@ -133,6 +133,7 @@ class CILMP(CLIPClassifier):
             if bank is not None
             else None
         )
+        self._register_slot_index()
         self.knowledge_metadata: dict[str, Any] = (
             {k: v for k, v in bank.metadata.items() if k != "texts"} if bank is not None else {}
         )
@@ -177,27 +178,46 @@ class CILMP(CLIPClassifier):
         if self.conditional and z is None:
             raise ValueError("A conditional CILMP needs the image embeddings to build its prompts.")
         n_img = 1 if z is None else z.shape[0]
-        n_cls, length, _ = self.prompt_embeddings.shape
+        n_cls, length, width = self.prompt_embeddings.shape
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
             if layer >= self.text_prompt_depth:
                 return x
-            return self._inject(x.view(n_img, n_cls, length, -1), layer, z).flatten(0, 1)
+            return self._inject(x.view(n_img, n_cls * length, width), layer, z).view(n_img * n_cls, length, width)
 
-        x = self._inject(self.prompt_embeddings.expand(n_img, -1, -1, -1), 0, z).flatten(0, 1)
+        x = self.prompt_embeddings.view(1, n_cls * length, width).expand(n_img, -1, -1)
+        x = self._inject(x, 0, z).view(n_img * n_cls, length, width)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
 
+    def _register_slot_index(self) -> None:
+        """Buffers of the positions, in the flattened ``(C * T)`` prompt sequence, of the tokens :meth:`_inject` writes,
+        in order: every class's context tokens, then the knowledge tokens in the order :class:`KnowledgePrompt`
+        returns them."""
+        n_cls, length, _ = self.prompt_embeddings.shape
+        ctx = (torch.arange(n_cls)[:, None] * length + self.slot_start + torch.arange(self.n_ctx)).flatten()
+        self.register_buffer("slot_index_context", ctx, persistent=False)
+        if self.knowledge is not None:
+            k = self.knowledge
+            tokens = k.token_class * length + self.slot_start + self.n_ctx + k.token_position
+            self.register_buffer("slot_index_knowledge", torch.cat([ctx, tokens]), persistent=False)
+
     def _inject(self, x: torch.Tensor, layer: int, z: torch.Tensor | None) -> torch.Tensor:
-        """Put layer ``layer``'s context and knowledge tokens into ``x`` of shape ``(B, C, T, width)``."""
-        n_img = x.shape[0]
-        start, stop = self.slot_start + self.n_ctx, self.slot_start + self.n_ctx + self.max_knowledge
-        ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, x.shape[1], -1, -1)
-        if self.knowledge is None or layer >= self.knowledge_depth:
-            return torch.cat([x[:, :, : self.slot_start], ctx, x[:, :, start:]], dim=2)
-        tokens = self.knowledge(layer, z).to(x.dtype)
-        knowledge = torch.where(self.knowledge.valid[None, :, :, None], tokens, x[:, :, start:stop])
-        return torch.cat([x[:, :, : self.slot_start], ctx, knowledge, x[:, :, stop:]], dim=2)
+        """Write layer ``layer``'s context and knowledge tokens into ``x`` of shape ``(B, C * T, width)``.
+
+        One ``index_copy`` per layer puts every prompt's tokens at their positions (padding beyond a class's
+        knowledge keeps the prompt's own tokens).
+        """
+        n_img, _, width = x.shape
+        n_cls = self.prompt_embeddings.shape[0]
+        with_knowledge = self.knowledge is not None and layer < self.knowledge_depth
+        ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, n_cls, -1, -1).reshape(n_img, -1, width)
+        values = ctx
+        if with_knowledge:
+            tokens = self.knowledge(layer, z).to(x.dtype)
+            values = torch.cat([ctx, tokens.expand(n_img, -1, -1)], dim=1)
+        index = self.slot_index_knowledge if with_knowledge else self.slot_index_context
+        return x.index_copy(1, index, values)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, C)`` for a normalised image batch ``(B, 3, H, W)``."""
