@@ -309,10 +309,14 @@ def test_cuda_matches_cpu(tiny_backbone, bank):
 
 @pytest.mark.parametrize("conditional", [True, False])
 @pytest.mark.parametrize("truncate", [True, False])
-def test_prompt_assembly_and_folded_knowledge_within_1e_5_of_the_naive_reading(tiny_backbone, conditional, truncate):
-    """One index_copy per layer, knowledge tokens of the valid positions only, image-independent factors once."""
+@pytest.mark.parametrize("shared", [True, False])
+def test_speed_levers_within_1e_5_of_the_naive_reading(tiny_backbone, conditional, truncate, shared):
+    """One index_copy per layer, knowledge tokens of the valid positions only, image-independent factors once, the
+    shared start of the prompts run once (or not)."""
     bank = random_bank(lengths=(16, 3, 9, 5))
-    net = build(tiny_backbone, bank, conditional=conditional, truncate_context=truncate).eval()
+    kwargs = {"conditional": conditional, "truncate_context": truncate, "shared_prefix": shared}
+    net = build(tiny_backbone, bank, **kwargs).eval()
+    assert net.shared_prefix == shared
     x = images(3)
     with torch.no_grad():
         torch.testing.assert_close(net(x), naive_logits(net, tiny_backbone, bank, x), rtol=1e-5, atol=1e-5)
@@ -339,6 +343,31 @@ def test_knowledge_tokens_equal_the_projected_interventions(tiny_backbone):
             else:
                 h = knowledge.bank[c, pos].expand(3, -1)
             torch.testing.assert_close(tokens[:, i], layer.projection(h), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("depths", [(12, 12), (6, 2), (3, 1)])
+def test_shared_prefix_gives_the_same_logits_and_gradients(tiny_backbone, depths):
+    text_depth, knowledge_depth = depths
+    kwargs = {"text_prompt_depth": text_depth, "knowledge_depth": knowledge_depth}
+    nets = [build(tiny_backbone, random_bank(), shared_prefix=s, **kwargs).train() for s in (True, False)]
+    nets[1].load_trainable_state_dict(nets[0].trainable_state_dict())
+    outputs = []
+    for net in nets:
+        net.knowledge.eval()  # no dropout: the two runs draw their masks in a different order
+        logits = net(images(3))
+        F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+        outputs.append((logits.detach(), {n: p.grad for n, p in net.trainable_parameters().items()}))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=1e-5, atol=1e-5)
+    for name, grad in outputs[1][1].items():
+        torch.testing.assert_close(outputs[0][1][name], grad, rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_shared_prefix_only_where_the_tower_supports_it(family_backbones):
+    for name, backbone in family_backbones.items():
+        torch.manual_seed(1)
+        net = CILMP(CLASSES, random_bank(), backbone)
+        assert net.shared_prefix == (name != "CILMP-Tiny-BERT")
+        assert CILMP(CLASSES, random_bank(), backbone, shared_prefix=False).shared_prefix is False
 
 
 def test_dropout_acts_on_the_edited_knowledge_in_training(tiny_backbone):

@@ -58,6 +58,9 @@ class CILMP(CLIPClassifier):
             class shared by all images (and runs the text encoder ``B`` times less).
         truncate_context: run the text encoder only up to the longest prompt (exact, as CLIP's text attention
             is causal); ``False`` runs the full context, for checking.
+        shared_prefix: run the start of the prompts that every prompt shares (the start token and the context
+            tokens) once per layer instead of once per prompt (exact, as the text attention is causal); used when the
+            text tower supports it (open_clip's causal text transformer), ignored otherwise.
 
     Raises:
         KnowledgeClassMismatchError: the bank's classes are not ``class_names``.
@@ -88,6 +91,7 @@ class CILMP(CLIPClassifier):
         dropout: float = 0.1,
         conditional: bool = True,
         truncate_context: bool = True,
+        shared_prefix: bool = True,
     ) -> None:
         super().__init__()
         backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
@@ -133,6 +137,7 @@ class CILMP(CLIPClassifier):
             if bank is not None
             else None
         )
+        self.shared_prefix = bool(shared_prefix) and getattr(self.text_tower, "supports_shared_prefix", False)
         self._register_slot_index()
         self.knowledge_metadata: dict[str, Any] = (
             {k: v for k, v in bank.metadata.items() if k != "texts"} if bank is not None else {}
@@ -179,6 +184,8 @@ class CILMP(CLIPClassifier):
             raise ValueError("A conditional CILMP needs the image embeddings to build its prompts.")
         n_img = 1 if z is None else z.shape[0]
         n_cls, length, width = self.prompt_embeddings.shape
+        if self.shared_prefix:
+            return self._encode_prompts_shared_prefix(z, n_img)
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
             if layer >= self.text_prompt_depth:
@@ -188,6 +195,31 @@ class CILMP(CLIPClassifier):
         x = self.prompt_embeddings.view(1, n_cls * length, width).expand(n_img, -1, -1)
         x = self._inject(x, 0, z).view(n_img * n_cls, length, width)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
+        return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
+
+    def _encode_prompts_shared_prefix(self, z: torch.Tensor | None, n_img: int) -> torch.Tensor:
+        """:meth:`encode_prompts` with the start token and context tokens (the same in every prompt) run once."""
+        n_cls, length, width = self.prompt_embeddings.shape
+        shared = self.slot_start + self.n_ctx
+        rest = length - shared
+
+        def context(layer: int, prefix: torch.Tensor) -> torch.Tensor:
+            if layer >= self.text_prompt_depth:
+                return prefix
+            ctx = self.text_prompts[layer].to(prefix.dtype).unsqueeze(0)
+            return torch.cat([prefix[:, : self.slot_start], ctx], dim=1)
+
+        def knowledge(layer: int, x: torch.Tensor) -> torch.Tensor:
+            if self.knowledge is None or layer >= self.knowledge_depth:
+                return x
+            tokens = self.knowledge(layer, z).to(x.dtype).expand(n_img, -1, -1)
+            flat = x.reshape(n_img, n_cls * rest, width).index_copy(1, self.slot_index_after_prefix, tokens)
+            return flat.view(n_img * n_cls, rest, width)
+
+        prefix = context(0, self.prompt_embeddings[:1, :shared])
+        x = self.prompt_embeddings[:, shared:].unsqueeze(0).expand(n_img, -1, -1, -1).reshape(-1, rest, width)
+        x = knowledge(0, x)
+        features = self.text_tower(x, self.pool_index.repeat(n_img) - shared, knowledge, prefix, context)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
 
     def _register_slot_index(self) -> None:
@@ -201,6 +233,8 @@ class CILMP(CLIPClassifier):
             k = self.knowledge
             tokens = k.token_class * length + self.slot_start + self.n_ctx + k.token_position
             self.register_buffer("slot_index_knowledge", torch.cat([ctx, tokens]), persistent=False)
+            after_prefix = k.token_class * (length - self.slot_start - self.n_ctx) + k.token_position
+            self.register_buffer("slot_index_after_prefix", after_prefix, persistent=False)
 
     def _inject(self, x: torch.Tensor, layer: int, z: torch.Tensor | None) -> torch.Tensor:
         """Write layer ``layer``'s context and knowledge tokens into ``x`` of shape ``(B, C * T, width)``.
