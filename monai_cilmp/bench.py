@@ -30,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["LEVERS", "main", "matmul_peak_gflops", "run_benchmark"]
+__all__ = ["LEVERS", "README_MARKERS", "main", "markdown_table", "matmul_peak_gflops", "run_benchmark", "update_readme"]
+
+#: the lines between which :func:`update_readme` writes the benchmark table
+README_MARKERS = ("<!-- bench-table:begin (scripts/readme_table.py writes this) -->", "<!-- bench-table:end -->")
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -416,6 +419,79 @@ def _phase_report(
     accounted = sum(report[k]["step_s"] for k in ("image_tower", "text_side", "optimiser"))
     report["rest_of_step_s"] = ours["train_step_s"] - accounted  # loss, logits, zeroing, and what phases miss
     return report
+
+
+def _pair(a: float, b: float, digits: int = 2, suffix: str = "") -> str:
+    return f"{a:.{digits}f}{suffix} / {b:.{digits}f}{suffix}"
+
+
+def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of benchmark reports (one row each), every figure taken from the reports as they are.
+
+    Columns: setting, our images/s, the full context's, the speed-up (wall time; CPU time on the CPU), FLOPs per step,
+    utilisation of the in-process matmul peak, and what the shared prompt start saves (when ablated).
+    """
+    header = [
+        "setting",
+        "ours train / infer img/s",
+        "full context train / infer img/s",
+        "speed-up train / infer",
+        "FLOPs / step train / infer",
+        "utilisation train / infer",
+        "shared prompt start: FLOPs saved, speed-up train / infer",
+        "matmul peak",
+    ]
+    rows = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for report in reports:
+        config, ours = report["config"], report["cilmp"]
+        threads = f" ({config['threads']} threads)" if "cpu" in config["device"] else ""
+        setting = (
+            f"{config['backbone']}, B={config['batch_size']}, C={config['classes']}, L={config['knowledge_length']}, "
+            f"{config['dtype']}, {config['device']}{threads}"
+        )
+        full = report.get("full_context")
+        ratio = report.get("speedup_vs_full_context")
+        speedup = "-"
+        if ratio:
+            speedup = _pair(ratio["train"], ratio["infer"], suffix="×")
+            if "train_cpu_time" in ratio:
+                speedup += f" (CPU time {_pair(ratio['train_cpu_time'], ratio['infer_cpu_time'], suffix='×')})"
+        flops = f"{ours['train_gflop_per_step']:.0f} / {ours['infer_gflop_per_step']:.0f} GF"
+        if full:
+            flops += f" (full: {full['train_gflop_per_step']:.0f} / {full['infer_gflop_per_step']:.0f})"
+        shared = "-"
+        ablated = report.get("speedup_vs_without_shared_prefix")
+        if ablated:
+            saved = 1 - 1 / ablated["train_flops"]
+            shared = f"{saved:.0%}, {_pair(ablated['train'], ablated['infer'], suffix='×')}"
+            if "train_cpu_time" in ablated:
+                shared += f" (CPU time {_pair(ablated['train_cpu_time'], ablated['infer_cpu_time'], suffix='×')})"
+        utilisation = report["utilisation"]
+        cells = [
+            setting,
+            _pair(ours["train_images_per_s"], ours["infer_images_per_s"]),
+            _pair(full["train_images_per_s"], full["infer_images_per_s"]) if full else "-",
+            speedup,
+            flops,
+            f"{utilisation['train']:.0%} / {utilisation['infer']:.0%}",
+            shared,
+            f"{report['matmul_peak_gflops']:.0f} GFLOP/s",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def update_readme(readme: str, reports: Sequence[dict[str, Any]]) -> str:
+    """``readme``'s text with the table between :data:`README_MARKERS` replaced by :func:`markdown_table`.
+
+    Raises:
+        ValueError: the markers are missing or out of order.
+    """
+    begin, end = README_MARKERS
+    start, stop = readme.find(begin), readme.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"The README has no benchmark table markers: add the lines '{begin}' and '{end}' around it.")
+    return readme[: start + len(begin)] + "\n" + markdown_table(reports) + "\n" + readme[stop:]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
