@@ -18,7 +18,7 @@ if [[ "${1:-}" == "prepare" ]]; then
     grep -qx '/.whl/' "$(git rev-parse --git-common-dir)/info/exclude" 2>/dev/null ||
         echo '/.whl/' >>"$(git rev-parse --git-common-dir)/info/exclude"
     mkdir -p .whl
-    for pkg in monai==1.6.1 open_clip_torch pytorch-ignite==0.5.5 ftfy wcwidth; do
+    for pkg in monai==1.6.1 open_clip_torch==3.3.0 pytorch-ignite==0.5.5 ftfy==6.3.1 wcwidth==0.9.4; do
         python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
             --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
             -d .whl "$pkg" || exit 1
