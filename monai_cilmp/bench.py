@@ -444,7 +444,8 @@ def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
     rows = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for report in reports:
         config, ours = report["config"], report["cilmp"]
-        threads = f" ({config['threads']} threads)" if "cpu" in config["device"] else ""
+        count = config["threads"]
+        threads = f" ({count} thread{'s' if count != 1 else ''})" if "cpu" in config["device"] else ""
         setting = (
             f"{config['backbone']}, B={config['batch_size']}, C={config['classes']}, L={config['knowledge_length']}, "
             f"{config['dtype']}, {config['device']}{threads}"
