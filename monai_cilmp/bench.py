@@ -196,7 +196,7 @@ class _Steps:
         if knowledge is None:
             return
         with self.autocast():
-            total = sum(knowledge(j, z if self.net.conditional else None).sum() for j in range(len(knowledge.layers)))
+            total = knowledge.all_layers(z if self.net.conditional else None).sum()
         total.backward()
 
     def optimiser_step(self) -> None:

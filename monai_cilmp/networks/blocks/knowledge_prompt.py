@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .interventions import ConditionalLoReFT, LowRankProjection
@@ -126,3 +127,75 @@ class KnowledgePrompt(nn.Module):
                     edited.append(projection(h) + folded)
         n_img = max(t.shape[0] for t in edited)
         return torch.cat([unchanged.expand(n_img, -1, -1), *(t.expand(n_img, -1, -1) for t in edited)], dim=1)
+
+    def all_layers(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The knowledge tokens of every layer at once: ``(depth, B, N, out_dim)``, ``[j]`` equal to ``forward(j, z)``.
+
+        The layers' parameters are stacked and every step runs as one batched product over the layers instead of one
+        small product per layer: the same arithmetic in a twelfth of the kernel launches, which is what a GPU spends
+        its time on at these sizes. Dropout (in training) draws one mask for all layers.
+        """
+        with torch.autocast(device_type=self.bank.device.type, enabled=False):
+            stack = _LayerStack(self.layers)
+            unchanged = stack.project(self.bank.flatten(0, 1)[self.unchanged_rows])  # (depth, n, out)
+            edited = [
+                stack.edited(part, inputs.flatten(0, 1)[rows], z)
+                for part, inputs, rows in (
+                    ("prefix", self.prefix_inputs, self.prefix_rows),
+                    ("suffix", self.suffix_inputs, self.suffix_rows),
+                )
+            ]
+            n_img = max(t.shape[1] for t in edited)
+            depth = len(self.layers)
+            parts = [unchanged.unsqueeze(1).expand(depth, n_img, -1, -1)]
+            parts += [t.expand(depth, n_img, -1, -1) for t in edited]
+            return torch.cat(parts, dim=2)
+
+
+class _LayerStack:
+    """The parameters of every :class:`KnowledgePromptLayer`, stacked along a leading layer axis (autograd flows)."""
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        self.layers = layers
+        self.down = torch.stack([layer.projection.down for layer in layers])  # (depth, r, D)
+        self.up = torch.stack([layer.projection.up for layer in layers])  # (depth, out, r)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """``(n, D)`` rows (the same for every layer) -> ``(depth, n, out)``; ``(depth, B, n, D)`` ->
+        ``(depth, B, n, out)``."""
+        down, up = self.down.transpose(1, 2), self.up.transpose(1, 2)
+        if h.ndim == 4:
+            down, up = down.unsqueeze(1), up.unsqueeze(1)
+        return (h.float() @ down) @ up
+
+    def edited(self, part: str, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Projected edited rows ``h`` ``(n, D)`` of the ``part`` ("prefix"/"suffix") interventions: ``(depth, B, n,
+        out)``; as :meth:`KnowledgePrompt.forward` computes them layer by layer."""
+        modules = [getattr(layer, part) for layer in self.layers]
+        first = modules[0]
+        dim = first.embed_dim
+        rotation = torch.stack([m.rotation for m in modules])  # (depth, D, r)
+        weight = torch.stack([m.source.weight for m in modules])  # (depth, r, D or 2D)
+        bias = torch.stack([m.source.bias for m in modules]).unsqueeze(1)  # (depth, 1, r)
+        h = h.float()
+        fixed = torch.baddbmm(bias, h.expand(len(modules), -1, -1), weight[..., :dim].transpose(1, 2)) - h @ rotation
+        if first.condition is None:
+            coords = fixed.unsqueeze(1)  # (depth, 1, n, r)
+        else:
+            if z is None:
+                raise ValueError("ConditionalLoReFT built with cond_dim needs the image embedding z.")
+            w_cond = weight[..., dim:]  # (depth, r, D)
+            a1_w = torch.stack([m.condition[0].weight for m in modules])  # (depth, r, e)
+            a1_b = torch.stack([m.condition[0].bias for m in modules]).unsqueeze(1)
+            a2_w = torch.stack([m.condition[1].weight for m in modules])  # (depth, D, r)
+            a2_b = torch.stack([m.condition[1].bias for m in modules])  # (depth, D)
+            fixed = fixed + (h * a2_b.unsqueeze(1)) @ w_cond.transpose(1, 2)  # m_h = W_ah (c * h)
+            mixing = (w_cond.unsqueeze(1) * h[None, :, None, :]) @ a2_w.unsqueeze(1)  # (depth, n, r, r): M_h
+            u = torch.baddbmm(a1_b, z.float().expand(len(modules), -1, -1), a1_w.transpose(1, 2))  # (depth, B, r)
+            coords = fixed.unsqueeze(1) + torch.einsum("lnrk,lbk->lbnr", mixing, u)  # (depth, B, n, r)
+        if first.dropout.p > 0 and first.training:
+            edited = F.dropout(h + coords @ rotation.transpose(1, 2).unsqueeze(1), first.dropout.p, training=True)
+            return self.project(edited)
+        fold = rotation.transpose(1, 2) @ self.down.transpose(1, 2)  # (depth, r, r): R^T down^T
+        folded = (coords @ fold.unsqueeze(1)) @ self.up.transpose(1, 2).unsqueeze(1)
+        return self.project(h).unsqueeze(1) + folded

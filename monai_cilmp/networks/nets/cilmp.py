@@ -184,20 +184,22 @@ class CILMP(CLIPClassifier):
             raise ValueError("A conditional CILMP needs the image embeddings to build its prompts.")
         n_img = 1 if z is None else z.shape[0]
         n_cls, length, width = self.prompt_embeddings.shape
+        # every layer's knowledge tokens in one batched pass: (knowledge_depth, B, N, width)
+        tokens = self.knowledge.all_layers(z) if self.knowledge is not None else None
         if self.shared_prefix:
-            return self._encode_prompts_shared_prefix(z, n_img)
+            return self._encode_prompts_shared_prefix(tokens, n_img)
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
             if layer >= self.text_prompt_depth:
                 return x
-            return self._inject(x.view(n_img, n_cls * length, width), layer, z).view(n_img * n_cls, length, width)
+            return self._inject(x.view(n_img, n_cls * length, width), layer, tokens).view(n_img * n_cls, length, width)
 
         x = self.prompt_embeddings.view(1, n_cls * length, width).expand(n_img, -1, -1)
-        x = self._inject(x, 0, z).view(n_img * n_cls, length, width)
+        x = self._inject(x, 0, tokens).view(n_img * n_cls, length, width)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
 
-    def _encode_prompts_shared_prefix(self, z: torch.Tensor | None, n_img: int) -> torch.Tensor:
+    def _encode_prompts_shared_prefix(self, tokens: torch.Tensor | None, n_img: int) -> torch.Tensor:
         """:meth:`encode_prompts` with the start token and context tokens (the same in every prompt) run once."""
         n_cls, length, width = self.prompt_embeddings.shape
         shared = self.slot_start + self.n_ctx
@@ -210,10 +212,10 @@ class CILMP(CLIPClassifier):
             return torch.cat([prefix[:, : self.slot_start], ctx], dim=1)
 
         def knowledge(layer: int, x: torch.Tensor) -> torch.Tensor:
-            if self.knowledge is None or layer >= self.knowledge_depth:
+            if tokens is None or layer >= self.knowledge_depth:
                 return x
-            tokens = self.knowledge(layer, z).to(x.dtype).expand(n_img, -1, -1)
-            flat = x.reshape(n_img, n_cls * rest, width).index_copy(1, self.slot_index_after_prefix, tokens)
+            values = tokens[layer].to(x.dtype).expand(n_img, -1, -1)
+            flat = x.reshape(n_img, n_cls * rest, width).index_copy(1, self.slot_index_after_prefix, values)
             return flat.view(n_img * n_cls, rest, width)
 
         prefix = context(0, self.prompt_embeddings[:1, :shared])
@@ -236,20 +238,20 @@ class CILMP(CLIPClassifier):
             after_prefix = k.token_class * (length - self.slot_start - self.n_ctx) + k.token_position
             self.register_buffer("slot_index_after_prefix", after_prefix, persistent=False)
 
-    def _inject(self, x: torch.Tensor, layer: int, z: torch.Tensor | None) -> torch.Tensor:
-        """Write layer ``layer``'s context and knowledge tokens into ``x`` of shape ``(B, C * T, width)``.
+    def _inject(self, x: torch.Tensor, layer: int, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Write layer ``layer``'s context and knowledge tokens (``tokens[layer]``, from
+        :meth:`KnowledgePrompt.all_layers`) into ``x`` of shape ``(B, C * T, width)``.
 
         One ``index_copy`` per layer puts every prompt's tokens at their positions (padding beyond a class's
         knowledge keeps the prompt's own tokens).
         """
         n_img, _, width = x.shape
         n_cls = self.prompt_embeddings.shape[0]
-        with_knowledge = self.knowledge is not None and layer < self.knowledge_depth
+        with_knowledge = tokens is not None and layer < self.knowledge_depth
         ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, n_cls, -1, -1).reshape(n_img, -1, width)
         values = ctx
         if with_knowledge:
-            tokens = self.knowledge(layer, z).to(x.dtype)
-            values = torch.cat([ctx, tokens.expand(n_img, -1, -1)], dim=1)
+            values = torch.cat([ctx, tokens[layer].to(x.dtype).expand(n_img, -1, -1)], dim=1)
         index = self.slot_index_knowledge if with_knowledge else self.slot_index_context
         return x.index_copy(1, index, values)
 
