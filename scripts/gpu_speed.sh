@@ -7,7 +7,7 @@
 # lacks monai, open_clip_torch, pytorch-ignite, ftfy and wcwidth: fetch their wheels here first, once, into .whl
 # (ignored by git; name it in the run's `carry`):
 #     scripts/gpu_speed.sh prepare
-# then run, on the device (timeout_s about 540):
+# then run, on the device (the four runs are capped at 560 s together: give timeout_s 600):
 #     scripts/gpu_speed.sh
 # A dry run of the same logic on the CPU with a tiny backbone (seconds):
 #     DEVICE=cpu BACKBONE=CILMP-Tiny DTYPE=fp32 B=2 B_INFER=4 STEPS=2 D=16 scripts/gpu_speed.sh
@@ -58,13 +58,13 @@ bench() {  # name, timeout seconds, bench options...
 }
 
 # 1. eager, every lever on, each ablated, phases, full context, and the engine on in-memory tensors
-bench levers 200 -B "$B" --steps "$STEPS" --frozen-in-compute-dtype --ablate shared_prefix compute_dtype \
+bench levers 170 -B "$B" --steps "$STEPS" --frozen-in-compute-dtype --ablate shared_prefix compute_dtype \
     --full-context --phases --engine --engine-workers "$WORKERS"
 # 2. torch.compile on top (the compiled network against the same eager one)
-bench compiled 300 -B "$B" --steps "$STEPS" --frozen-in-compute-dtype --compile --ablate compile
+bench compiled 250 -B "$B" --steps "$STEPS" --frozen-in-compute-dtype --compile --ablate compile
 # 3. inference (and training) at batch 256
-bench batch256 90 -B "$B_INFER" --steps "$((STEPS / 2 > 1 ? STEPS / 2 : 2))" --frozen-in-compute-dtype
+bench batch256 70 -B "$B_INFER" --steps "$((STEPS / 2 > 1 ? STEPS / 2 : 2))" --frozen-in-compute-dtype
 # 4. memory at twice the classes
-bench classes8 90 -B "$B" -C "$((C * 2))" --steps 3 --frozen-in-compute-dtype
+bench classes8 70 -B "$B" -C "$((C * 2))" --steps 3 --frozen-in-compute-dtype
 
 "$PY" scripts/gpu_speed_summary.py "$OUT"
