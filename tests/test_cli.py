@@ -39,6 +39,11 @@ def test_bench_reports_json(tmp_path, capsys):
             "--steps",
             "1",
             "--full-context",
+            "--ablate",
+            "shared_prefix",
+            "compute_dtype",
+            "--phases",
+            "--engine",
             "--out",
             str(out),
         ]
@@ -46,11 +51,26 @@ def test_bench_reports_json(tmp_path, capsys):
     assert code == 0
     report = json.loads(out.read_text())
     assert report["config"]["classes"] == 3
-    for key in ("train_images_per_s", "infer_images_per_s", "peak_memory_gb", "train_gflops"):
+    assert report["config"]["levers"] == {
+        "truncate": True,
+        "shared_prefix": True,
+        "compute_dtype": False,
+        "compile": False,
+    }
+    for key in ("train_images_per_s", "infer_images_per_s", "peak_memory_gb", "train_gflops", "train_step_cpu_s"):
         assert report["cilmp"][key] > 0
     assert 0 < report["utilisation"]["train"] < 1.5
     assert report["speedup_vs_full_context"]["train_flops"] > 1
     assert report["full_context"]["train_gflop_per_step"] > report["cilmp"]["train_gflop_per_step"]
+    # the shared prompt start runs once: fewer FLOPs than without it; compute_dtype is off in fp32, not ablated
+    assert report["without_shared_prefix"]["train_gflop_per_step"] > report["cilmp"]["train_gflop_per_step"]
+    assert "without_compute_dtype" not in report and "vs_reference_cpu_figures" not in report
+    phases = report["phases"]
+    for phase in ("image_tower", "text_side", "knowledge_tokens", "optimiser", "text_tower"):
+        assert phases[phase]["step_s"] > 0, phase
+    assert phases["image_tower"]["gflop"] + phases["text_side"]["gflop"] < report["cilmp"]["train_gflop_per_step"]
+    assert phases["text_tower"]["gflop"] < phases["text_side"]["gflop"]
+    assert report["engine_in_memory"]["images_per_s"] > 0 and report["engine_in_memory"]["fraction_of_bench"] > 0
 
 
 def test_predict_collects_images_but_not_hidden_files(tmp_path):

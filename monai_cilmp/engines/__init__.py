@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
+from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
 from .evaluation import (
     evaluate_split,
     format_trust_summary,
@@ -49,6 +50,8 @@ __all__ = [
     "create_evaluator",
     "create_trainer",
     "default_device",
+    "device_cached_dataset",
+    "device_cached_loader",
     "evaluate_split",
     "fit_calibration",
     "fit_training_features",
@@ -67,6 +70,7 @@ __all__ = [
     "run_lock",
     "save_calibration",
     "scores_and_labels",
+    "split_at_first_random",
     "training_features",
     "write_predictions",
 ]

@@ -123,6 +123,7 @@ def create_evaluator(
     amp: bool | str | None = None,
     handlers: Sequence[Any] = (),
     with_metric: bool = True,
+    compile: bool = False,
 ):
     """A ``SupervisedEvaluator`` whose ``val_accuracy`` key metric (with ``val_loss`` beside it) drives validation.
 
@@ -133,6 +134,7 @@ def create_evaluator(
         amp: ``None``/``True``: bf16 (or fp16) autocast on GPU; ``False``: fp32.
         handlers: extra evaluation handlers.
         with_metric: compute the accuracy (needs labels); ``False`` for unlabelled data.
+        compile: run the network through ``torch.compile`` (MONAI's ``compile`` option).
     """
     from ignite.metrics import Accuracy, Loss
     from monai.engines import SupervisedEvaluator
@@ -151,6 +153,8 @@ def create_evaluator(
         val_handlers=list(handlers),
         amp=use_amp,
         amp_kwargs=amp_kwargs,
+        non_blocking=device.type == "cuda",
+        compile=compile,
     )
     StopOnSignal().attach(evaluator)  # SIGTERM ends the loader's workers too
     return evaluator
@@ -205,6 +209,8 @@ def create_trainer(
     resume: bool = False,
     max_epochs: int | None = None,
     overwrite: bool = False,
+    compile: bool = False,
+    frozen_in_compute_dtype: bool = False,
 ):
     """A MONAI ``SupervisedTrainer`` for ``network`` with the paper's recipe and the toolkit's handlers.
 
@@ -232,6 +238,13 @@ def create_trainer(
         max_epochs: overrides ``recipe.max_epochs`` (so bundle configs can set ``train#trainer#max_epochs``).
         overwrite: replace a run of other settings in ``out_dir`` (see
             :func:`~monai_cilmp.engines.runs.prepare_run_folder`; a run of the same settings is always replaced).
+        compile: run the network through ``torch.compile`` (MONAI's ``compile`` option of the trainer and the
+            validation evaluator); the first steps then take the compilation time.
+        frozen_in_compute_dtype: under mixed precision on a GPU, keep the frozen weights in the autocast dtype
+            (:meth:`~monai_cilmp.networks.nets.CLIPClassifier.to_compute_dtype`: bitwise the same results, without
+            re-casting them every step); the network must afterwards run under that autocast (as the engines do).
+
+    Host-to-device copies of the batches are non-blocking on a GPU (give the loader ``pin_memory=True``).
 
     Returns:
         the trainer; ``trainer.checkpoint`` is its :class:`TrainingCheckpoint`, ``trainer.evaluator`` the
@@ -272,6 +285,8 @@ def create_trainer(
     optimizer = build_optimizer(network, recipe)
     scheduler = build_scheduler(optimizer, recipe)
     use_amp, amp_kwargs = _amp_kwargs(device, amp)
+    if use_amp and frozen_in_compute_dtype and hasattr(network, "to_compute_dtype"):
+        network.to_compute_dtype(amp_kwargs["dtype"])
 
     loss_output = from_engine(["loss"], first=True)
     # the learning rate goes into the one line per epoch of EpochSummary, not into MONAI's own log lines
@@ -280,7 +295,7 @@ def create_trainer(
     evaluator = None
     if val_loader is not None and recipe.val_interval > 0:
         val_handlers = [] if writer is None else [TensorBoardStatsHandler(summary_writer=writer, iteration_log=False)]
-        evaluator = create_evaluator(network, val_loader, device, amp, handlers=val_handlers)
+        evaluator = create_evaluator(network, val_loader, device, amp, handlers=val_handlers, compile=compile)
         handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
     prompt_names = list(getattr(network, "prompt_parameter_names", lambda: [])())
     gpa = None
@@ -308,6 +323,8 @@ def create_trainer(
         amp=use_amp,
         amp_kwargs=amp_kwargs,
         optim_set_to_none=True,
+        non_blocking=device.type == "cuda",
+        compile=compile,
     )
     NonFiniteGuard().attach(trainer)
     if callable(getattr(network, "guide_loss", None)):  # a no-op for networks whose guide_loss() is None

@@ -35,9 +35,16 @@ def _describe(files: list[str], limit: int = 5) -> str:
 class NonFiniteGuard:
     """Raise :class:`NonFiniteError` when a training batch holds non-finite images or gives a non-finite loss.
 
-    Images are checked when the iteration starts, the loss right after it is computed (MONAI's
-    ``IterationEvents.LOSS_COMPLETED``), before the backward pass and the optimiser step: no parameter ever becomes
-    NaN, and the epoch's checkpoint is not written, so ``last.pt`` still holds the last good epoch.
+    The check runs once per iteration, after the backward pass has been queued and before the optimiser step
+    (MONAI's ``IterationEvents.BACKWARD_COMPLETED``): no parameter ever becomes NaN, and the epoch's checkpoint is
+    not written, so ``last.pt`` still holds the last good epoch.
+
+    On a GPU, reading a device value back waits for the device to finish the work queued so far. Checking the loss
+    right after the forward pass (before the backward is queued) would leave the GPU idle while the host queues the
+    whole backward pass; checked after it, the host waits only while the GPU runs work that is already queued, and
+    one such wait per iteration is all the guard costs. Images still on the host are checked when the iteration
+    starts (no device involved); images already on the device (a device-resident cache) are checked on the device
+    and read back together with the loss, in the same single wait.
 
     Args:
         image_key: the batch key of the images.
@@ -45,22 +52,30 @@ class NonFiniteGuard:
 
     def __init__(self, image_key: str = "image") -> None:
         self.image_key = image_key
+        self._pending_images: torch.Tensor | None = None
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
         from monai.engines.utils import IterationEvents
 
         engine.add_event_handler(Events.ITERATION_STARTED, self.check_inputs)
-        engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.check_loss)
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.check_loss)
 
     def check_inputs(self, engine: Engine) -> None:
+        self._pending_images = None
         batch = engine.state.batch
         images = batch.get(self.image_key) if isinstance(batch, dict) else None
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             return
         finite = torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1)
-        if bool(finite.all()):
+        if images.device.type != "cpu":  # read back with the loss, in check_loss's single wait
+            self._pending_images = finite
             return
+        if not bool(finite.all()):
+            self._raise_images(engine, finite)
+
+    def _raise_images(self, engine: Engine, finite: torch.Tensor) -> None:
+        batch = engine.state.batch
         files = batch_files(batch, self.image_key)
         bad = [f for f, ok in zip(files, finite.tolist()) if not ok] if len(files) == len(finite) else files
         raise NonFiniteError(
@@ -72,10 +87,20 @@ class NonFiniteGuard:
         from monai.utils import CommonKeys
 
         loss = engine.state.output.get(CommonKeys.LOSS) if isinstance(engine.state.output, dict) else None
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteError(
-                f"The training loss became {float(loss.detach().float().sum())} at epoch {engine.state.epoch}, "
-                f"iteration {engine.state.iteration}, on {_describe(batch_files(engine.state.batch, self.image_key))}; "
-                "no weights were changed and checkpoints/last.pt holds the last good epoch: check those images or "
-                "lower the learning rate, then resume with --resume."
-            )
+        images, self._pending_images = self._pending_images, None
+        checks = [] if images is None else [images.all()]
+        if isinstance(loss, torch.Tensor):
+            checks.append(torch.isfinite(loss.detach()).all())
+        if not checks:
+            return
+        ok = checks[0] if len(checks) == 1 else torch.stack([c.to(checks[-1].device) for c in checks]).all()
+        if bool(ok):  # the iteration's one host-device synchronisation
+            return
+        if images is not None and not bool(images.all()):
+            self._raise_images(engine, images)
+        raise NonFiniteError(
+            f"The training loss became {float(loss.detach().float().sum())} at epoch {engine.state.epoch}, "
+            f"iteration {engine.state.iteration}, on {_describe(batch_files(engine.state.batch, self.image_key))}; "
+            "no weights were changed and checkpoints/last.pt holds the last good epoch: check those images or "
+            "lower the learning rate, then resume with --resume."
+        )

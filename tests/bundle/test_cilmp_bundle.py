@@ -187,3 +187,18 @@ def test_train_and_evaluate_on_the_other_tower_families(tmp_path, backbone):
     assert load_checkpoint(out / "checkpoints" / "final.pt")["metadata"]["backbone"] == backbone
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_train_with_the_device_cache_and_speed_keys(tmp_path):
+    """device_cache caches the deterministic preprocessing on the device; compile and frozen_in_compute_dtype are
+    keys of the bundle (compile off here: it compiles for minutes on a CPU)."""
+    _tiny_dataset(tmp_path)
+    settings = {**TINY, "dataset_name": "toy", "bundle_root": str(tmp_path), "device_cache": True}
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    assert parser["compile"] is False and parser["frozen_in_compute_dtype"] is False and parser["device_cache"] is False
+    run(run_id="run", init_id="initialize", config_file=[str(CONFIGS / "train.json")], **settings, **ONE_EPOCH)
+    from monai_cilmp.engines import load_checkpoint
+
+    final = load_checkpoint(tmp_path / "runs" / "toy" / "checkpoints" / "final.pt")
+    assert final["engine"]["epoch"] == 1

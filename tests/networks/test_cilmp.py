@@ -302,3 +302,111 @@ def test_cuda_matches_cpu(tiny_backbone, bank):
         cpu = net(x)
         gpu = net.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+
+
+# ----- speed levers: each exact against the unoptimised, full-context reading ---------------------------------------
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("truncate", [True, False])
+@pytest.mark.parametrize("shared", [True, False])
+def test_speed_levers_within_1e_5_of_the_naive_reading(tiny_backbone, conditional, truncate, shared):
+    """One index_copy per layer, knowledge tokens of the valid positions only, image-independent factors once, the
+    shared start of the prompts run once (or not)."""
+    bank = random_bank(lengths=(16, 3, 9, 5))
+    kwargs = {"conditional": conditional, "truncate_context": truncate, "shared_prefix": shared}
+    net = build(tiny_backbone, bank, **kwargs).eval()
+    assert net.shared_prefix == shared
+    x = images(3)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), naive_logits(net, tiny_backbone, bank, x), rtol=1e-5, atol=1e-5)
+
+
+def test_knowledge_tokens_equal_the_projected_interventions(tiny_backbone):
+    """Per valid position: projection(phi(h; z)), phi run densely by ConditionalLoReFT.forward (the D-sized edit)."""
+    bank = random_bank(lengths=(16, 3, 9, 5))
+    net = build(tiny_backbone, bank).eval()
+    knowledge = net.knowledge
+    with torch.no_grad():
+        z = net.encode_image(images(3))
+    for j, layer in enumerate(knowledge.layers):
+        with torch.no_grad():
+            tokens = knowledge(j, z)
+            prefix = layer.prefix(knowledge.prefix_inputs, z)  # (B, C, p, D)
+            suffix = layer.suffix(knowledge.suffix_inputs, z)
+        for i, (c, pos) in enumerate(zip(knowledge.token_class.tolist(), knowledge.token_position.tolist())):
+            length = int(knowledge.valid[c].sum())
+            if pos < min(4, length):
+                h = prefix[:, c, pos]
+            elif pos >= length - 4:
+                h = suffix[:, c, pos - (length - 4)]
+            else:
+                h = knowledge.bank[c, pos].expand(3, -1)
+            torch.testing.assert_close(tokens[:, i], layer.projection(h), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("depths", [(12, 12), (6, 2), (3, 1)])
+def test_shared_prefix_gives_the_same_logits_and_gradients(tiny_backbone, depths):
+    text_depth, knowledge_depth = depths
+    kwargs = {"text_prompt_depth": text_depth, "knowledge_depth": knowledge_depth}
+    nets = [build(tiny_backbone, random_bank(), shared_prefix=s, **kwargs).train() for s in (True, False)]
+    nets[1].load_trainable_state_dict(nets[0].trainable_state_dict())
+    outputs = []
+    for net in nets:
+        net.knowledge.eval()  # no dropout: the two runs draw their masks in a different order
+        logits = net(images(3))
+        F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+        outputs.append((logits.detach(), {n: p.grad for n, p in net.trainable_parameters().items()}))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=1e-5, atol=1e-5)
+    for name, grad in outputs[1][1].items():
+        torch.testing.assert_close(outputs[0][1][name], grad, rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_shared_prefix_only_where_the_tower_supports_it(family_backbones):
+    for name, backbone in family_backbones.items():
+        torch.manual_seed(1)
+        net = CILMP(CLASSES, random_bank(), backbone)
+        assert net.shared_prefix == (name != "CILMP-Tiny-BERT")
+        assert CILMP(CLASSES, random_bank(), backbone, shared_prefix=False).shared_prefix is False
+
+
+def test_dropout_acts_on_the_edited_knowledge_in_training(tiny_backbone):
+    net = build(tiny_backbone, random_bank(), dropout=0.5).train()
+    with torch.no_grad():
+        z = net.encode_image(images(2))
+    torch.manual_seed(0)
+    first = net.knowledge(0, z)
+    second = net.knowledge(0, z)
+    evaluated = net.eval().knowledge(0, z)
+    unchanged = net.knowledge.group_sizes[0]
+    assert not torch.equal(first[:, unchanged:], second[:, unchanged:])  # a new mask per call
+    torch.testing.assert_close(first[:, :unchanged], evaluated[:, :unchanged])  # unedited positions: no dropout
+
+
+@pytest.mark.parametrize("family", ["CILMP-Tiny", "CILMP-Tiny-Timm", "CILMP-Tiny-BERT"])
+def test_frozen_weights_in_the_compute_dtype_are_bitwise_equal_under_autocast(family):
+    backbone = load_backbone(family, None, offline=True)  # its own copy: the cast changes the backbone's modules
+    names = CLASSES[:4]
+    torch.manual_seed(1)
+    net = CILMP(names, random_bank(), backbone)
+    x = images(2, size=net.image_size)
+    labels = torch.tensor([0, 3])
+
+    def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x)
+        F.cross_entropy(logits.float(), labels).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in net.trainable_parameters().items()}
+
+    before, grads_before = step()
+    frozen = [p for p in net.parameters() if not p.requires_grad]
+    assert net.to_compute_dtype(torch.float32) is net and all(p.dtype == torch.float32 for p in frozen)
+    net.to_compute_dtype(torch.bfloat16)
+    assert any(p.dtype == torch.bfloat16 for p in frozen) and any(p.dtype == torch.float32 for p in frozen)
+    assert all(p.dtype == torch.float32 for p in net.trainable_parameters().values())
+    after, grads_after = step()
+    assert torch.equal(after, before)
+    for name, grad in grads_before.items():
+        assert torch.equal(grads_after[name], grad), name

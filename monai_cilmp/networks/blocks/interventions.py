@@ -49,21 +49,41 @@ class ConditionalLoReFT(nn.Module):
         """
         with torch.autocast(device_type=h.device.type, enabled=False):
             h = h.float()
-            rotated = h @ self.rotation  # (..., r)
+            return self.dropout(h + self.edit_coordinates(h, z) @ self.rotation.T)
+
+    def edit_coordinates(self, h: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The edit in the rotation's basis, ``W [h ; a(z) * h] + b - h R``, so that ``phi = h + coords R^T``.
+
+        Everything that does not depend on the image is computed once for all images: with
+        ``a(z) = A2 u + c`` and ``u = A1 z + e``, the conditional term ``W_ah (a(z) * h)`` is ``M_h u + m_h`` where
+        ``M_h = W_ah diag(h) A2`` (``r x r``) and ``m_h = W_ah (c * h)`` depend on ``h`` only; per image only an
+        ``r x r`` product is left (instead of a product over ``D``).
+
+        Args:
+            h: representations ``(..., D)``.
+            z: image embeddings ``(B, cond_dim)`` when conditional.
+
+        Returns:
+            ``(B, ..., r)`` (``B = 1`` when unconditional), float32.
+        """
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            h = h.float()
+            lead = h.shape[:-1]
+            flat = h.reshape(-1, self.embed_dim)  # (N, D)
             if self.condition is None:
-                source = self.source(h).unsqueeze(0)
-            else:
-                if z is None:
-                    raise ValueError("ConditionalLoReFT built with cond_dim needs the image embedding z.")
-                w_plain, w_cond = self.source.weight.split(self.embed_dim, dim=1)  # W = [W_h | W_ah]
-                a = self.condition(z.float())  # (B, D)
-                # W_ah (a(z) * h) without materialising the (B, ..., D) product: fold a(z) into W_ah first.
-                cond_weight = a.unsqueeze(1) * w_cond.unsqueeze(0)  # (B, r, D)
-                flat = h.reshape(-1, self.embed_dim)  # (N, D)
-                cond_term = torch.einsum("nd,brd->bnr", flat, cond_weight).reshape(a.shape[0], *h.shape[:-1], -1)
-                source = (h @ w_plain.T + self.source.bias).unsqueeze(0) + cond_term
-            edited = h + (source - rotated) @ self.rotation.T
-            return self.dropout(edited)
+                return (self.source(flat) - flat @ self.rotation).view(1, *lead, self.rank)
+            if z is None:
+                raise ValueError("ConditionalLoReFT built with cond_dim needs the image embedding z.")
+            w_plain, w_cond = self.source.weight.split(self.embed_dim, dim=1)  # W = [W_h | W_ah]
+            down, up = self.condition
+            # image-independent: everything W_h h + b - h R, and the two factors of the conditional term
+            fixed = torch.addmm(self.source.bias, flat, w_plain.T) - flat @ self.rotation  # (N, r)
+            cond_h = flat.unsqueeze(1) * w_cond.unsqueeze(0)  # (N, r, D): W_ah diag(h)
+            fixed = fixed + cond_h @ up.bias  # m_h
+            mixing = cond_h @ up.weight  # (N, r, r): M_h
+            u = down(z.float())  # (B, r)
+            coords = fixed + torch.einsum("nrk,bk->bnr", mixing, u)  # (B, N, r)
+            return coords.view(u.shape[0], *lead, self.rank)
 
 
 class LowRankProjection(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .interventions import ConditionalLoReFT, LowRankProjection
@@ -27,7 +28,7 @@ class KnowledgePrompt(nn.Module):
     prefix intervention, the last ``suffix_length`` of *its own* positions through the suffix intervention, the
     rest pass unchanged; then every position is projected to the text width. When ``L_c`` is shorter than
     ``prefix_length + suffix_length`` the prefix keeps its positions and the suffix takes the remaining ones.
-    Padding is zeros and never reaches a valid token.
+    Padding is zeros and never reaches a valid token: only valid positions are computed.
 
     Args:
         bank: ``(C, L_max, D)`` zero-padded knowledge.
@@ -61,39 +62,140 @@ class KnowledgePrompt(nn.Module):
         self.prefix_length, self.suffix_length, self.conditional = prefix_length, suffix_length, cond_dim is not None
         positions = torch.arange(max_len).expand(n_cls, -1)
         length = lengths[:, None]
+        valid = positions < length
         is_prefix = positions < torch.minimum(length, torch.tensor(prefix_length))
-        is_suffix = (positions >= length - suffix_length) & (positions < length) & ~is_prefix
-        suffix_slot = positions - (length - suffix_length)
-        # one gather picks, per position, from [unchanged (L_max) | prefix (p) | suffix (s)] candidates
-        index = torch.where(is_prefix, max_len + positions, positions)
-        index = torch.where(is_suffix, max_len + prefix_length + suffix_slot, index)
+        is_suffix = (positions >= length - suffix_length) & valid & ~is_prefix
         prefix_pos = torch.arange(prefix_length).expand(n_cls, -1).clamp(max=max_len - 1)
         suffix_pos = (length - suffix_length + torch.arange(suffix_length)).clamp(min=0)
         take = torch.arange(n_cls)[:, None]
         self.register_buffer("bank", bank.float(), persistent=False)
         self.register_buffer("prefix_inputs", bank[take, prefix_pos].float(), persistent=False)
         self.register_buffer("suffix_inputs", bank[take, suffix_pos].float(), persistent=False)
-        self.register_buffer("index", index, persistent=False)
-        self.register_buffer("valid", positions < length, persistent=False)
+        self.register_buffer("valid", valid, persistent=False)
+        # The valid knowledge positions as three flat groups, in the order forward() returns their tokens:
+        # unchanged positions, prefix-edited ones, suffix-edited ones; (class, position) of each, and the row of the
+        # group's input tensor (bank, prefix_inputs, suffix_inputs flattened over classes) it comes from.
+        unchanged = valid & ~is_prefix & ~is_suffix
+        groups = [unchanged.nonzero(), is_prefix.nonzero(), is_suffix.nonzero()]
+        rows = [
+            groups[0][:, 0] * max_len + groups[0][:, 1],
+            groups[1][:, 0] * prefix_length + groups[1][:, 1],
+            groups[2][:, 0] * suffix_length + groups[2][:, 1] - (lengths[groups[2][:, 0]] - suffix_length),
+        ]
+        self.group_sizes = [int(g.shape[0]) for g in groups]
+        order = torch.cat(groups)
+        self.register_buffer("token_class", order[:, 0].contiguous(), persistent=False)
+        self.register_buffer("token_position", order[:, 1].contiguous(), persistent=False)
+        for name, row in zip(("unchanged_rows", "prefix_rows", "suffix_rows"), rows):
+            self.register_buffer(name, row, persistent=False)
         self.layers = nn.ModuleList(
             KnowledgePromptLayer(dim, rank, out_dim, cond_dim, dropout) for _ in range(num_layers)
         )
 
     def forward(self, layer: int, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Knowledge tokens of text layer ``layer``.
+        """Knowledge tokens of text layer ``layer``, one per valid knowledge position (padding is never computed).
+
+        Token ``i`` belongs to class :attr:`token_class` ``[i]`` at knowledge position :attr:`token_position` ``[i]``.
+        The image-independent parts (the unchanged positions' projection, the frozen knowledge's own projection and
+        the image-independent factors of the interventions) are computed once for all images. Without dropout (eval,
+        or ``dropout=0``) the projection of an edit is folded into the rank-``r`` space, so no per-image vector of
+        the LLM's size ``D`` is formed; with dropout in training, each image's edited ``D``-vector is formed as the
+        method says, since dropout acts on it.
 
         Args:
             layer: index of the text layer (``0`` is the input).
             z: ``(B, cond_dim)`` normalised image embeddings (conditional) or ``None``.
 
         Returns:
-            ``(B, C, L_max, out_dim)`` tokens (``B = 1`` when unconditional); use :attr:`valid` to mask padding.
+            ``(B, N, out_dim)`` float32 tokens, ``N = sum_c L_c`` (``B = 1`` when unconditional).
         """
         block = self.layers[layer]
-        unchanged = block.projection(self.bank)
-        prefix = block.projection(block.prefix(self.prefix_inputs, z))
-        suffix = block.projection(block.suffix(self.suffix_inputs, z))
-        n_img = prefix.shape[0]
-        candidates = torch.cat([unchanged.expand(n_img, -1, -1, -1), prefix, suffix], dim=2)
-        index = self.index[None, :, :, None].expand(n_img, -1, -1, candidates.shape[-1])
-        return candidates.gather(2, index)
+        projection = block.projection
+        unchanged = projection(self.bank.flatten(0, 1)[self.unchanged_rows])
+        edited = []
+        for intervention, inputs, rows in (
+            (block.prefix, self.prefix_inputs, self.prefix_rows),
+            (block.suffix, self.suffix_inputs, self.suffix_rows),
+        ):
+            h = inputs.flatten(0, 1)[rows]  # (n, D): only the rows that are used
+            with torch.autocast(device_type=h.device.type, enabled=False):
+                coords = intervention.edit_coordinates(h, z)  # (B, n, r)
+                if intervention.dropout.p > 0 and intervention.training:
+                    edited.append(projection(intervention.dropout(h + coords @ intervention.rotation.T)))
+                else:  # projection(h + coords R^T) = projection(h) + coords (R^T down^T) up^T
+                    folded = (coords @ (intervention.rotation.T @ projection.down.T)) @ projection.up.T
+                    edited.append(projection(h) + folded)
+        n_img = max(t.shape[0] for t in edited)
+        return torch.cat([unchanged.expand(n_img, -1, -1), *(t.expand(n_img, -1, -1) for t in edited)], dim=1)
+
+    def all_layers(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The knowledge tokens of every layer at once: ``(depth, B, N, out_dim)``, ``[j]`` equal to ``forward(j, z)``.
+
+        The layers' parameters are stacked and every step runs as one batched product over the layers instead of one
+        small product per layer: the same arithmetic in a twelfth of the kernel launches, which is what a GPU spends
+        its time on at these sizes. Dropout (in training) draws one mask for all layers.
+        """
+        with torch.autocast(device_type=self.bank.device.type, enabled=False):
+            stack = _LayerStack(self.layers)
+            unchanged = stack.project(self.bank.flatten(0, 1)[self.unchanged_rows])  # (depth, n, out)
+            edited = [
+                stack.edited(part, inputs.flatten(0, 1)[rows], z)
+                for part, inputs, rows in (
+                    ("prefix", self.prefix_inputs, self.prefix_rows),
+                    ("suffix", self.suffix_inputs, self.suffix_rows),
+                )
+            ]
+            n_img = max(t.shape[1] for t in edited)
+            depth = len(self.layers)
+            parts = [unchanged.unsqueeze(1).expand(depth, n_img, -1, -1)]
+            parts += [t.expand(depth, n_img, -1, -1) for t in edited]
+            return torch.cat(parts, dim=2)
+
+
+class _LayerStack:
+    """The parameters of every :class:`KnowledgePromptLayer`, stacked along a leading layer axis (autograd flows)."""
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        self.layers = layers
+        self.down = torch.stack([layer.projection.down for layer in layers])  # (depth, r, D)
+        self.up = torch.stack([layer.projection.up for layer in layers])  # (depth, out, r)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """``(n, D)`` rows (the same for every layer) -> ``(depth, n, out)``; ``(depth, B, n, D)`` ->
+        ``(depth, B, n, out)``."""
+        down, up = self.down.transpose(1, 2), self.up.transpose(1, 2)
+        if h.ndim == 4:
+            down, up = down.unsqueeze(1), up.unsqueeze(1)
+        return (h.float() @ down) @ up
+
+    def edited(self, part: str, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Projected edited rows ``h`` ``(n, D)`` of the ``part`` ("prefix"/"suffix") interventions: ``(depth, B, n,
+        out)``; as :meth:`KnowledgePrompt.forward` computes them layer by layer."""
+        modules = [getattr(layer, part) for layer in self.layers]
+        first = modules[0]
+        dim = first.embed_dim
+        rotation = torch.stack([m.rotation for m in modules])  # (depth, D, r)
+        weight = torch.stack([m.source.weight for m in modules])  # (depth, r, D or 2D)
+        bias = torch.stack([m.source.bias for m in modules]).unsqueeze(1)  # (depth, 1, r)
+        h = h.float()
+        fixed = torch.baddbmm(bias, h.expand(len(modules), -1, -1), weight[..., :dim].transpose(1, 2)) - h @ rotation
+        if first.condition is None:
+            coords = fixed.unsqueeze(1)  # (depth, 1, n, r)
+        else:
+            if z is None:
+                raise ValueError("ConditionalLoReFT built with cond_dim needs the image embedding z.")
+            w_cond = weight[..., dim:]  # (depth, r, D)
+            a1_w = torch.stack([m.condition[0].weight for m in modules])  # (depth, r, e)
+            a1_b = torch.stack([m.condition[0].bias for m in modules]).unsqueeze(1)
+            a2_w = torch.stack([m.condition[1].weight for m in modules])  # (depth, D, r)
+            a2_b = torch.stack([m.condition[1].bias for m in modules])  # (depth, D)
+            fixed = fixed + (h * a2_b.unsqueeze(1)) @ w_cond.transpose(1, 2)  # m_h = W_ah (c * h)
+            mixing = (w_cond.unsqueeze(1) * h[None, :, None, :]) @ a2_w.unsqueeze(1)  # (depth, n, r, r): M_h
+            u = torch.baddbmm(a1_b, z.float().expand(len(modules), -1, -1), a1_w.transpose(1, 2))  # (depth, B, r)
+            coords = fixed.unsqueeze(1) + torch.einsum("lnrk,lbk->lbnr", mixing, u)  # (depth, B, n, r)
+        if first.dropout.p > 0 and first.training:
+            edited = F.dropout(h + coords @ rotation.transpose(1, 2).unsqueeze(1), first.dropout.p, training=True)
+            return self.project(edited)
+        fold = rotation.transpose(1, 2) @ self.down.transpose(1, 2)  # (depth, r, r): R^T down^T
+        folded = (coords @ fold.unsqueeze(1)) @ self.up.transpose(1, 2).unsqueeze(1)
+        return self.project(h).unsqueeze(1) + folded

@@ -30,9 +30,11 @@ __all__ = [
     "build_vision_tower",
     "quick_gelu",
     "run_block",
+    "run_block_shared_prefix",
 ]
 
 LayerHook = Callable[[int, torch.Tensor], torch.Tensor]
+PrefixHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -122,6 +124,43 @@ def run_block(block: nn.Module, x: torch.Tensor, causal: bool, batch_first: bool
     out = out.transpose(1, 2).reshape(n, length, width)
     x = x + block.ls_1(attn.out_proj(out))
     return x + block.ls_2(_mlp(block.mlp, block.ln_2(x)))
+
+
+def run_block_shared_prefix(
+    block: nn.Module, prefix: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one frozen causal standard block on sequences that all start with the same ``prefix``.
+
+    ``prefix`` is ``(1, P, width)`` (positions ``0 .. P-1``, shared by every sequence) and ``x`` is ``(N, T, width)``
+    (positions ``P .. P+T-1`` of each sequence). Attention being causal, the prefix's states never depend on what
+    follows, so they are computed once; every later position attends to the shared prefix keys and values and to
+    its own sequence's. The result equals :func:`run_block` on the concatenated ``(N, P+T, width)`` sequences.
+
+    Returns:
+        the new ``(prefix, x)``.
+    """
+    attn = block.attn
+    n, length, width = x.shape
+    shared = prefix.shape[1]
+    heads = attn.num_heads
+
+    def heads_first(t: torch.Tensor, rows: int, tokens: int) -> tuple[torch.Tensor, ...]:
+        return t.view(rows, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    qp, kp, vp = heads_first(F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias), 1, shared)
+    qx, kx, vx = heads_first(F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias), n, length)
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+    keys = torch.cat([kp.expand(n, -1, -1, -1), kx], dim=2)
+    values = torch.cat([vp.expand(n, -1, -1, -1), vx], dim=2)
+    # causal aligned to the end: query i (position P + i) sees keys 0 .. P + i
+    mask = torch.ones(length, shared + length, dtype=torch.bool, device=x.device).tril_(shared)
+    out_x = F.scaled_dot_product_attention(qx, keys, values, attn_mask=mask)
+    outs = []
+    for t, out in ((prefix, out_p), (x, out_x)):
+        rows, tokens = t.shape[:2]
+        t = t + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(rows, tokens, width)))
+        outs.append(t + block.ls_2(_mlp(block.mlp, block.ln_2(t))))
+    return outs[0], outs[1]
 
 
 def _layout(
@@ -263,23 +302,50 @@ class OpenCLIPTextTower(_TextTower):
             self, texts, n_slots, [tokenizer.sot_token_id], [tokenizer.eot_token_id], 0, truncate=truncate, fit=fit
         )
 
-    def forward(self, x: torch.Tensor, pool_index: torch.Tensor, hook: LayerHook | None = None) -> torch.Tensor:
+    @property
+    def supports_shared_prefix(self) -> bool:
+        """Whether :meth:`forward` can take a ``prefix`` (every block is open_clip's standard causal block)."""
+        return all(_is_standard_block(block) for block in self.transformer.resblocks)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pool_index: torch.Tensor,
+        hook: LayerHook | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_hook: PrefixHook | None = None,
+    ) -> torch.Tensor:
         """Encode input embeddings.
 
         Args:
             x: ``(N, T, width)`` token embeddings of the prompts (positions are added here).
-            pool_index: ``(N,)`` position of each sequence's feature.
+            pool_index: ``(N,)`` position of each sequence's feature (counted within ``x``).
             hook: called as ``x = hook(j, x)`` before every block ``j >= 1`` (deep prompts).
+            prefix: ``(1, P, width)`` token embeddings of a start shared by every sequence; ``x`` then holds the
+                positions after it. The prefix runs once instead of ``N`` times (exact: attention is causal). Needs
+                :attr:`supports_shared_prefix`.
+            prefix_hook: called as ``prefix = prefix_hook(j, prefix)`` before every block ``j >= 1``.
 
         Returns:
             ``(N, embed_dim)`` projected text features (not normalised).
         """
+        shared = 0 if prefix is None else prefix.shape[1]
         length = x.shape[1]
-        x = x + self.positional_embedding[:length].to(x.dtype)
+        x = x + self.positional_embedding[shared : shared + length].to(x.dtype)
+        if prefix is not None:
+            prefix = prefix + self.positional_embedding[:shared].to(prefix.dtype)
         for j, block in enumerate(self.transformer.resblocks):
             if hook is not None and j > 0:
                 x = hook(j, x)
-            x = self._run_block(block, x)
+            if prefix is None:
+                x = self._run_block(block, x)
+                continue
+            if prefix_hook is not None and j > 0:
+                prefix = prefix_hook(j, prefix)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                prefix, x = checkpoint(run_block_shared_prefix, block, prefix, x, use_reentrant=False)
+            else:
+                prefix, x = run_block_shared_prefix(block, prefix, x)
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pool_index]
         if isinstance(self.text_projection, nn.Module):

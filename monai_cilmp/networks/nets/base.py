@@ -154,6 +154,39 @@ class CLIPClassifier(nn.Module):
             tower.eval()
         return self
 
+    def to_compute_dtype(self, dtype: torch.dtype | None) -> CLIPClassifier:
+        """Keep the frozen towers' matrix weights in the autocast compute dtype, cast once instead of every step.
+
+        Under autocast every matrix product (linear, convolution, matmul) casts its frozen float32 weight to the
+        compute dtype on every call; on a GPU that is hundreds of copy kernels per training step. This casts exactly
+        those weights (of ``nn.Linear``, convolutions, ``nn.MultiheadAttention``'s input projection and the towers'
+        projection matrices) once, so autocast's cast becomes a no-op and the results are bitwise the same as before.
+        Normalisation weights, embeddings and everything that trains stay float32.
+
+        The network must then run under autocast with ``dtype`` (as the engines do on a GPU); call it on a network
+        that is not used in float32 afterwards (the float32 bits of the cast weights are gone). ``None`` or
+        ``torch.float32`` changes nothing.
+
+        Returns:
+            the network itself.
+        """
+        if dtype is None or dtype == torch.float32:
+            return self
+        for tower in self.frozen_towers():
+            for module in tower.modules():
+                names: tuple[str, ...] = ()
+                if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                    names = ("weight", "bias")
+                elif isinstance(module, nn.MultiheadAttention):
+                    names = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+                elif module is tower or module is getattr(tower, "visual", None):
+                    names = ("text_projection", "proj")  # projection matrices used only in matmuls
+                for name in names:
+                    param = getattr(module, name, None)
+                    if isinstance(param, torch.Tensor) and not param.requires_grad and param.is_floating_point():
+                        param.data = param.data.to(dtype)
+        return self
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised embeddings ``(B, embed_dim)`` of a normalised ``(B, 3, H, W)`` batch."""
         return F.normalize(self.vision_tower(as_plain_tensor(images)), dim=-1)

@@ -58,6 +58,9 @@ class CILMP(CLIPClassifier):
             class shared by all images (and runs the text encoder ``B`` times less).
         truncate_context: run the text encoder only up to the longest prompt (exact, as CLIP's text attention
             is causal); ``False`` runs the full context, for checking.
+        shared_prefix: run the start of the prompts that every prompt shares (the start token and the context
+            tokens) once per layer instead of once per prompt (exact, as the text attention is causal); used when the
+            text tower supports it (open_clip's causal text transformer), ignored otherwise.
 
     Raises:
         KnowledgeClassMismatchError: the bank's classes are not ``class_names``.
@@ -88,6 +91,7 @@ class CILMP(CLIPClassifier):
         dropout: float = 0.1,
         conditional: bool = True,
         truncate_context: bool = True,
+        shared_prefix: bool = True,
     ) -> None:
         super().__init__()
         backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
@@ -133,6 +137,8 @@ class CILMP(CLIPClassifier):
             if bank is not None
             else None
         )
+        self.shared_prefix = bool(shared_prefix) and getattr(self.text_tower, "supports_shared_prefix", False)
+        self._register_slot_index()
         self.knowledge_metadata: dict[str, Any] = (
             {k: v for k, v in bank.metadata.items() if k != "texts"} if bank is not None else {}
         )
@@ -177,27 +183,77 @@ class CILMP(CLIPClassifier):
         if self.conditional and z is None:
             raise ValueError("A conditional CILMP needs the image embeddings to build its prompts.")
         n_img = 1 if z is None else z.shape[0]
-        n_cls, length, _ = self.prompt_embeddings.shape
+        n_cls, length, width = self.prompt_embeddings.shape
+        # every layer's knowledge tokens in one batched pass: (knowledge_depth, B, N, width)
+        tokens = self.knowledge.all_layers(z) if self.knowledge is not None else None
+        if self.shared_prefix:
+            return self._encode_prompts_shared_prefix(tokens, n_img)
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
             if layer >= self.text_prompt_depth:
                 return x
-            return self._inject(x.view(n_img, n_cls, length, -1), layer, z).flatten(0, 1)
+            return self._inject(x.view(n_img, n_cls * length, width), layer, tokens).view(n_img * n_cls, length, width)
 
-        x = self._inject(self.prompt_embeddings.expand(n_img, -1, -1, -1), 0, z).flatten(0, 1)
+        x = self.prompt_embeddings.view(1, n_cls * length, width).expand(n_img, -1, -1)
+        x = self._inject(x, 0, tokens).view(n_img * n_cls, length, width)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
 
-    def _inject(self, x: torch.Tensor, layer: int, z: torch.Tensor | None) -> torch.Tensor:
-        """Put layer ``layer``'s context and knowledge tokens into ``x`` of shape ``(B, C, T, width)``."""
-        n_img = x.shape[0]
-        start, stop = self.slot_start + self.n_ctx, self.slot_start + self.n_ctx + self.max_knowledge
-        ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, x.shape[1], -1, -1)
-        if self.knowledge is None or layer >= self.knowledge_depth:
-            return torch.cat([x[:, :, : self.slot_start], ctx, x[:, :, start:]], dim=2)
-        tokens = self.knowledge(layer, z).to(x.dtype)
-        knowledge = torch.where(self.knowledge.valid[None, :, :, None], tokens, x[:, :, start:stop])
-        return torch.cat([x[:, :, : self.slot_start], ctx, knowledge, x[:, :, stop:]], dim=2)
+    def _encode_prompts_shared_prefix(self, tokens: torch.Tensor | None, n_img: int) -> torch.Tensor:
+        """:meth:`encode_prompts` with the start token and context tokens (the same in every prompt) run once."""
+        n_cls, length, width = self.prompt_embeddings.shape
+        shared = self.slot_start + self.n_ctx
+        rest = length - shared
+
+        def context(layer: int, prefix: torch.Tensor) -> torch.Tensor:
+            if layer >= self.text_prompt_depth:
+                return prefix
+            ctx = self.text_prompts[layer].to(prefix.dtype).unsqueeze(0)
+            return torch.cat([prefix[:, : self.slot_start], ctx], dim=1)
+
+        def knowledge(layer: int, x: torch.Tensor) -> torch.Tensor:
+            if tokens is None or layer >= self.knowledge_depth:
+                return x
+            values = tokens[layer].to(x.dtype).expand(n_img, -1, -1)
+            flat = x.reshape(n_img, n_cls * rest, width).index_copy(1, self.slot_index_after_prefix, values)
+            return flat.view(n_img * n_cls, rest, width)
+
+        prefix = context(0, self.prompt_embeddings[:1, :shared])
+        x = self.prompt_embeddings[:, shared:].unsqueeze(0).expand(n_img, -1, -1, -1).reshape(-1, rest, width)
+        x = knowledge(0, x)
+        features = self.text_tower(x, self.pool_index.repeat(n_img) - shared, knowledge, prefix, context)
+        return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
+
+    def _register_slot_index(self) -> None:
+        """Buffers of the positions, in the flattened ``(C * T)`` prompt sequence, of the tokens :meth:`_inject` writes,
+        in order: every class's context tokens, then the knowledge tokens in the order :class:`KnowledgePrompt`
+        returns them."""
+        n_cls, length, _ = self.prompt_embeddings.shape
+        ctx = (torch.arange(n_cls)[:, None] * length + self.slot_start + torch.arange(self.n_ctx)).flatten()
+        self.register_buffer("slot_index_context", ctx, persistent=False)
+        if self.knowledge is not None:
+            k = self.knowledge
+            tokens = k.token_class * length + self.slot_start + self.n_ctx + k.token_position
+            self.register_buffer("slot_index_knowledge", torch.cat([ctx, tokens]), persistent=False)
+            after_prefix = k.token_class * (length - self.slot_start - self.n_ctx) + k.token_position
+            self.register_buffer("slot_index_after_prefix", after_prefix, persistent=False)
+
+    def _inject(self, x: torch.Tensor, layer: int, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Write layer ``layer``'s context and knowledge tokens (``tokens[layer]``, from
+        :meth:`KnowledgePrompt.all_layers`) into ``x`` of shape ``(B, C * T, width)``.
+
+        One ``index_copy`` per layer puts every prompt's tokens at their positions (padding beyond a class's
+        knowledge keeps the prompt's own tokens).
+        """
+        n_img, _, width = x.shape
+        n_cls = self.prompt_embeddings.shape[0]
+        with_knowledge = tokens is not None and layer < self.knowledge_depth
+        ctx = self.text_prompts[layer].to(x.dtype).expand(n_img, n_cls, -1, -1).reshape(n_img, -1, width)
+        values = ctx
+        if with_knowledge:
+            values = torch.cat([ctx, tokens[layer].to(x.dtype).expand(n_img, -1, -1)], dim=1)
+        index = self.slot_index_knowledge if with_knowledge else self.slot_index_context
+        return x.index_copy(1, index, values)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, C)`` for a normalised image batch ``(B, 3, H, W)``."""
