@@ -333,3 +333,37 @@ def test_inference_needs_only_the_run_folder(trained_bundle, tmp_path):
             target.rename(source)
     rows = list(csv.DictReader((run_copy / "predictions.csv").open()))
     assert len(rows) == 3 and all(not r["image"].endswith(".txt") for r in rows)
+
+
+@pytest.mark.parametrize("workflow_type", ["train", "infer"])
+def test_monai_required_bundle_properties_are_present(trained_bundle, tmp_path, workflow_type):
+    """MONAI's ``check_properties`` (what ``monai.bundle`` workflows and model-zoo checks rely on) finds every
+    required property of a training and an inference workflow."""
+    from monai.bundle import ConfigWorkflow
+
+    if workflow_type == "train":
+        _tiny_dataset(tmp_path)  # instantiating the trainer prepares a run folder: not the shared one
+        config, settings = "train.json", {**TINY, "bundle_root": str(tmp_path), "train#trainer#max_epochs": 1}
+    else:
+        config, settings = "inference.json", {"bundle_root": str(trained_bundle)}
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / config), meta_file=str(CONFIGS / "metadata.json"), workflow_type=workflow_type
+    )
+    for key, value in {**settings, "dataset_name": "toy"}.items():
+        workflow.parser[key] = value
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_training_curve_is_drawn_from_the_run_scalars(trained_bundle, tmp_path):
+    """``scripts/training_curve.py`` (the README's picture) reads the epoch loss and validation accuracy."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_curve", BUNDLE.parents[1] / "scripts" / "training_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scalars = module.read_scalars(trained_bundle / "runs" / "toy" / "tensorboard")
+    assert [step for step, _ in scalars["train/epoch_loss"]] == [1, 2] and len(scalars["val_accuracy"]) == 2
+    assert module.main([str(trained_bundle / "runs" / "toy"), str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert module.main([str(tmp_path), str(tmp_path / "none.png")]) == 2  # no scalars: one sentence, status 2
