@@ -117,3 +117,9 @@ def test_export_matches_pytorch_on_the_test_images(trained, tmp_path, capsys, fm
     assert out.is_file() and report["file"] == str(out)
     assert report["check"]["images"] == 4 and report["check"]["on"].startswith("test images")
     assert report["check"]["max_abs_prob_difference"] < 1e-5
+    if fmt == "torchscript":  # with the run's metadata, describing this export's output
+        from monai.data import load_net_with_metadata
+
+        _, meta, _ = load_net_with_metadata(str(out))
+        assert meta["network_data_format"]["outputs"]["pred"]["type"] == "probabilities"
+        assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == sorted(CLASSES)

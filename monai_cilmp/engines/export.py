@@ -8,6 +8,7 @@ batch size. :class:`ExportNetwork` is also what MONAI's ``ckpt_export`` loads a 
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -62,15 +63,21 @@ class ExportNetwork(nn.Module):
 
 
 def export_network(
-    network: nn.Module, path: str | os.PathLike, fmt: str = "torchscript", output: str = "logits"
+    network: nn.Module,
+    path: str | os.PathLike,
+    fmt: str = "torchscript",
+    output: str = "logits",
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[Path, nn.Module]:
     """Trace ``network`` on the CPU and write it to ``path``.
 
     Args:
         network: the trained classifier (``image_size``).
-        path: the file to write.
+        path: the file to write (without a suffix: ``.ts`` or ``.onnx`` is added).
         fmt: ``"torchscript"`` or ``"onnx"`` (input ``image``, output ``pred``, dynamic batch axis; opset 17).
         output: ``"logits"`` or ``"probabilities"``.
+        metadata: bundle metadata stored in a TorchScript file (``metadata.json``, read back by MONAI's
+            ``load_net_with_metadata``); ONNX files carry none.
 
     Returns:
         the file written and the eager module it was traced from (in eval mode, on the CPU).
@@ -80,14 +87,17 @@ def export_network(
     size = module.image_size
     example = torch.rand(_TRACE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
     path = Path(path)
+    path = path if path.suffix else path.with_suffix(EXPORT_FORMATS[fmt])
     path.parent.mkdir(parents=True, exist_ok=True)
     # the tracer warns about every Python branch on a tensor value; those branches depend on the class set and the
     # layout only (fixed in the export), and export_parity checks the result
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if fmt == "torchscript":
+            from monai.data import save_net_with_metadata
+
             traced = torch.jit.trace(module, example, check_trace=False)
-            torch.jit.save(traced, str(path))
+            save_net_with_metadata(traced, str(path), include_config_vals=False, meta_values=metadata)
         else:
             torch.onnx.export(
                 module,
@@ -116,17 +126,25 @@ def export_run(
         fmt: ``"torchscript"`` or ``"onnx"``.
         checkpoint: ``final``, ``best`` or ``last``.
         output: ``"logits"`` or ``"probabilities"``.
-        path: the file to write (default ``<run>/models/model.ts`` or ``model.onnx``).
+        path: the file to write (default ``<run>/models/model.ts`` or ``model.onnx``, written under the run's lock).
 
     Returns:
-        the file written and the eager module it was traced from.
+        the file written and the eager module it was traced from. A TorchScript file holds the run's bundle metadata
+        (its ``configs/metadata.json``, with the output type of this export).
     """
-    from monai_cilmp.engines.runs import load_run
+    from monai_cilmp.engines.bundle_metadata import RUN_METADATA, bundle_metadata
+    from monai_cilmp.engines.runs import load_run, run_lock
 
     fmt = look_up_option(fmt, tuple(EXPORT_FORMATS))
     trained = load_run(run_dir, checkpoint)
-    target = Path(path) if path is not None else trained.directory / "models" / f"model{EXPORT_FORMATS[fmt]}"
-    return export_network(trained.build_network(), target, fmt, output)
+    network = trained.build_network()
+    run_meta = trained.directory / RUN_METADATA
+    template = json.loads(run_meta.read_text(encoding="utf-8")) if run_meta.is_file() else None
+    meta = bundle_metadata(network.class_names, network.image_size, output, template)
+    if path is not None:
+        return export_network(network, path, fmt, output, meta)
+    with run_lock(trained.directory):  # no training may replace the run while its export is written into it
+        return export_network(network, trained.directory / "models" / f"model{EXPORT_FORMATS[fmt]}", fmt, output, meta)
 
 
 def run_test_images(

@@ -276,13 +276,14 @@ def test_ckpt_export_gives_the_same_probabilities(trained_bundle):
     np.testing.assert_allclose(_probabilities(reloaded, images), _probabilities(network, images), atol=1e-5)
 
 
-def test_onnx_export_matches_pytorch(trained_bundle, tmp_path):
+def test_onnx_export_matches_pytorch(trained_bundle):
     ort = pytest.importorskip("onnxruntime")
     import torch
 
     from monai_cilmp.engines import export_run
 
-    path, module = export_run(trained_bundle / "runs" / "toy", "onnx", path=tmp_path / "model.onnx")
+    path, module = export_run(trained_bundle / "runs" / "toy", "onnx")
+    assert path == trained_bundle / "runs" / "toy" / "models" / "model.onnx"  # beside the run's model.ts
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     logits = session.run(None, {"image": images.numpy()})[0]
