@@ -22,7 +22,15 @@ setup(
     package_dir={BUNDLE: "bundles/cilmp"},
     package_data={
         "monai_cilmp": ["**/*.json", "networks/model_configs/hf/*/vocab.txt"],
-        BUNDLE: ["LICENSE", "configs/*.json", "configs/*.conf", "configs/*/*.json", "docs/*.md"],
+        BUNDLE: [
+            "LICENSE",
+            "configs/*.json",
+            "configs/*.conf",
+            "configs/*/*.json",
+            "docs/*.md",
+            "docs/*.txt",
+            "docs/*.png",
+        ],
     },
     include_package_data=False,
 )

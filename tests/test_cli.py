@@ -85,7 +85,7 @@ def test_predict_collects_images_but_not_hidden_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", ["", "demo", "prepare", "knowledge", "train", "evaluate", "predict", "compare", "bench"]
+    "command", ["", "demo", "prepare", "knowledge", "train", "evaluate", "predict", "export", "compare", "bench"]
 )
 def test_help_imports_neither_torch_nor_monai(command):
     """``--help`` answers at once: no command imports torch, MONAI or open_clip to describe itself."""

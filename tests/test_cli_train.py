@@ -103,3 +103,23 @@ def test_explain_writes_overlays_and_knowledge_words(trained, capsys):
     assert "saliency of" in printed and "predicted" in printed and "map at the image's size (48x48)" in printed
     assert main(["explain", "--run", str(run), str(inference), "--class", "nope"]) == 2
     assert "is not one of the run's classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_matches_pytorch_on_the_test_images(trained, tmp_path, capsys, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / f"model.{fmt}"
+    args = ["export", "--run", str(trained / "run"), "--format", fmt, "--out", str(out), "--output", "probabilities"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.rfind('{\n  "file"') :])
+    assert out.is_file() and report["file"] == str(out)
+    assert report["check"]["images"] == 4 and report["check"]["on"].startswith("test images")
+    assert report["check"]["max_abs_prob_difference"] < 1e-5
+    if fmt == "torchscript":  # with the run's metadata, describing this export's output
+        from monai.data import load_net_with_metadata
+
+        _, meta, _ = load_net_with_metadata(str(out))
+        assert meta["network_data_format"]["outputs"]["pred"]["type"] == "probabilities"
+        assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == sorted(CLASSES)

@@ -29,6 +29,7 @@ COMMANDS = {
     "train": "train CILMP (or a baseline) on a datalist and a knowledge bank",
     "evaluate": "evaluate a trained run on a split (accuracy, balanced accuracy, macro-F1, AUC, kappa, confusion)",
     "predict": "predict images (files or folders) with a trained run; one JSON line per image",
+    "export": "export a trained run's network as TorchScript or ONNX and check it against PyTorch",
     "explain": "saliency maps and knowledge-word attributions of a trained run's predictions",
     "compare": "compare methods (zero-shot, linear probe, CoOp, ..., CILMP) over shots and seeds; resumable",
     "bench": "benchmark CILMP (random weights) and print a JSON report",

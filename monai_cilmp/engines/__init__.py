@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .bundle_metadata import bundle_metadata, record_eval_metrics, write_run_metadata
 from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
@@ -13,8 +14,9 @@ from .evaluation import (
     prediction_set_names,
     write_predictions,
 )
+from .export import ExportNetwork, export_network, export_run
 from .features import cached_feature_loader, fit_training_features, training_features
-from .inference import ImagePredictions, predict_images
+from .inference import ImagePredictions, inference_images, predict_images
 from .progress import EpochSummary
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
@@ -33,6 +35,7 @@ from .trainer import (
 __all__ = [
     "CALIBRATION_FILE",
     "EpochSummary",
+    "ExportNetwork",
     "ImagePredictions",
     "RegularizedLoss",
     "RunCalibration",
@@ -45,6 +48,7 @@ __all__ = [
     "TrainingRecipe",
     "atomic_torch_save",
     "build_optimizer",
+    "bundle_metadata",
     "build_scheduler",
     "cached_feature_loader",
     "create_evaluator",
@@ -53,9 +57,12 @@ __all__ = [
     "device_cached_dataset",
     "device_cached_loader",
     "evaluate_split",
+    "export_network",
+    "export_run",
     "fit_calibration",
     "fit_training_features",
     "format_trust_summary",
+    "inference_images",
     "load_calibration",
     "load_checkpoint",
     "load_run",
@@ -64,6 +71,7 @@ __all__ = [
     "predict_calibrated",
     "predict_images",
     "predict_logits",
+    "record_eval_metrics",
     "prediction_set_names",
     "prepare_run_folder",
     "reseed",
@@ -73,4 +81,5 @@ __all__ = [
     "split_at_first_random",
     "training_features",
     "write_predictions",
+    "write_run_metadata",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monai_cilmp.engines.bundle_metadata import record_eval_metrics
 from monai_cilmp.engines.calibration import RunCalibration, fit_calibration, load_calibration, save_calibration
 from monai_cilmp.engines.trainer import create_evaluator
 from monai_cilmp.metrics import classification_metrics, save_confusion_matrix, save_metrics
@@ -231,6 +232,7 @@ def evaluate_split(
         files["tensorboard"] = log_metrics_to_tensorboard(metrics, tensorboard_dir, split)
     metrics["files"] = {k: str(v) for k, v in files.items()}
     save_metrics(metrics, files["metrics"])
+    record_eval_metrics(out_dir, split, metrics)
     return metrics
 
 

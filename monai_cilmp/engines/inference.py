@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ImagePredictions", "predict_images"]
+__all__ = ["ImagePredictions", "inference_images", "predict_images"]
+
+LOGGER = logging.getLogger(__name__)
 
 
 class _ItemsOrErrors(torch.utils.data.Dataset):
@@ -115,3 +120,40 @@ def predict_images(
     out.errors = {paths[i]: errors[i] for i in sorted(errors)}
     out.sets = {paths[i]: sets[i] for i in sorted(sets)} if sets else None
     return out
+
+
+def inference_images(input_dir: str | os.PathLike, shown: int = 5) -> list[str]:
+    """The image files under ``input_dir`` (recursively, by extension, hidden files left out), sorted; the other files
+    are skipped with a note in the log naming a few of them.
+
+    Raises:
+        FileNotFoundError: ``input_dir`` is not a folder.
+        ValueError: it holds no image.
+    """
+    from monai_cilmp.data import IMAGE_EXTENSIONS
+    from monai_cilmp.data.custom import _ignored, list_images
+
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The input folder '{folder}' does not exist: set input_dir to a folder of images to predict."
+        )
+    images = list_images(folder)
+    chosen = set(images)
+    others = sorted(
+        os.path.abspath(p)
+        for p in folder.rglob("*")
+        if p.is_file()
+        and os.path.abspath(p) not in chosen
+        and not any(_ignored(part) for part in p.relative_to(folder).parts)
+    )
+    if not images:
+        found = f"only {len(others)} other files" if others else "nothing"
+        raise ValueError(
+            f"The input folder '{folder}' holds no images ({found}; images end in {', '.join(IMAGE_EXTENSIONS)}): "
+            "put images there or set input_dir to another folder."
+        )
+    if others:
+        names = ", ".join(os.path.basename(p) for p in others[:shown]) + (", ..." if len(others) > shown else "")
+        LOGGER.warning("Skipped %d files of '%s' that are not images (%s).", len(others), folder, names)
+    return images

@@ -52,6 +52,8 @@ RUN_OUTPUTS = (
     RUN_FILE,
     KNOWLEDGE_COPY,
     "checkpoints",
+    "configs",
+    "models",
     "tensorboard",
     "predictions.csv",
     "calibration.json",

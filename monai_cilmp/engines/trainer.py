@@ -25,6 +25,7 @@ import torch
 from monai.engines import SupervisedTrainer
 from torch import nn
 
+from monai_cilmp.engines.bundle_metadata import write_run_metadata
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.features import fit_training_features
 from monai_cilmp.engines.progress import LOGGER_NAME, EpochSummary
@@ -273,6 +274,8 @@ def create_trainer(
     settings = _prepare_out_dir(out_dir, recipe, metadata, resume, overwrite, main_process)
     # built from the training features first: this may create the parameters that train (Tip-Adapter-F's keys)
     fit_training_features(network, train_loader, device)
+    if main_process:  # the run's own bundle metadata: the versions and network format it used
+        write_run_metadata(out_dir, network, settings)
     if not _has_trainable_parameters(network):
         return _frozen_trainer(network, out_dir, recipe, device, settings, resume, main_process)
     # DDP averages the gradients of the trainable parameters only (the frozen CLIP has none); everything that reads

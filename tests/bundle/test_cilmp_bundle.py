@@ -86,6 +86,8 @@ def test_evaluate_writes_metrics_confusion_and_predictions(trained_bundle):
     out = trained_bundle / "runs" / "toy"
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1
+    scores = json.loads((out / "configs" / "metadata.json").read_text())["eval_metrics"]  # the run's own metadata
+    assert scores["test_accuracy"] == metrics["accuracy"] and scores["test_n"] == 4
     assert (out / "test_confusion.png").is_file() and (out / "test_confusion.csv").is_file()
     rows = list(csv.DictReader((out / "test_predictions.csv").open()))
     assert len(rows) == 4 and rows[0]["predicted"] in CLASSES
@@ -202,3 +204,182 @@ def test_train_with_the_device_cache_and_speed_keys(tmp_path):
 
     final = load_checkpoint(tmp_path / "runs" / "toy" / "checkpoints" / "final.pt")
     assert final["engine"]["epoch"] == 1
+
+
+SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "meta_schema_20240725.json"
+needs_schema = pytest.mark.skipif(
+    not SCHEMA.is_file(), reason="the MONAI metadata schema (../shared/schemas) is absent"
+)
+
+
+@needs_schema
+@pytest.mark.parametrize("which", ["bundle", "run"])
+def test_metadata_verifies_against_the_monai_schema(trained_bundle, which):
+    from monai.bundle import verify_metadata
+
+    meta = (
+        CONFIGS / "metadata.json"
+        if which == "bundle"
+        else trained_bundle / "runs" / "toy" / "configs" / "metadata.json"
+    )
+    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA))
+
+
+def test_run_metadata_records_what_the_run_used(trained_bundle):
+    import monai
+    import torch
+
+    from monai_cilmp.engines import record_eval_metrics
+
+    out = trained_bundle / "runs" / "toy"
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert meta["monai_version"] == monai.__version__ and torch.__version__.startswith(meta["pytorch_version"])
+    assert meta["numpy_version"] == np.__version__ and "monai-cilmp" in meta["required_packages_version"]
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert pred["type"] == "logits" and pred["num_channels"] == 2
+    assert [pred["channel_def"][str(i)] for i in range(2)] == sorted(CLASSES)
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]  # CILMP-Tiny's image size
+    assert "toy" in meta["data_source"] and sorted(CLASSES)[1] in meta["pred_classes"]
+    record_eval_metrics(out, "check", {"accuracy": 0.5, "macro_auc": float("nan"), "n": 4})
+    scores = json.loads((out / "configs" / "metadata.json").read_text())["eval_metrics"]
+    assert scores["check_accuracy"] == 0.5 and scores["check_n"] == 4 and "check_macro_auc" not in scores
+
+
+def test_run_metadata_verifies_the_network_in_and_out(trained_bundle):
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(trained_bundle / "runs" / "toy" / "configs" / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        bundle_root=str(trained_bundle),
+        dataset_name="toy",
+        device="cpu",
+    )
+
+
+def _probabilities(module, images):
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(module(images), dim=-1).numpy()
+
+
+def test_ckpt_export_gives_the_same_probabilities(trained_bundle):
+    """``python -m monai.bundle ckpt_export`` on a run: the run's checkpoint, the whole network traced."""
+    import torch
+    from monai.bundle import ckpt_export
+
+    out = trained_bundle / "runs" / "toy"
+    ts = out / "models" / "model.ts"
+    ts.parent.mkdir(exist_ok=True)  # ckpt_export does not create it
+    ckpt_export(
+        net_id="export_network",
+        filepath=str(ts),
+        ckpt_file=str(out / "checkpoints" / "final.pt"),
+        key_in_ckpt="network",
+        meta_file=str(out / "configs" / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        bundle_root=str(trained_bundle),
+        dataset_name="toy",
+        use_trace=True,
+        input_shape=[2, 3, 64, 64],
+    )
+    from monai_cilmp.engines import load_run
+
+    network = load_run(out, "final").build_network().eval()
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    reloaded = torch.jit.load(str(ts))
+    np.testing.assert_allclose(_probabilities(reloaded, images), _probabilities(network, images), atol=1e-5)
+
+
+def test_onnx_export_matches_pytorch(trained_bundle):
+    ort = pytest.importorskip("onnxruntime")
+    import torch
+
+    from monai_cilmp.engines import export_run
+
+    path, module = export_run(trained_bundle / "runs" / "toy", "onnx")
+    assert path == trained_bundle / "runs" / "toy" / "models" / "model.onnx"  # beside the run's model.ts
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    logits = session.run(None, {"image": images.numpy()})[0]
+    probs = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
+    np.testing.assert_allclose(probs, _probabilities(module, images), atol=1e-5)
+
+
+def test_inference_with_an_empty_input_folder_is_one_sentence(trained_bundle, tmp_path):
+    with pytest.raises(Exception) as info:
+        run(
+            run_id="run",
+            config_file=[str(CONFIGS / "inference.json")],
+            bundle_root=str(trained_bundle),
+            dataset_name="toy",
+            input_dir=str(tmp_path),
+        )
+    from monai_cilmp.cli import user_message
+
+    message, users = user_message(info.value)
+    assert users and message.startswith(f"The input folder '{tmp_path}' holds no images") and "\n" not in message
+
+
+def test_inference_needs_only_the_run_folder(trained_bundle, tmp_path):
+    """A copied run folder predicts with the datalist, the knowledge bank and the run folder it came from gone."""
+    import shutil
+
+    run_copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(trained_bundle / "runs" / "toy", run_copy)
+    images = tmp_path / "images"
+    shutil.copytree(trained_bundle / "data" / "toy" / "inference", images)
+    (images / "notes.txt").write_text("not an image")
+    moved = {
+        trained_bundle / "data" / "toy": tmp_path / "data-moved",
+        trained_bundle / "runs" / "toy": tmp_path / "run-moved",
+    }
+    for source, target in moved.items():  # the data and the original run folder are out of reach
+        source.rename(target)
+    try:
+        run(
+            run_id="run",
+            config_file=[str(CONFIGS / "inference.json")],
+            bundle_root=str(tmp_path / "nowhere"),
+            output_dir=str(run_copy),
+            input_dir=str(images),
+        )
+    finally:
+        for source, target in moved.items():
+            target.rename(source)
+    rows = list(csv.DictReader((run_copy / "predictions.csv").open()))
+    assert len(rows) == 3 and all(not r["image"].endswith(".txt") for r in rows)
+
+
+@pytest.mark.parametrize("workflow_type", ["train", "infer"])
+def test_monai_required_bundle_properties_are_present(trained_bundle, tmp_path, workflow_type):
+    """MONAI's ``check_properties`` (what ``monai.bundle`` workflows and model-zoo checks rely on) finds every
+    required property of a training and an inference workflow."""
+    from monai.bundle import ConfigWorkflow
+
+    if workflow_type == "train":
+        _tiny_dataset(tmp_path)  # instantiating the trainer prepares a run folder: not the shared one
+        config, settings = "train.json", {**TINY, "bundle_root": str(tmp_path), "train#trainer#max_epochs": 1}
+    else:
+        config, settings = "inference.json", {"bundle_root": str(trained_bundle)}
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / config), meta_file=str(CONFIGS / "metadata.json"), workflow_type=workflow_type
+    )
+    for key, value in {**settings, "dataset_name": "toy"}.items():
+        workflow.parser[key] = value
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_training_curve_is_drawn_from_the_run_scalars(trained_bundle, tmp_path):
+    """``scripts/training_curve.py`` (the README's picture) reads the epoch loss and validation accuracy."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_curve", BUNDLE.parents[1] / "scripts" / "training_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scalars = module.read_scalars(trained_bundle / "runs" / "toy" / "tensorboard")
+    assert [step for step, _ in scalars["train/epoch_loss"]] == [1, 2] and len(scalars["val_accuracy"]) == 2
+    assert module.main([str(trained_bundle / "runs" / "toy"), str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert module.main([str(tmp_path), str(tmp_path / "none.png")]) == 2  # no scalars: one sentence, status 2

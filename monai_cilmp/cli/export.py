@@ -1,0 +1,62 @@
+"""``monai-cilmp export``: a trained run's whole network (frozen towers and trained prompts) as TorchScript or ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from monai_cilmp.cli.evaluate import CHECKPOINTS
+
+FORMATS = ("torchscript", "onnx")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained run's network as TorchScript or ONNX and check it against PyTorch",
+        description=(
+            "Trace the network of a run folder written by `monai-cilmp train` for its class set and write it as "
+            "TorchScript (.ts) or ONNX (.onnx, opset 17, input 'image', output 'pred', any batch size). The file "
+            "takes normalised (B, 3, H, W) images (the run's configs/metadata.json gives H, W) and returns logits or "
+            "probabilities. The export is then run on up to --check test images of the run's datalist (random images "
+            "when there are none) and the largest probability difference from PyTorch is printed (ONNX needs "
+            "onnxruntime for this check)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
+    parser.add_argument("--format", default="torchscript", choices=FORMATS, help="file format")
+    parser.add_argument("--out", help="file to write (default: RUN/models/model.ts or model.onnx)")
+    parser.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help="which checkpoint of the run")
+    parser.add_argument(
+        "--output", default="logits", choices=("logits", "probabilities"), help="what the exported network returns"
+    )
+    parser.add_argument("--check", type=int, default=8, help="images to compare against PyTorch (0: no check)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from monai.utils import optional_import
+
+    from monai_cilmp.engines.export import export_parity, export_run, run_test_images
+
+    if args.check < 0:
+        raise ValueError(f"--check must be 0 or more, not {args.check}.")
+    path, module = export_run(args.run, args.format, args.checkpoint, args.output, args.out)
+    report = {"file": str(path), "format": args.format, "checkpoint": args.checkpoint, "output": args.output}
+    if args.check:
+        _, has_ort = optional_import("onnxruntime")
+        if args.format == "onnx" and not has_ort:
+            report["check"] = "skipped: onnxruntime is not installed (pip install onnxruntime)"
+        else:
+            images = run_test_images(args.run, module.network, args.check, args.checkpoint)
+            source = "test images of the run's datalist"
+            if images is None:
+                size = module.image_size
+                images = torch.randn(args.check, 3, size, size, generator=torch.Generator().manual_seed(0))
+                source = "random images (the run's datalist has no test images here)"
+            report["check"] = {"images": int(images.shape[0]), "on": source}
+            report["check"]["max_abs_prob_difference"] = export_parity(path, module, images)
+    print(json.dumps(report, indent=2))
+    return 0

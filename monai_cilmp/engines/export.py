@@ -1,0 +1,194 @@
+"""Exporting a trained run: the whole network (frozen towers and trained prompts) as TorchScript or ONNX.
+
+The networks are traced (``torch.jit.trace``) for the run's fixed class set, on a batch of two images so that the
+per-image text features of conditional methods are traced in their batched form; the traced module accepts any
+batch size. :class:`ExportNetwork` is also what MONAI's ``ckpt_export`` loads a checkpoint into: its
+``load_state_dict`` takes a run checkpoint's ``network`` entry, the trainable state only (see the bundle README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.utils import look_up_option
+from torch import nn
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "OUTPUTS",
+    "ExportNetwork",
+    "export_network",
+    "export_parity",
+    "export_run",
+    "run_test_images",
+]
+
+#: format -> file suffix
+EXPORT_FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}
+#: what the exported network returns
+OUTPUTS = ("logits", "probabilities")
+#: the batch size traced (see the module docstring)
+_TRACE_BATCH = 2
+
+
+class ExportNetwork(nn.Module):
+    """A trained classifier as a bundle network: ``(B, 3, H, W)`` normalised images in, ``(B, C)`` logits or
+    probabilities out.
+
+    Args:
+        network: a :class:`~monai_cilmp.networks.nets.CLIPClassifier`.
+        output: ``"logits"`` or ``"probabilities"`` (softmax of the logits).
+    """
+
+    def __init__(self, network: nn.Module, output: str = "logits") -> None:
+        super().__init__()
+        self.network = network
+        self.output = look_up_option(output, OUTPUTS)
+        self.image_size = int(network.image_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.network(images)
+        return torch.softmax(logits, dim=-1) if self.output == "probabilities" else logits
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # noqa: ARG002
+        """Load a run checkpoint's ``network`` entry (the trainable state; the frozen towers come with the network)."""
+        self.network.load_trainable_state_dict(state_dict)
+        return nn.modules.module._IncompatibleKeys([], [])
+
+
+def export_network(
+    network: nn.Module,
+    path: str | os.PathLike,
+    fmt: str = "torchscript",
+    output: str = "logits",
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[Path, nn.Module]:
+    """Trace ``network`` on the CPU and write it to ``path``.
+
+    Args:
+        network: the trained classifier (``image_size``).
+        path: the file to write (without a suffix: ``.ts`` or ``.onnx`` is added).
+        fmt: ``"torchscript"`` or ``"onnx"`` (input ``image``, output ``pred``, dynamic batch axis; opset 17).
+        output: ``"logits"`` or ``"probabilities"``.
+        metadata: bundle metadata stored in a TorchScript file (``metadata.json``, read back by MONAI's
+            ``load_net_with_metadata``); ONNX files carry none.
+
+    Returns:
+        the file written and the eager module it was traced from (in eval mode, on the CPU).
+    """
+    fmt = look_up_option(fmt, tuple(EXPORT_FORMATS))
+    module = (network if isinstance(network, ExportNetwork) else ExportNetwork(network, output)).cpu().eval()
+    size = module.image_size
+    example = torch.rand(_TRACE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    path = Path(path)
+    path = path if path.suffix else path.with_suffix(EXPORT_FORMATS[fmt])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the tracer warns about every Python branch on a tensor value; those branches depend on the class set and the
+    # layout only (fixed in the export), and export_parity checks the result
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        if fmt == "torchscript":
+            from monai.data import save_net_with_metadata
+
+            traced = torch.jit.trace(module, example, check_trace=False)
+            save_net_with_metadata(traced, str(path), include_config_vals=False, meta_values=metadata)
+        else:
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["pred"],
+                dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+    return path, module
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    fmt: str = "torchscript",
+    checkpoint: str = "final",
+    output: str = "logits",
+    path: str | os.PathLike | None = None,
+) -> tuple[Path, nn.Module]:
+    """Export a trained run's network (rebuilt with :func:`~monai_cilmp.engines.load_run`).
+
+    Args:
+        run_dir: the run folder.
+        fmt: ``"torchscript"`` or ``"onnx"``.
+        checkpoint: ``final``, ``best`` or ``last``.
+        output: ``"logits"`` or ``"probabilities"``.
+        path: the file to write (default ``<run>/models/model.ts`` or ``model.onnx``, written under the run's lock).
+
+    Returns:
+        the file written and the eager module it was traced from. A TorchScript file holds the run's bundle metadata
+        (its ``configs/metadata.json``, with the output type of this export).
+    """
+    from monai_cilmp.engines.bundle_metadata import RUN_METADATA, bundle_metadata
+    from monai_cilmp.engines.runs import load_run, run_lock
+
+    fmt = look_up_option(fmt, tuple(EXPORT_FORMATS))
+    trained = load_run(run_dir, checkpoint)
+    network = trained.build_network()
+    run_meta = trained.directory / RUN_METADATA
+    template = json.loads(run_meta.read_text(encoding="utf-8")) if run_meta.is_file() else None
+    meta = bundle_metadata(network.class_names, network.image_size, output, template)
+    if path is not None:
+        return export_network(network, path, fmt, output, meta)
+    with run_lock(trained.directory):  # no training may replace the run while its export is written into it
+        return export_network(network, trained.directory / "models" / f"model{EXPORT_FORMATS[fmt]}", fmt, output, meta)
+
+
+def run_test_images(
+    run_dir: str | os.PathLike, network: nn.Module, limit: int = 8, checkpoint: str = "final"
+) -> torch.Tensor | None:
+    """Up to ``limit`` images of the test split of the datalist a run recorded, preprocessed as its evaluation does
+    for ``network`` (the run's; its image size and normalisation), or ``None`` when the run recorded no datalist, it
+    is gone, or its test split is empty."""
+    from monai_cilmp.data import load_datalist
+    from monai_cilmp.engines.runs import load_run
+    from monai_cilmp.transforms import get_preset
+
+    trained = load_run(run_dir, checkpoint)
+    meta = trained.metadata
+    datalist_file = meta.get("datalist")
+    if not datalist_file or not Path(datalist_file).is_file():
+        return None
+    items = load_datalist(datalist_file, trained.class_names).get("test") or []
+    if not items:
+        return None
+    transform = get_preset(meta["preset"]).eval_transforms(
+        keys="image", image_size=network.image_size, mean=network.image_mean, std=network.image_std
+    )
+    images = [torch.as_tensor(transform({"image": item["image"]})["image"]).float() for item in items[:limit]]
+    return torch.stack(images).as_subclass(torch.Tensor)
+
+
+def export_parity(path: str | os.PathLike, module: nn.Module, images: torch.Tensor) -> float:
+    """Max |Δprobability| between an exported file and the eager ``module`` it came from on ``images``.
+
+    ONNX files run with onnxruntime (``OptionalImportError`` when it is not installed), TorchScript with torch.
+    """
+    from monai.utils import optional_import
+
+    path = Path(path)
+    images = images.float().cpu()
+    with torch.no_grad():
+        expected = module(images)
+        if path.suffix == ".onnx":
+            ort, _ = optional_import("onnxruntime")
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            got = torch.as_tensor(session.run(None, {"image": images.numpy()})[0])
+        else:
+            got = torch.jit.load(str(path), map_location="cpu")(images)
+    if getattr(module, "output", "logits") == "logits":
+        expected, got = torch.softmax(expected, dim=-1), torch.softmax(got, dim=-1)
+    return float((expected - got).abs().max())
