@@ -99,6 +99,13 @@ def export_network(
             traced = torch.jit.trace(module, example, check_trace=False)
             save_net_with_metadata(traced, str(path), include_config_vals=False, meta_values=metadata)
         else:
+            import importlib.util
+
+            if importlib.util.find_spec("onnx") is None:
+                raise ValueError(
+                    "ONNX export needs the onnx package: `pip install onnx onnxruntime`, or export with "
+                    "--format torchscript."
+                )
             torch.onnx.export(
                 module,
                 (example,),
@@ -184,7 +191,9 @@ def export_parity(path: str | os.PathLike, module: nn.Module, images: torch.Tens
     with torch.no_grad():
         expected = module(images)
         if path.suffix == ".onnx":
-            ort, _ = optional_import("onnxruntime")
+            ort, found = optional_import("onnxruntime")
+            if not found:
+                raise ValueError(f"Checking '{path}' needs onnxruntime: `pip install onnxruntime`.")
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             got = torch.as_tensor(session.run(None, {"image": images.numpy()})[0])
         else:
