@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
             "recipe#batch_size": args.batch_size,
             "recipe#lr": args.lr,
             "recipe#seed": args.seed,
-            "train#trainer#resume": args.resume,
-            "train#trainer#overwrite": args.overwrite,
+            "resume": args.resume,
+            "overwrite": args.overwrite,
             **apply_runtime(args),
         }
     )

@@ -17,7 +17,7 @@ from .evaluation import (
 from .export import ExportNetwork, export_network, export_run
 from .features import cached_feature_loader, fit_training_features, training_features
 from .inference import ImagePredictions, inference_images, predict_images
-from .progress import EpochSummary
+from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated
@@ -26,17 +26,19 @@ from .trainer import (
     RunFolderTrainer,
     create_evaluator,
     create_trainer,
-    default_device,
     predict,
-    reseed,
     scores_and_labels,
+    training_handlers,
+    validation_handlers,
 )
+from .training import TrainingSetup, amp_options, default_device, prepare_training, reseed
 
 __all__ = [
     "CALIBRATION_FILE",
     "EpochSummary",
     "ExportNetwork",
     "ImagePredictions",
+    "LossProgressBar",
     "RegularizedLoss",
     "RunCalibration",
     "RunFolderError",
@@ -46,6 +48,8 @@ __all__ = [
     "TrainedRun",
     "TrainingCheckpoint",
     "TrainingRecipe",
+    "TrainingSetup",
+    "amp_options",
     "atomic_torch_save",
     "build_optimizer",
     "bundle_metadata",
@@ -74,12 +78,15 @@ __all__ = [
     "record_eval_metrics",
     "prediction_set_names",
     "prepare_run_folder",
+    "prepare_training",
     "reseed",
     "run_lock",
     "save_calibration",
     "scores_and_labels",
     "split_at_first_random",
     "training_features",
+    "training_handlers",
+    "validation_handlers",
     "write_predictions",
     "write_run_metadata",
 ]

@@ -56,23 +56,30 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class TrainingCheckpoint:
-    """Save (and restore) everything a run needs to continue, but not the frozen backbone.
+    """Everything a run needs to continue, but not the frozen backbone: what the run's checkpoint handlers write.
 
-    After every epoch writes ``<dir>/last.pt`` atomically with the network's trainable state, the optimiser,
-    the scheduler, the GPA aggregate and the engine's epoch/iteration; when training completes it also writes
-    ``<dir>/final.pt`` (after GPA has installed its aggregate). With validation, ``<dir>/best.pt`` holds the epoch with
-    the best validation accuracy so far (the prompts of that epoch, before any aggregation); every checkpoint records
-    that best (``"best"``: metric and epoch) so that a resumed run only replaces ``best.pt`` by a better epoch. Random
-    streams need no saving: the trainer
-    reseeds them at every epoch start from the run's seed and the epoch number.
+    ``<dir>/last.pt`` holds the network's trainable state, the optimiser, the scheduler, the GPA aggregate and the
+    engine's epoch/iteration (written after every epoch by :class:`~monai_cilmp.handlers.RunCheckpointSaver`, which
+    also writes ``<dir>/final.pt`` when training completes, after GPA has installed its aggregate). With validation,
+    ``<dir>/best.pt`` holds the epoch with the best validation accuracy so far (the prompts of that epoch, before any
+    aggregation; written by :class:`~monai_cilmp.handlers.BestCheckpointSaver`); every checkpoint records that best
+    (``"best"``: metric and epoch) so that a resumed run only replaces ``best.pt`` by a better epoch. Random streams
+    need no saving: the trainer reseeds them at every epoch start from the run's seed and the epoch number.
+
+    ``model_file`` (the model-zoo ``models/model.pt``) is a plain state dict of the trained parameters only: the best
+    validation epoch's, or the final ones for a run without validation. The frozen backbone is rebuilt from the run's
+    recorded weights, so ``network.load_state_dict(state, strict=False)`` (or MONAI's ``CheckpointLoader`` with
+    ``strict=False``, ``ckpt_export``) completes a network built from the bundle's ``network_def``.
 
     Args:
         directory: where checkpoints go.
         network: a network with ``trainable_state_dict`` / ``load_trainable_state_dict`` (e.g. CILMP).
         optimizer: the optimiser (``None`` for a network with nothing to train).
         scheduler: the learning-rate scheduler, if any.
-        gpa: the :class:`~monai_cilmp.handlers.GaussianPromptAggregation` handler, if any.
+        gpa: the :class:`~monai_cilmp.handlers.GaussianPromptAggregation` handler, if any (the trainer hands over the
+            one in its handlers when this is ``None``).
         metadata: JSON-able facts stored with every checkpoint (class names, backbone, hyper-parameters, ...).
+        model_file: where the plain state dict of the best (or final) trained parameters goes (``None``: nowhere).
     """
 
     def __init__(
@@ -83,10 +90,12 @@ class TrainingCheckpoint:
         scheduler: Any | None = None,
         gpa: Any | None = None,
         metadata: dict[str, Any] | None = None,
+        model_file: str | os.PathLike | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.network, self.optimizer, self.scheduler, self.gpa = network, optimizer, scheduler, gpa
         self.metadata = dict(metadata or {})
+        self.model_file = Path(model_file) if model_file is not None else None
         self.best: dict[str, Any] | None = None
 
     @property
@@ -100,12 +109,6 @@ class TrainingCheckpoint:
     @property
     def best_path(self) -> Path:
         return self.directory / "best.pt"
-
-    def attach(self, engine: Engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_last)
-        engine.add_event_handler(Events.COMPLETED, self.save_final)
 
     def state(self, engine: Engine | None) -> dict[str, Any]:
         return {
@@ -128,15 +131,32 @@ class TrainingCheckpoint:
     def save_last(self, engine: Engine) -> Path:
         return atomic_torch_save(self.state(engine), self.last_path)
 
-    def save_best(self, engine: Engine, metric: float) -> Path:
-        """Record ``metric`` as the best validation result (at the engine's epoch) and write ``best.pt``."""
-        self.best = {"metric": float(metric), "epoch": int(engine.state.epoch)}
-        return atomic_torch_save(self.state(engine), self.best_path)
+    def save_best(self, epoch: int, metric: float) -> Path:
+        """Record ``metric`` as the best validation result (at training ``epoch``), write ``best.pt`` and the
+        model file."""
+        self.best = {"metric": float(metric), "epoch": int(epoch)}
+        state = self.state(None)
+        state["engine"] = {"epoch": int(epoch)}
+        path = atomic_torch_save(state, self.best_path)
+        self.save_model(state["network"])
+        return path
 
     def save_final(self, engine: Engine) -> Path | None:
         if engine.state.epoch < engine.state.max_epochs:
             return None  # terminated early: last.pt is what resume needs
-        return atomic_torch_save(self.state(engine), self.final_path)
+        state = self.state(engine)
+        path = atomic_torch_save(state, self.final_path)
+        if self.best is None:  # no validation chose an epoch: the model file is the final state
+            self.save_model(state["network"])
+        return path
+
+    def save_model(self, trainable: dict[str, torch.Tensor] | None = None) -> Path | None:
+        """Write the plain state dict of the trained parameters to ``model_file`` (when there is one)."""
+        if self.model_file is None:
+            return None
+        return atomic_torch_save(
+            trainable if trainable is not None else self.network.trainable_state_dict(), self.model_file
+        )
 
     def restore(self, engine: Engine, path: str | os.PathLike | None = None) -> int:
         """Load ``path`` (default ``last.pt``) into the network, optimiser, scheduler, GPA and ``engine``.

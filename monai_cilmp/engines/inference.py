@@ -83,10 +83,10 @@ def predict_images(
     Returns:
         the predictions (see :class:`ImagePredictions`).
     """
-    from monai_cilmp.engines.trainer import _amp_kwargs
+    from monai_cilmp.engines.training import amp_options
 
     device = torch.device(device) if device is not None else next(network.parameters()).device
-    use_amp, amp_kwargs = _amp_kwargs(device, None)
+    use_amp, amp_kwargs = amp_options(device, None)
     loader = torch.utils.data.DataLoader(
         _ItemsOrErrors(paths, transform, key),
         batch_size=batch_size,

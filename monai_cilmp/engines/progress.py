@@ -16,11 +16,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
+from ignite.handlers import ProgressBar
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["LOGGER_NAME", "EpochSummary"]
+__all__ = ["LOGGER_NAME", "EpochSummary", "LossProgressBar"]
 
 LOGGER_NAME = "monai_cilmp.train"
 """The logger of the per-epoch lines (``logging.conf`` of the bundle shows it at INFO without decoration)."""
@@ -67,12 +68,9 @@ class EpochSummary:
         self._loss_sum, self._steps, self._start = 0.0, 0, time.perf_counter()
 
     def iteration_completed(self, engine: Engine) -> None:
-        output = engine.state.output
-        loss = output.get("loss") if isinstance(output, dict) else None
-        if loss is None and isinstance(output, list) and output and isinstance(output[0], dict):
-            loss = output[0].get("loss")
-        if loss is not None:
-            self._loss_sum += float(loss)
+        loss = _batch_loss(engine.state.output)
+        if loss:
+            self._loss_sum += loss["loss"]
             self._steps += 1
 
     def line(self, engine: Engine) -> str:
@@ -102,3 +100,22 @@ class EpochSummary:
             self.writer.close()
         if self.checkpoint_dir is not None:
             self.logger.info(f"training complete after {engine.state.epoch} epochs; run saved in {self.checkpoint_dir}")
+
+
+def _batch_loss(output: Any) -> dict[str, float]:
+    loss = output.get("loss") if isinstance(output, dict) else None
+    if loss is None and isinstance(output, list) and output and isinstance(output[0], dict):
+        loss = output[0].get("loss")
+    return {} if loss is None else {"loss": float(loss)}
+
+
+class LossProgressBar(ProgressBar):
+    """Ignite's ``ProgressBar`` showing the batch loss, attachable from a config's handler list (``attach(engine)``).
+
+    Args:
+        kwargs: ``ProgressBar``'s (e.g. ``persist``).
+    """
+
+    def attach(self, engine: Engine, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        kwargs.setdefault("output_transform", _batch_loss)
+        super().attach(engine, *args, **kwargs)

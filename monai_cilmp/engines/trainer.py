@@ -1,10 +1,13 @@
 """MONAI Ignite engines for CILMP and its baselines: a ``SupervisedTrainer`` with the paper's recipe and a
 ``SupervisedEvaluator``.
 
-The trainer's handlers, in the order they run at the end of an epoch: learning-rate schedule, validation, GPA
-(accumulate; at the end install the aggregate), ``best.pt`` when validation set a new best accuracy, ``last.pt``
-(and at the end ``final.pt``, which holds the aggregated prompts), then TensorBoard and one log line per epoch
-(:class:`~monai_cilmp.engines.progress.EpochSummary`).
+A run is prepared by :func:`~monai_cilmp.engines.prepare_training` (folder, network, optimiser, schedule), then run by
+a :class:`RunFolderTrainer` with the handlers the bundle's ``train.json`` lists (``train#handlers``,
+``validate#handlers``); :func:`training_handlers` and :func:`validation_handlers` build the same lists in Python for
+:func:`create_trainer`. At the end of an epoch they run in this order: learning-rate schedule, validation (which
+writes ``best.pt`` and ``models/model.pt`` on a new best accuracy), GPA (accumulate; at the end install the
+aggregate), ``last.pt`` (and at the end ``final.pt``, which holds the aggregated prompts), TensorBoard, then one log
+line per epoch (:class:`~monai_cilmp.engines.progress.EpochSummary`).
 The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). Two optional
 network hooks: ``uses_training_features`` (built from the training set's features before training: Tip-Adapter,
 LP++) and ``guide_loss()`` (gradients projected off its conflicting direction: ProGrad). A network with
@@ -13,9 +16,7 @@ nothing to train (zero-shot CLIP) gets a trainer that takes no training step but
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,19 @@ import torch
 from monai.engines import SupervisedTrainer
 from torch import nn
 
-from monai_cilmp.engines.bundle_metadata import write_run_metadata
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
-from monai_cilmp.engines.features import fit_training_features
-from monai_cilmp.engines.progress import LOGGER_NAME, EpochSummary
-from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
-from monai_cilmp.engines.runs import prepare_run_folder, record_run_inputs, run_lock
+from monai_cilmp.engines.progress import LOGGER_NAME, EpochSummary, LossProgressBar
+from monai_cilmp.engines.recipe import TrainingRecipe
+from monai_cilmp.engines.runs import run_lock
 from monai_cilmp.engines.stopping import StopOnSignal
-from monai_cilmp.handlers import GaussianPromptAggregation, GradientProjection, NonFiniteGuard
+from monai_cilmp.engines.training import TrainingSetup, amp_options, default_device, prepare_training, reseed
+from monai_cilmp.handlers import (
+    BestCheckpointSaver,
+    GaussianPromptAggregation,
+    GradientProjection,
+    NonFiniteGuard,
+    RunCheckpointSaver,
+)
 
 __all__ = [
     "RegularizedLoss",
@@ -43,22 +49,9 @@ __all__ = [
     "predict",
     "reseed",
     "scores_and_labels",
+    "training_handlers",
+    "validation_handlers",
 ]
-
-
-def default_device() -> torch.device:
-    """The first GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def reseed(seed: int, dataset: Any | None = None) -> None:
-    """Seed Python, NumPy, torch and the random transforms of ``dataset`` (if it has any)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    transform = getattr(dataset, "transform", None)
-    if hasattr(transform, "set_random_state"):
-        transform.set_random_state(seed=seed % 2**32)
 
 
 class RegularizedLoss(nn.Module):
@@ -86,19 +79,6 @@ class RegularizedLoss(nn.Module):
         term = getattr(self.network, "regularization_loss", lambda: None)()
         self.last_regularization = term.detach() if isinstance(term, torch.Tensor) else None
         return loss + term.to(loss.dtype) if isinstance(term, torch.Tensor) else loss
-
-
-def _has_trainable_parameters(network: nn.Module) -> bool:
-    return any(p.requires_grad for p in network.parameters())
-
-
-def _amp_kwargs(device: torch.device, amp: bool | str | None) -> tuple[bool, dict]:
-    """Mixed precision on GPU only: bf16 where supported, else fp16; the CPU path stays fp32."""
-    if device.type != "cuda" or amp is False:
-        return False, {}
-    if amp in (None, True, "auto"):
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return True, {"dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}[str(amp)]}
 
 
 def scores_and_labels(output: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +121,7 @@ def create_evaluator(
     from monai.engines import SupervisedEvaluator
 
     device = torch.device(device) if device is not None else default_device()
-    use_amp, amp_kwargs = _amp_kwargs(device, amp)
+    use_amp, amp_kwargs = amp_options(device, amp)
     metrics = None
     if with_metric:
         metrics = {"val_loss": Loss(nn.CrossEntropyLoss(), output_transform=scores_and_labels)}
@@ -161,17 +141,57 @@ def create_evaluator(
     return evaluator
 
 
+def _no_step(engine: Any, batch: Any) -> dict:
+    return {}
+
+
 class RunFolderTrainer(SupervisedTrainer):
-    """MONAI's ``SupervisedTrainer`` that holds its run folder's lock while it runs.
+    """MONAI's ``SupervisedTrainer`` for a run prepared by :func:`~monai_cilmp.engines.prepare_training`.
+
+    Besides the handlers it is given, it keeps what the run's correctness rests on, which no config should turn off:
+    it holds the run folder's lock while it runs; it reseeds Python, NumPy, torch and the training transforms at every
+    epoch start from (seed, epoch), so that a resumed run replays exactly what an uninterrupted one does; SIGTERM stops
+    it like Ctrl-C (:class:`~monai_cilmp.engines.StopOnSignal`); with ``setup.resume`` it restores ``last.pt`` into
+    the network, optimiser, schedule, GPA, engine position and the validation's best metric. A setup with nothing to
+    train (zero-shot CLIP) gets one epoch of one step that does nothing and reads no data, and only the
+    :class:`~monai_cilmp.handlers.RunCheckpointSaver` handlers run (``final.pt`` holds the metadata, as for any run).
 
     Args:
-        run_folder: the folder to lock (``None``: nothing to lock, e.g. a non-main DDP process).
-        kwargs: passed to ``SupervisedTrainer``.
+        setup: the run's :class:`~monai_cilmp.engines.TrainingSetup`.
+        checkpoint: the run's :class:`~monai_cilmp.engines.TrainingCheckpoint` (restored on resume; it is handed the
+            :class:`~monai_cilmp.handlers.GaussianPromptAggregation` of ``train_handlers`` when it has none).
+        kwargs: ``SupervisedTrainer``'s arguments.
+
+    Attributes:
+        evaluator: the validator of the ``ValidationHandler`` among the handlers (``None``: no validation).
+        trains: whether the trainer takes training steps.
     """
 
-    def __init__(self, run_folder: Path | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.run_folder = run_folder
+    def __init__(self, setup: TrainingSetup, checkpoint: TrainingCheckpoint | None = None, **kwargs: Any) -> None:
+        from ignite.engine import Events
+        from monai.handlers import ValidationHandler
+
+        handlers = list(kwargs.pop("train_handlers", None) or [])
+        if not setup.trains:
+            handlers = [h for h in handlers if isinstance(h, RunCheckpointSaver)]
+            no_training = dict(max_epochs=1, train_data_loader=[{}], epoch_length=1, optimizer=None, loss_function=None)
+            kwargs.update(no_training, iteration_update=_no_step, decollate=False)
+        super().__init__(train_handlers=handlers, **kwargs)
+        self.setup, self.checkpoint, self.trains = setup, checkpoint, setup.trains
+        self.run_folder = setup.out_dir if setup.main_process else None
+        self.evaluator = next((h.validator for h in handlers if isinstance(h, ValidationHandler)), None)
+        if checkpoint is not None and checkpoint.gpa is None:
+            checkpoint.gpa = next((h for h in handlers if isinstance(h, GaussianPromptAggregation)), None)
+        if self.trains:
+            dataset, seed = getattr(self.data_loader, "dataset", None), setup.recipe.seed
+            self.add_event_handler(Events.EPOCH_STARTED, lambda e: reseed(seed * 100_003 + e.state.epoch, dataset))
+        hint = f"{checkpoint.last_path} holds the last complete epoch: resume to continue" if checkpoint else ""
+        StopOnSignal(LOGGER_NAME if setup.main_process else None, hint).attach(self)
+        if setup.resume and checkpoint is not None:
+            checkpoint.restore(self)
+            if self.evaluator is not None and checkpoint.best is not None:  # best.pt is only replaced by a better one
+                self.evaluator.state.best_metric = checkpoint.best["metric"]
+                self.evaluator.state.best_metric_epoch = checkpoint.best["epoch"]
 
     def run(self) -> None:
         if self.run_folder is None:
@@ -180,21 +200,56 @@ class RunFolderTrainer(SupervisedTrainer):
             return super().run()
 
 
-def _prepare_out_dir(
-    out_dir: Path,
-    recipe: TrainingRecipe,
-    metadata: dict[str, Any] | None,
-    resume: bool,
-    overwrite: bool,
-    main_process: bool,
-) -> dict[str, Any]:
-    """The run's settings (recipe, metadata, input paths and hashes); the main process also checks and records them
-    in ``out_dir`` (see :func:`~monai_cilmp.engines.runs.prepare_run_folder`)."""
-    settings = record_run_inputs({"recipe": recipe.to_dict(), **(metadata or {})}, out_dir)
-    if main_process:
-        with run_lock(out_dir):
-            prepare_run_folder(out_dir, settings, resume=resume, overwrite=overwrite)
-    return settings
+def validation_handlers(setup: TrainingSetup, checkpoint: TrainingCheckpoint) -> list[Any]:
+    """The validation evaluator's handlers, as ``validate#handlers`` of the bundle's ``train.json`` lists them (MONAI's
+    ``StatsHandler`` is listed there but off: :class:`~monai_cilmp.engines.progress.EpochSummary` reports the
+    validation metrics in its line)."""
+    from monai.handlers import TensorBoardStatsHandler
+
+    handlers: list[Any] = []
+    if setup.summary_writer is not None:
+        handlers.append(TensorBoardStatsHandler(summary_writer=setup.summary_writer, iteration_log=False))
+    if setup.main_process:
+        handlers.append(BestCheckpointSaver(checkpoint))
+    return handlers
+
+
+def training_handlers(
+    setup: TrainingSetup, checkpoint: TrainingCheckpoint, evaluator: Any | None = None, progress: bool = True
+) -> list[Any]:
+    """The trainer's handlers, as ``train#handlers`` of the bundle's ``train.json`` lists them, in the order they run.
+
+    Args:
+        setup: the run's parts.
+        checkpoint: what the checkpoint handler writes.
+        evaluator: the validation evaluator (``None``: no validation).
+        progress: show a progress bar.
+    """
+    from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
+
+    recipe, handlers = setup.recipe, []
+    if setup.lr_scheduler is not None:
+        # the learning rate goes into the one line per epoch of EpochSummary, not into MONAI's own log lines
+        handlers.append(LrScheduleHandler(lr_scheduler=setup.lr_scheduler, print_lr=False, epoch_level=True))
+    if evaluator is not None:
+        handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
+    if setup.aggregates_prompts:
+        handlers.append(GaussianPromptAggregation(setup.network, mean=recipe.gpa_mean, std=recipe.gpa_std))
+    handlers.append(NonFiniteGuard())
+    if setup.projects_gradients:
+        handlers.append(GradientProjection(setup.network))
+    if setup.main_process:  # one writer of checkpoints and logs
+        handlers.append(RunCheckpointSaver(checkpoint))
+    if setup.summary_writer is not None:
+        loss = from_engine(["loss"], first=True)
+        handlers.append(
+            TensorBoardStatsHandler(summary_writer=setup.summary_writer, tag_name="train_loss", output_transform=loss)
+        )
+    if setup.main_process and progress:
+        handlers.append(LossProgressBar(persist=False))
+    if setup.main_process:  # after the progress bar, which clears its line at the end of an epoch
+        handlers.append(EpochSummary(setup.optimizer, evaluator, setup.summary_writer, checkpoint.directory))
+    return handlers
 
 
 def create_trainer(
@@ -212,14 +267,17 @@ def create_trainer(
     overwrite: bool = False,
     compile: bool = False,
     frozen_in_compute_dtype: bool = False,
-):
-    """A MONAI ``SupervisedTrainer`` for ``network`` with the paper's recipe and the toolkit's handlers.
+) -> RunFolderTrainer:
+    """A trainer for ``network`` with the paper's recipe and the handlers of the bundle's ``train.json``, in Python.
+
+    :func:`~monai_cilmp.engines.prepare_training`, then the validation evaluator (:func:`create_evaluator` with
+    :func:`validation_handlers`), :func:`training_handlers` and a :class:`RunFolderTrainer`: what ``train.json``
+    declares, for code that builds its own loaders (``monai-cilmp compare``, notebooks, tests).
 
     The loss is cross-entropy plus ``network.regularization_loss()`` when that returns a tensor (see
     :class:`RegularizedLoss`). Gaussian prompt aggregation runs when ``recipe.gpa_std > 0`` and the network names
     prompt parameters. A network without trainable parameters (zero-shot CLIP) gets a trainer whose run takes no
-    training step: one empty epoch, after which ``final.pt`` (holding no parameters, and the metadata) is written as
-    for any run, so that the evaluation config works the same for every method.
+    training step (see :class:`RunFolderTrainer`).
 
     A linear probe trains on cached image features: pass a loader of feature batches (see
     :func:`~monai_cilmp.engines.cached_feature_loader`); the network still evaluates on images.
@@ -228,7 +286,8 @@ def create_trainer(
         network: a :class:`~monai_cilmp.networks.nets.CLIPClassifier` (``trainable_state_dict``,
             ``prompt_parameter_names``, ``regularization_loss``).
         train_loader: training batches of ``{"image", "label"}``.
-        out_dir: run folder (checkpoints in ``checkpoints/``, TensorBoard logs in ``tensorboard/``).
+        out_dir: run folder (checkpoints in ``checkpoints/``, the best trained state in ``models/model.pt``,
+            TensorBoard logs in ``tensorboard/``).
         recipe: training hyper-parameters (default: the paper's).
         val_loader: validation batches; validated every ``recipe.val_interval`` epochs.
         device: where to train (default: GPU if any).
@@ -236,14 +295,12 @@ def create_trainer(
         metadata: facts stored in every checkpoint (class names, backbone, ...).
         progress: show a progress bar.
         resume: continue from ``out_dir/checkpoints/last.pt``; the run's recorded settings must be the same.
-        max_epochs: overrides ``recipe.max_epochs`` (so bundle configs can set ``train#trainer#max_epochs``).
+        max_epochs: overrides ``recipe.max_epochs``.
         overwrite: replace a run of other settings in ``out_dir`` (see
             :func:`~monai_cilmp.engines.runs.prepare_run_folder`; a run of the same settings is always replaced).
         compile: run the network through ``torch.compile`` (MONAI's ``compile`` option of the trainer and the
             validation evaluator); the first steps then take the compilation time.
-        frozen_in_compute_dtype: under mixed precision on a GPU, keep the frozen weights in the autocast dtype
-            (:meth:`~monai_cilmp.networks.nets.CLIPClassifier.to_compute_dtype`: bitwise the same results, without
-            re-casting them every step); the network must afterwards run under that autocast (as the engines do).
+        frozen_in_compute_dtype: see :func:`~monai_cilmp.engines.prepare_training`.
 
     Host-to-device copies of the batches are non-blocking on a GPU (give the loader ``pin_memory=True``).
 
@@ -259,162 +316,48 @@ def create_trainer(
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
         RunFolderError: ``out_dir`` holds a run of other settings, is in use, or cannot be written.
     """
-    from ignite.engine import Events
-    from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
-
-    recipe = recipe or TrainingRecipe()
-    if max_epochs is not None:
-        recipe = dataclasses.replace(recipe, max_epochs=int(max_epochs))
-    device = torch.device(device) if device is not None else default_device()
     out_dir = Path(out_dir)
-    reseed(recipe.seed)
-    network = network.to(device)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    main_process = not distributed or torch.distributed.get_rank() == 0
-    settings = _prepare_out_dir(out_dir, recipe, metadata, resume, overwrite, main_process)
-    # built from the training features first: this may create the parameters that train (Tip-Adapter-F's keys)
-    fit_training_features(network, train_loader, device)
-    if main_process:  # the run's own bundle metadata: the versions and network format it used
-        write_run_metadata(out_dir, network, settings)
-    if not _has_trainable_parameters(network):
-        return _frozen_trainer(network, out_dir, recipe, device, settings, resume, main_process)
-    # DDP averages the gradients of the trainable parameters only (the frozen CLIP has none); everything that reads
-    # or writes state (GPA, checkpoints, the regulariser) works on the unwrapped network.
-    engine_network = (
-        torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-        if distributed
-        else network
+    setup = prepare_training(
+        network,
+        train_loader,
+        out_dir,
+        recipe,
+        device,
+        amp,
+        metadata,
+        resume,
+        max_epochs,
+        overwrite,
+        frozen_in_compute_dtype,
     )
-    optimizer = build_optimizer(network, recipe)
-    scheduler = build_scheduler(optimizer, recipe)
-    use_amp, amp_kwargs = _amp_kwargs(device, amp)
-    if use_amp and frozen_in_compute_dtype and hasattr(network, "to_compute_dtype"):
-        network.to_compute_dtype(amp_kwargs["dtype"])
-
-    loss_output = from_engine(["loss"], first=True)
-    # the learning rate goes into the one line per epoch of EpochSummary, not into MONAI's own log lines
-    handlers: list[Any] = [LrScheduleHandler(lr_scheduler=scheduler, print_lr=False, epoch_level=True)]
-    writer = _summary_writer(out_dir / "tensorboard") if main_process else None
+    checkpoint = TrainingCheckpoint(
+        out_dir / "checkpoints",
+        setup.network,
+        setup.optimizer,
+        setup.lr_scheduler,
+        metadata=setup.settings,
+        model_file=out_dir / "models" / "model.pt",
+    )
     evaluator = None
-    if val_loader is not None and recipe.val_interval > 0:
-        val_handlers = [] if writer is None else [TensorBoardStatsHandler(summary_writer=writer, iteration_log=False)]
-        evaluator = create_evaluator(network, val_loader, device, amp, handlers=val_handlers, compile=compile)
-        handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
-    prompt_names = list(getattr(network, "prompt_parameter_names", lambda: [])())
-    gpa = None
-    if recipe.gpa_std > 0 and prompt_names:  # nothing to aggregate otherwise (e.g. a linear probe)
-        gpa = GaussianPromptAggregation(network, prompt_names, mean=recipe.gpa_mean, std=recipe.gpa_std)
-        handlers.append(gpa)
-    checkpoint = TrainingCheckpoint(out_dir / "checkpoints", network, optimizer, scheduler, gpa, metadata=settings)
-    if main_process:  # one writer of checkpoints and logs
-        if evaluator is not None:  # before last.pt, which then records the best so far (for resume)
-            handlers.append(_BestCheckpoint(checkpoint, evaluator))
-        handlers.append(checkpoint)
-        handlers.append(
-            TensorBoardStatsHandler(summary_writer=writer, tag_name="train_loss", output_transform=loss_output)
-        )
-
-    trainer = RunFolderTrainer(
-        out_dir if main_process else None,
-        device=device,
-        max_epochs=recipe.max_epochs,
+    if val_loader is not None and setup.recipe.val_interval > 0 and setup.trains:
+        handlers = validation_handlers(setup, checkpoint)
+        evaluator = create_evaluator(setup.network, val_loader, setup.device, amp, handlers=handlers, compile=compile)
+    return RunFolderTrainer(
+        setup,
+        checkpoint,
+        device=setup.device,
+        max_epochs=setup.recipe.max_epochs,
         train_data_loader=train_loader,
-        network=engine_network,
-        optimizer=optimizer,
-        loss_function=RegularizedLoss(network),
-        train_handlers=handlers,
-        amp=use_amp,
-        amp_kwargs=amp_kwargs,
+        network=setup.engine_network,
+        optimizer=setup.optimizer,
+        loss_function=RegularizedLoss(setup.network),
+        train_handlers=training_handlers(setup, checkpoint, evaluator, progress),
+        amp=setup.amp,
+        amp_kwargs=setup.amp_kwargs,
         optim_set_to_none=True,
-        non_blocking=device.type == "cuda",
+        non_blocking=setup.non_blocking,
         compile=compile,
     )
-    NonFiniteGuard().attach(trainer)
-    if callable(getattr(network, "guide_loss", None)):  # a no-op for networks whose guide_loss() is None
-        GradientProjection(network).attach(trainer)
-    dataset = getattr(train_loader, "dataset", None)
-    # Each epoch's shuffling, augmentation and dropout depend only on (seed, epoch): a resumed run replays exactly
-    # what an uninterrupted one would have done.
-    trainer.add_event_handler(
-        Events.EPOCH_STARTED, lambda engine: reseed(recipe.seed * 100_003 + engine.state.epoch, dataset)
-    )
-    sampler = getattr(train_loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles by (its seed, epoch)
-        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
-    if progress and main_process:
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda output: {"loss": loss_output(output)})
-    if main_process:  # after the progress bar, which clears its line at the end of an epoch
-        EpochSummary(optimizer, evaluator, writer, checkpoint_dir=checkpoint.directory).attach(trainer)
-    hint = f"{checkpoint.last_path} holds the last complete epoch: resume to continue"
-    StopOnSignal(LOGGER_NAME if main_process else None, hint).attach(trainer)
-    if resume:
-        checkpoint.restore(trainer)
-        if evaluator is not None and checkpoint.best is not None:  # best.pt is only replaced by a better epoch
-            evaluator.state.best_metric = checkpoint.best["metric"]
-            evaluator.state.best_metric_epoch = checkpoint.best["epoch"]
-    trainer.checkpoint, trainer.evaluator, trainer.trains = checkpoint, evaluator, True
-    return trainer
-
-
-def _summary_writer(log_dir: Path):
-    """One TensorBoard writer shared by every handler of a run (one event file per run rather than per handler)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(log_dir))
-
-
-class _BestCheckpoint:
-    """Write ``best.pt`` whenever the validation that just ran set a new best key metric (MONAI tracks it)."""
-
-    def __init__(self, checkpoint: TrainingCheckpoint, evaluator: Any) -> None:
-        self.checkpoint, self.evaluator = checkpoint, evaluator
-
-    def attach(self, engine: Any) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Any) -> None:
-        state = self.evaluator.state
-        if state.epoch == engine.state.epoch and state.best_metric_epoch == engine.state.epoch:
-            self.checkpoint.save_best(engine, float(state.best_metric))
-
-
-def _frozen_trainer(
-    network: nn.Module,
-    out_dir: Path,
-    recipe: TrainingRecipe,
-    device: torch.device,
-    settings: dict[str, Any],
-    resume: bool,
-    main_process: bool,
-):
-    """The trainer of a network with nothing to train: one epoch of one step that does nothing, then checkpoints.
-
-    Ignite cannot run zero epochs; this keeps the contract of :func:`create_trainer` (``run()``, ``checkpoint``,
-    ``final.pt`` with the metadata) without reading any data.
-    """
-    settings = {**settings, "recipe": dataclasses.replace(recipe, max_epochs=0, gpa_std=0.0).to_dict()}
-    checkpoint = TrainingCheckpoint(out_dir / "checkpoints", network, None, metadata=settings)
-    trainer = RunFolderTrainer(
-        out_dir if main_process else None,
-        device=device,
-        max_epochs=1,
-        train_data_loader=[{}],
-        epoch_length=1,
-        network=network,
-        optimizer=None,
-        loss_function=None,
-        iteration_update=lambda engine, batch: {},
-        train_handlers=[checkpoint] if main_process else [],
-        decollate=False,
-    )
-    if resume:
-        checkpoint.restore(trainer)
-    trainer.checkpoint, trainer.evaluator, trainer.trains = checkpoint, None, False
-    return trainer
 
 
 def predict(

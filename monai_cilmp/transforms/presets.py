@@ -46,6 +46,7 @@ __all__ = [
     "Preset",
     "PresetName",
     "PRESETS",
+    "STAGES",
     "RadiographyPreset",
     "UltrasoundPreset",
     "get_preset",
@@ -57,6 +58,10 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _LOCAL_MODULES = (readers, intensity, color, spatial)
+
+#: the modality stages of the skeleton in pipeline order (see :meth:`Preset.steps`)
+STAGES = ("load", "to_2d", "intensity", "geometry", "resized", "spatial_augmentation", "intensity_augmentation")
+AUGMENTATION_STAGES = ("spatial_augmentation", "intensity_augmentation")
 
 
 class PresetName(StrEnum):
@@ -153,8 +158,25 @@ class Preset:
         """Random intensity or colour transforms, applied to the ``[0, 1]`` image after the crop."""
         return []
 
-    def _to_2d(self, t: _Steps) -> list:
+    def to_2d(self, t: _Steps) -> list:
+        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options."""
         return [t("SelectSlice", **self.slice)]
+
+    def steps(self, stage: str, keys: KeysCollection | None = "image") -> list:
+        """The transforms of one modality stage of the skeleton (one of :data:`STAGES`).
+
+        This is what a bundle config fills its preprocessing list with, one entry per stage, between the steps every
+        modality shares (``ClipResize``, ``CenterSpatialCrop``, ``ToRGB``, ``NormalizeIntensity``, ``EnsureType``).
+        The augmentation stages are empty when the preset was made with ``augment=False``.
+
+        Args:
+            stage: the stage name.
+            keys: dictionary keys of the image (``None``: array transforms).
+        """
+        stage = look_up_option(stage, STAGES)
+        if stage in AUGMENTATION_STAGES and not self.augment:
+            return []
+        return getattr(self, stage)(_Steps(keys))
 
     # the shared skeleton ---------------------------------------------------------------------------------------
     def _build(
@@ -169,15 +191,15 @@ class Preset:
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean and std need one value per RGB channel, got {list(mean)} and {list(std)}.")
         t = _Steps(keys)
-        steps = self.load(t) if load else []
-        steps += self._to_2d(t) + self.intensity(t) + self.geometry(t)
+        steps = self.steps("load", keys) if load else []
+        steps += self.steps("to_2d", keys) + self.steps("intensity", keys) + self.steps("geometry", keys)
         steps.append(t("ClipResize", size=int(image_size), mode=self.resize_mode))
-        steps += self.resized(t)
-        if train and self.augment:
-            steps += self.spatial_augmentation(t)
+        steps += self.steps("resized", keys)
+        if train:
+            steps += self.steps("spatial_augmentation", keys)
         steps.append(t("CenterSpatialCrop", roi_size=(int(image_size), int(image_size))))
-        if train and self.augment:
-            steps += self.intensity_augmentation(t)
+        if train:
+            steps += self.steps("intensity_augmentation", keys)
         steps += [
             t("ToRGB"),
             t("NormalizeIntensity", subtrahend=list(mean), divisor=list(std), channel_wise=True),
@@ -532,12 +554,12 @@ class MRIPreset(Preset):
     def intensity(self, t: _Steps) -> list:
         return []
 
-    def _to_2d(self, t: _Steps) -> list:
+    def to_2d(self, t: _Steps) -> list:
         if self.normalization == MRINormalization.ZSCORE:
             scale = t("ZScoreScaleIntensity", clip=3.0, nonzero=True)
         else:
             scale = t("ScaleIntensityRangePercentiles", lower=1.0, upper=99.0, b_min=0.0, b_max=1.0, clip=True)
-        return [scale, *super()._to_2d(t)]
+        return [scale, *super().to_2d(t)]
 
     def spatial_augmentation(self, t: _Steps) -> list:
         flips = [t("RandFlip", prob=0.5, spatial_axis=0)] if self.flip else []

@@ -65,7 +65,7 @@ def test_overlay_instantiates_its_network_and_metadata(method, tiny_data, tmp_pa
     network = parser.get_parsed_content("network")
     spec = get_method(method)
     assert type(network) is spec.network and network.class_names == CLASSES
-    meta = parser.get_parsed_content("train#trainer#metadata")
+    meta = parser.get_parsed_content("train#setup#metadata")
     assert meta["method"] == method and meta["class_names"] == CLASSES
     assert set(meta["network"]) == set(parser["network_hparams"])
     json.dumps(meta)  # a checkpoint's metadata must be plain data
