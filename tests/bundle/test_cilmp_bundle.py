@@ -263,19 +263,23 @@ def _probabilities(module, images):
         return torch.softmax(module(images), dim=-1).numpy()
 
 
-def test_ckpt_export_gives_the_same_probabilities(trained_bundle):
-    """``python -m monai.bundle ckpt_export`` on a run: the run's checkpoint, the whole network traced."""
+@pytest.mark.parametrize(
+    "checkpoint, key, which", [("checkpoints/final.pt", "network", "final"), ("models/model.pt", "", "best")]
+)
+def test_ckpt_export_gives_the_same_probabilities(trained_bundle, checkpoint, key, which):
+    """``python -m monai.bundle ckpt_export`` on a run: the run's checkpoint (or the model-zoo ``models/model.pt``,
+    a plain state dict: no ``--key_in_ckpt``), the whole network traced."""
     import torch
     from monai.bundle import ckpt_export
 
     out = trained_bundle / "runs" / "toy"
-    ts = out / "models" / "model.ts"
+    ts = out / "models" / f"model_{which}.ts"
     ts.parent.mkdir(exist_ok=True)  # ckpt_export does not create it
     ckpt_export(
         net_id="export_network",
         filepath=str(ts),
-        ckpt_file=str(out / "checkpoints" / "final.pt"),
-        key_in_ckpt="network",
+        ckpt_file=str(out / checkpoint),
+        key_in_ckpt=key,
         meta_file=str(out / "configs" / "metadata.json"),
         config_file=str(CONFIGS / "inference.json"),
         bundle_root=str(trained_bundle),
@@ -285,9 +289,10 @@ def test_ckpt_export_gives_the_same_probabilities(trained_bundle):
     )
     from monai_cilmp.engines import load_run
 
-    network = load_run(out, "final").build_network().eval()
+    network = load_run(out, which).build_network().eval()
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     reloaded = torch.jit.load(str(ts))
+    ts.unlink()
     np.testing.assert_allclose(_probabilities(reloaded, images), _probabilities(network, images), atol=1e-5)
 
 

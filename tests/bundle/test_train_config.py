@@ -1,0 +1,146 @@
+"""train.json reads like a model-zoo recipe: its handlers and preprocessing are listed in the config, each can be
+turned off or changed on its own, and they build the very training that ``create_trainer`` builds in Python."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+
+from monai_cilmp.engines import load_checkpoint, training_handlers, validation_handlers
+from monai_cilmp.transforms import PresetName, get_preset
+from tests.bundle.test_cilmp_bundle import BUNDLE, CONFIGS, TINY, _tiny_dataset
+
+
+def _parser(root, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    for key, value in {**TINY, "bundle_root": str(root), "dataset_name": "toy", **overrides}.items():
+        parser[key] = value
+    return parser
+
+
+def _index(parser: ConfigParser, section: str, target: str) -> int:
+    return [h["_target_"] for h in parser[f"{section}#handlers"]].index(target)
+
+
+def _scalar_tags(log_dir) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in log_dir.glob("events.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def test_listed_handlers_are_the_ones_create_trainer_builds(tmp_path):
+    """The config's handler lists, once resolved (the ones that do not apply are off), are the lists
+    :func:`training_handlers` / :func:`validation_handlers` build in Python, in the same order."""
+    _tiny_dataset(tmp_path)
+    parser = _parser(tmp_path, **{"train#trainer#max_epochs": 1})
+    trainer = parser.get_parsed_content("train#trainer")
+    setup, checkpoint = parser.get_parsed_content("train#setup"), parser.get_parsed_content("train#checkpoint")
+    listed = [type(h) for h in parser.get_parsed_content("train#handlers")]
+    assert listed == [type(h) for h in training_handlers(setup, checkpoint, trainer.evaluator)]
+    validate = [type(h) for h in parser.get_parsed_content("validate#handlers")]
+    assert validate == [type(h) for h in validation_handlers(setup, checkpoint)]
+    names = [t.__name__ for t in listed]
+    assert names[:2] == ["LrScheduleHandler", "ValidationHandler"] and "GaussianPromptAggregation" in names
+    assert trainer.evaluator is parser.get_parsed_content("validate#evaluator")
+    assert checkpoint.gpa is not None  # the trainer handed the listed GPA to the checkpoint (its state resumes)
+
+
+def test_a_handler_is_turned_off_from_the_command_line(tmp_path):
+    """``--train#handlers#N#_disabled_ true`` removes one handler: here TensorBoard's train_loss curve, while the rest
+    of the run (epoch curves of EpochSummary, validation metrics, checkpoints) is unchanged."""
+    _tiny_dataset(tmp_path)
+    parser = _parser(tmp_path)
+    index = _index(parser, "train", "TensorBoardStatsHandler")
+    runs = {}
+    for name, extra in {"default": {}, "off": {f"train#handlers#{index}#_disabled_": True}}.items():
+        out = tmp_path / "runs" / name
+        run(
+            run_id="run",
+            init_id="initialize",
+            config_file=[str(CONFIGS / "train.json")],
+            logging_file=str(CONFIGS / "logging.conf"),
+            bundle_root=str(tmp_path),
+            dataset_name="toy",
+            output_dir=str(out),
+            **{**TINY, "train#trainer#max_epochs": 1},
+            **extra,
+        )
+        runs[name] = out
+    default, off = (_scalar_tags(runs[n] / "tensorboard") for n in ("default", "off"))
+    assert "train_loss" in default and "train_loss" not in off
+    assert default - {"train_loss"} == off and {"train/lr", "val_accuracy"} <= off
+    first, second = (load_checkpoint(runs[n] / "checkpoints" / "final.pt")["network"] for n in ("default", "off"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_model_file_is_the_best_epochs_plain_trained_state(tmp_path):
+    """``models/model.pt`` is what model-zoo tools load: a plain state dict (the trained parameters of the best
+    validation epoch) that completes a network built from ``network_def`` with ``strict=False``."""
+    _tiny_dataset(tmp_path)
+    parser = _parser(tmp_path, **{"train#trainer#max_epochs": 2})
+    parser.get_parsed_content("train#trainer").run()
+    out = tmp_path / "runs" / "toy"
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert set(state) == set(best["network"]) and all(torch.equal(state[k], best["network"][k]) for k in state)
+    fresh = _parser(tmp_path).get_parsed_content("network_def")
+    result = fresh.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys and set(fresh.trainable_state_dict()) == set(state)
+
+
+def test_model_file_without_validation_is_the_final_state(tmp_path):
+    _tiny_dataset(tmp_path)
+    parser = _parser(tmp_path, **{"train#trainer#max_epochs": 1, "recipe#val_interval": 0})
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.evaluator is None and parser.get_parsed_content("validate#evaluator") is None
+    trainer.run()
+    out = tmp_path / "runs" / "toy"
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    final = load_checkpoint(out / "checkpoints" / "final.pt")["network"]
+    assert not (out / "checkpoints" / "best.pt").exists()
+    assert all(torch.equal(state[k], final[k]) for k in final)
+
+
+@pytest.mark.parametrize("section", ["train", "validate"])
+@pytest.mark.parametrize("preset", [p.value for p in PresetName])
+def test_listed_preprocessing_is_the_presets_pipeline(tmp_path, section, preset):
+    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing``, flattened, are the modality
+    preset's pipeline: the same transforms in the same order, giving the same tensor for the same random state."""
+    from monai.data import MetaTensor
+
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    parser = _parser(tmp_path, preset=preset, image_size=32, image_mean=mean, image_std=std)
+    listed = parser.get_parsed_content(f"{section}#preprocessing").flatten()
+    build = get_preset(preset).train_transforms if section == "train" else get_preset(preset).eval_transforms
+    expected = build(keys="image", image_size=32, mean=mean, std=std)
+    assert [type(t) for t in listed.transforms] == [type(t) for t in expected.transforms]
+    rng = np.random.default_rng(0)
+    array = rng.random((1, 40, 52, 5) if preset in ("ct", "mri") else (3, 40, 52)).astype(np.float32) * 255
+    outputs = []
+    for pipeline in (listed, expected):
+        loaded = type(pipeline)(pipeline.transforms[1:])  # the array given here is already loaded
+        loaded.set_random_state(seed=3)
+        outputs.append(loaded({"image": MetaTensor(array.copy())})["image"])
+    assert outputs[0].shape == (3, 32, 32) and torch.equal(outputs[0].as_tensor(), outputs[1].as_tensor())
+
+
+def test_bundle_readme_names_each_listed_handler_at_its_index():
+    """The README's table of handlers (what to override) follows the config."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    for section in ("train", "validate"):
+        for index, handler in enumerate(parser[f"{section}#handlers"]):
+            row = re.search(rf"\| `{section}#handlers#{index}` \| `([^`]+)`", readme)
+            assert row is not None, f"{section}#handlers#{index} is not in the README"
+            assert row.group(1) == handler["_target_"].rsplit(".", 1)[-1]
