@@ -83,6 +83,36 @@ def test_a_handler_is_turned_off_from_the_command_line(tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_resume_through_the_config_is_bit_identical(tmp_path):
+    """A run of ``train.json`` stopped after epoch 2 and continued with ``resume: true`` ends with the weights, best
+    epoch and model file of the run that was never stopped."""
+    from ignite.engine import Events
+
+    _tiny_dataset(tmp_path)
+    settings = {"train#trainer#max_epochs": 3, "recipe#gpa_std": 2.0}
+    straight = _parser(tmp_path, output_dir=str(tmp_path / "straight"), **settings)
+    straight.get_parsed_content("initialize")  # as `monai.bundle run` does: seeds before the prompts are drawn
+    straight.get_parsed_content("train#trainer").run()
+    stopped = _parser(tmp_path, output_dir=str(tmp_path / "stopped"), **settings)
+    stopped.get_parsed_content("initialize")
+    trainer = stopped.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())
+    trainer.run()
+    assert not (tmp_path / "stopped" / "checkpoints" / "final.pt").exists()
+    resumed = _parser(tmp_path, output_dir=str(tmp_path / "stopped"), resume=True, **settings)
+    resumed.get_parsed_content("initialize")
+    trainer, epochs = resumed.get_parsed_content("train#trainer"), []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: epochs.append(engine.state.epoch))
+    trainer.run()
+    assert epochs == [3]  # continued, not started again
+    for name in ("checkpoints/final.pt", "checkpoints/best.pt"):
+        a, b = (load_checkpoint(tmp_path / run_name / name) for run_name in ("straight", "stopped"))
+        assert a["best"] == b["best"] and set(a["network"]) == set(b["network"])
+        assert all(torch.equal(a["network"][k], b["network"][k]) for k in a["network"])
+    a, b = (torch.load(tmp_path / n / "models" / "model.pt", weights_only=True) for n in ("straight", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_model_file_is_the_best_epochs_plain_trained_state(tmp_path):
     """``models/model.pt`` is what model-zoo tools load: a plain state dict (the trained parameters of the best
     validation epoch) that completes a network built from ``network_def`` with ``strict=False``."""
