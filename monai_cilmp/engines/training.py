@@ -160,6 +160,10 @@ def prepare_training(
     Raises:
         RunFolderError: ``out_dir`` holds a run of other settings, is in use, or cannot be written.
     """
+    from monai.utils import str2bool
+
+    # flags may come from a command line as text ("false" must not count as true)
+    resume, overwrite = (str2bool(flag) if isinstance(flag, str) else bool(flag) for flag in (resume, overwrite))
     recipe = recipe or TrainingRecipe()
     if max_epochs is not None:
         recipe = dataclasses.replace(recipe, max_epochs=int(max_epochs))
@@ -186,7 +190,7 @@ def prepare_training(
         settings=settings,
         main_process=main_process,
         trains=_has_trainable_parameters(network),
-        resume=bool(resume),
+        resume=resume,
     )
     if not setup.trains:  # its checkpoints say what ran: no epoch, no aggregation
         frozen = dataclasses.replace(recipe, max_epochs=0, gpa_std=0.0)
