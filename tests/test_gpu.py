@@ -176,3 +176,23 @@ def test_bundle_train_evaluate_and_inference(device, tmp_path):
     run(run_id="run", init_id="initialize", config_file=[str(CONFIGS / "inference.json")], **common)
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bundle_lists_handlers_that_run_on_the_device(device, tmp_path):
+    """The trainer and evaluator train.json declares (not create_trainer's) autocast on the GPU, validate there and
+    write the best epoch's model file."""
+    from tests.bundle.test_cilmp_bundle import _tiny_dataset
+    from tests.bundle.test_train_config import _parser
+
+    _tiny_dataset(tmp_path)
+    parser = _parser(tmp_path, device=device, **{"train#trainer#max_epochs": 2})
+    parser.get_parsed_content("initialize")
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.amp == trainer.evaluator.amp == (device == "cuda")
+    assert _on(device, parser.get_parsed_content("network"))
+    trainer.run()
+    metrics = trainer.evaluator.state.metrics
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
+    state = torch.load(tmp_path / "runs" / "toy" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert state and all(torch.isfinite(v).all() for v in state.values())
