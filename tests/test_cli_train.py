@@ -123,3 +123,24 @@ def test_export_matches_pytorch_on_the_test_images(trained, tmp_path, capsys, fm
         _, meta, _ = load_net_with_metadata(str(out))
         assert meta["network_data_format"]["outputs"]["pred"]["type"] == "probabilities"
         assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == sorted(CLASSES)
+
+
+def test_set_changes_one_config_entry(trained, tmp_path, capsys):
+    """``--set ID=VALUE`` reaches the bundle as data: one handler off (no TensorBoard loss curve), a value changed;
+    an entry the config does not have, or text that is not ID=VALUE, is one sentence (status 2)."""
+    from tests.bundle.test_train_config import _scalar_tags
+
+    data = trained / "data" / "toy"
+    args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--backbone", "CILMP-Tiny", "--pretrained", "none", "--offline", "--epochs", "1", "--batch-size", "4"]
+    args += ["--workers", "0", "--out", str(tmp_path / "run")]
+    settings = ["--set", "train#handlers#6#_disabled_=true", "--set", "recipe#gpa_std=0"]
+    assert main([*args, *settings]) == 0
+    tags = _scalar_tags(tmp_path / "run" / "tensorboard")
+    assert "train_loss" not in tags and "train/lr" in tags
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["gpa_std"] == 0
+    capsys.readouterr()
+    for wrong in ("train#handlers#66#_disabled_=true", "recipe#no_such_value=1", "recipe#lr"):
+        assert main([*args, "--overwrite", "--set", wrong]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]  # after the random-weights warning
+        assert "Unknown bundle setting" in error or "is not ID=VALUE" in error, error

@@ -8,17 +8,19 @@ MONAI's config parser through :func:`~monai_cilmp.utils.config.literal_overrides
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "BUNDLE_DIR",
     "add_backbone_arguments",
+    "add_config_arguments",
     "add_runtime_arguments",
     "apply_runtime",
     "bundle_config",
     "class_overrides",
+    "config_settings",
     "parse_bundle",
     "quick_gelu_option",
     "run_bundle",
@@ -92,6 +94,36 @@ def apply_runtime(args: argparse.Namespace) -> dict[str, Any]:
     return {"device": str(runtime.device), "num_workers": runtime.workers, "num_threads": runtime.threads}
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--set ID=VALUE``: change one entry of the bundle config (a handler, a transform, a recipe value)."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="change one bundle config entry, e.g. --set train#handlers#6#_disabled_=true (no TensorBoard loss curve; "
+        "see the bundle README's handler and transform tables); VALUE is read as JSON (true, 3, 0.1, [1, 2]), "
+        "anything else as text, and is always data, never an expression; repeat for several",
+    )
+
+
+def config_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set ID=VALUE`` entries as overrides (values parsed as JSON when they are JSON, else text)."""
+    import json
+
+    settings: dict[str, Any] = {}
+    for item in getattr(args, "set", None) or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set '{item}' is not ID=VALUE: write e.g. --set recipe#val_interval=5.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        settings[key.strip()] = value
+    return settings
+
+
 def class_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``class_names`` / ``preset`` / ``ordinal`` from ``--dataset`` or ``--classes`` (else the datalist's)."""
     out: dict[str, Any] = {}
@@ -123,11 +155,28 @@ def _read(configs: list[str]):
     return parser
 
 
-def _check_ids(parser: Any, overrides: Mapping[str, Any], configs: list[str]) -> None:
-    """Every override must change something the configs define (a typo would otherwise be silently ignored)."""
-    unknown = [key for key in overrides if key.split("#")[0] not in parser.config]
+def _defined(parser: Any, key: str) -> bool:
+    """Whether ``key`` names an entry of the configs (or the ``_disabled_`` switch of an entry that exists)."""
+    parent, _, last = key.rpartition("#")
+    try:
+        return key in parser or (last == "_disabled_" and isinstance(parser[parent], dict))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+
+
+def _check_ids(parser: Any, overrides: Mapping[str, Any], configs: list[str], existing: Collection[str] = ()) -> None:
+    """Every override must change something the configs define (a typo would otherwise be silently ignored); the
+    ``existing`` ones (a user's ``--set``) must name an entry that is there, down to the last key."""
+    unknown = [
+        key
+        for key in overrides
+        if key.split("#")[0] not in parser.config or (key in existing and not _defined(parser, key))
+    ]
     if unknown:
-        raise ValueError(f"Unknown bundle setting(s) {', '.join(unknown)} for configs {', '.join(configs)}.")
+        raise ValueError(
+            f"Unknown bundle setting(s) {', '.join(unknown)} for configs {', '.join(configs)}: check each id against "
+            f"those files in {BUNDLE_DIR / 'configs'}."
+        )
 
 
 def parse_bundle(configs: list[str], overrides: Mapping[str, Any]):
@@ -140,13 +189,14 @@ def parse_bundle(configs: list[str], overrides: Mapping[str, Any]):
     return parser
 
 
-def run_bundle(configs: list[str], overrides: Mapping[str, Any]) -> None:
-    """``python -m monai.bundle run`` on the bundle configs with ``overrides`` (data, see the module)."""
+def run_bundle(configs: list[str], overrides: Mapping[str, Any], existing: Collection[str] = ()) -> None:
+    """``python -m monai.bundle run`` on the bundle configs with ``overrides`` (data, see the module); the ids in
+    ``existing`` must name entries the configs have."""
     from monai.bundle import run
 
     from monai_cilmp.utils.config import literal_overrides
 
-    _check_ids(_read(configs), overrides, configs)
+    _check_ids(_read(configs), overrides, configs, existing)
     run(
         run_id="run",
         init_id="initialize",

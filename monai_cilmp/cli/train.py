@@ -8,9 +8,11 @@ from pathlib import Path
 
 from monai_cilmp.cli._bundle import (
     add_backbone_arguments,
+    add_config_arguments,
     add_runtime_arguments,
     apply_runtime,
     class_overrides,
+    config_settings,
     quick_gelu_option,
     run_bundle,
 )
@@ -54,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=positive(float), default=0.0025, help="learning rate of SGD")
     parser.add_argument("--seed", type=int, default=1, help="seed of shuffling, augmentation and initialisation")
     add_runtime_arguments(parser)
+    add_config_arguments(parser)
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--resume", action="store_true", help="continue the run in --out (same settings) from last.pt")
     runs.add_argument("--overwrite", action="store_true", help="replace a run of other settings in --out")
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         f"Training CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
         f"{', '.join(names)}"
     )
-    run_bundle(["train.json"], overrides)
+    settings = config_settings(args)
+    run_bundle(["train.json"], {**overrides, **settings}, existing=settings)
     print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     print(f"Evaluate with: monai-cilmp evaluate --run {out}")
     return 0
