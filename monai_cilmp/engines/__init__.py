@@ -7,11 +7,14 @@ from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
 from .evaluation import (
+    calibration_logits,
     evaluate_split,
     format_trust_summary,
+    headline_metrics,
     predict_calibrated,
     predict_logits,
     prediction_set_names,
+    write_evaluation_report,
     write_predictions,
 )
 from .export import ExportNetwork, export_network, export_run
@@ -50,6 +53,7 @@ __all__ = [
     "build_optimizer",
     "bundle_metadata",
     "build_scheduler",
+    "calibration_logits",
     "cached_feature_loader",
     "create_evaluator",
     "create_trainer",
@@ -62,6 +66,7 @@ __all__ = [
     "fit_calibration",
     "fit_training_features",
     "format_trust_summary",
+    "headline_metrics",
     "inference_images",
     "load_calibration",
     "load_checkpoint",
@@ -80,6 +85,7 @@ __all__ = [
     "scores_and_labels",
     "split_at_first_random",
     "training_features",
+    "write_evaluation_report",
     "write_predictions",
     "write_run_metadata",
 ]
