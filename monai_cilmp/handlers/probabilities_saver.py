@@ -62,7 +62,7 @@ class ProbabilitiesSaver:
         files = item_files(engine.state.batch, self.image_key)
         for i, item in enumerate(outputs):
             if self.probabilities_key not in item:
-                raise KeyError(
+                raise ValueError(
                     f"The evaluator's output has no '{self.probabilities_key}': keep the post-processing step that "
                     "stores the probabilities (CopyItemsd) before the class is taken (AsDiscreted)."
                 )

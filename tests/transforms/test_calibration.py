@@ -29,7 +29,9 @@ def test_the_runs_temperature_and_sets_are_applied_per_image():
     calibration = _calibration()
     assert calibration.temperature != pytest.approx(1.0)
     logits = np.array([[6.0, 0.2, -1.0], [0.1, 0.2, 0.15]], dtype=np.float32)
-    out = [CalibratedProbabilitiesd("pred", calibration, set_key="members")({"pred": torch.as_tensor(z)}) for z in logits]
+    out = [
+        CalibratedProbabilitiesd("pred", calibration, set_key="members")({"pred": torch.as_tensor(z)}) for z in logits
+    ]
     expected = calibration.probabilities(logits)
     np.testing.assert_allclose(np.stack([o["pred"].numpy() for o in out]), expected, atol=1e-6)
     sets = calibration.prediction_sets(expected)
