@@ -46,22 +46,22 @@ class CalibratedProbabilities(Transform):
         self.calibration = calibration
 
     def __call__(self, logits: NdarrayOrTensor) -> torch.Tensor:
+        probabilities, _ = self.with_set(logits)
+        return probabilities
+
+    def with_set(self, logits: NdarrayOrTensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The calibrated probabilities and the conformal prediction set (a boolean tensor of the same shape, or
+        ``None`` without a conformal fit). The set is taken from the float64 probabilities, before they are cast to
+        float32, as :func:`~monai_cilmp.engines.predict_calibrated` does: a score at a threshold falls on the same
+        side."""
         scores = torch.as_tensor(logits).detach().float()
         if self.calibration is None:
-            return torch.softmax(scores, dim=-1)
-        probabilities = self.calibration.probabilities(scores.cpu().numpy())
-        return torch.as_tensor(probabilities, dtype=torch.float32, device=scores.device)
-
-    def prediction_set(self, probabilities: NdarrayOrTensor) -> torch.Tensor | None:
-        """The conformal prediction set of calibrated ``probabilities`` ``(C,)`` as a ``(C,)`` boolean tensor, or
-        ``None`` when the calibration has no conformal fit."""
-        if self.calibration is None:
-            return None
-        row = torch.as_tensor(probabilities).detach().cpu().double().numpy()
-        sets = self.calibration.prediction_sets(row.reshape(1, -1) if row.ndim == 1 else row)
-        if sets is None:
-            return None
-        return torch.as_tensor(np.asarray(sets, dtype=bool).reshape(row.shape))
+            return torch.softmax(scores, dim=-1), None
+        z = scores.cpu().numpy()
+        probabilities = self.calibration.probabilities(z.reshape(1, -1) if z.ndim == 1 else z)
+        sets = self.calibration.prediction_sets(probabilities)
+        out = torch.as_tensor(probabilities.reshape(z.shape), dtype=torch.float32, device=scores.device)
+        return out, None if sets is None else torch.as_tensor(np.asarray(sets, dtype=bool).reshape(z.shape))
 
 
 class CalibratedProbabilitiesd(MapTransform):
@@ -92,8 +92,7 @@ class CalibratedProbabilitiesd(MapTransform):
         d = dict(data)
         several = len(self.keys) > 1
         for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-            members = self.transform.prediction_set(d[key])
+            d[key], members = self.transform.with_set(d[key])
             if members is not None:
                 d[f"{key}_{self.set_key}" if several else self.set_key] = members
         return d

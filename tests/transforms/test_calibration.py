@@ -20,7 +20,7 @@ def _calibration():
 def test_without_a_calibration_it_is_the_softmax():
     logits = torch.tensor([2.0, -1.0, 0.5])
     torch.testing.assert_close(CalibratedProbabilities()(logits), torch.softmax(logits, -1))
-    assert CalibratedProbabilities().prediction_set(logits) is None
+    assert CalibratedProbabilities().with_set(logits)[1] is None
     out = CalibratedProbabilitiesd("pred")({"pred": logits})
     assert set(out) == {"pred"}
 
