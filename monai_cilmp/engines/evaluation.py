@@ -229,7 +229,7 @@ def write_evaluation_report(
         ordinal: quadratic-weighted kappa (ordered grades).
         split: name used in the file names.
         validation: ``(logits, labels)`` of the validation split to fit a new calibration on (see
-            :func:`calibration_logits`).
+            :func:`calibration_logits`; ignored when ``split`` is ``"validation"``).
         calibration: a fitted calibration or a run folder to read one from, used without ``validation``.
         alpha: conformal error rate of a new fit.
         conformal_method: conformal score of a new fit (``"lac"``, ``"aps"``, ``"raps"``).
@@ -244,7 +244,7 @@ def write_evaluation_report(
     logits, labels = np.asarray(logits, dtype=np.float32), np.asarray(labels)
     files: dict[str, Path] = {}
     val_probs = val_labels = None
-    if validation is not None:
+    if validation is not None and split != "validation":  # never calibrated on the split it is assessed on
         val_logits, val_labels = validation
         calibration = fit_calibration(
             val_logits, val_labels, alpha=alpha, method=conformal_method, class_conditional=class_conditional
