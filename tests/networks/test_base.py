@@ -62,3 +62,25 @@ def test_tip_adapter_takes_its_cache_size_from_the_checkpoint(shared_backbone, t
     CheckpointLoader(str(path), {"network": TrainableState(fresh)})(_engine())
     assert fresh.cache_keys.shape == (6, trained.feature_dim)
     torch.testing.assert_close(fresh.cache_keys, trained.cache_keys)
+
+
+class _Marker:
+    """Unpickling it would write a file: a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_checkpoint_loader_refuses_a_pickled_object(shared_backbone, tmp_path):
+    """evaluate.json loads weights through MONAI's CheckpointLoader: from MONAI 1.5.1 (our floor) it reads with
+    ``weights_only=True``, so a checkpoint that hides code is refused before any of it runs."""
+    net = CoOp(CLASSES, shared_backbone, n_ctx=4)
+    marker = tmp_path / "ran"
+    path = tmp_path / "final.pt"
+    torch.save({"network": net.trainable_state_dict(), "metadata": _Marker(marker)}, path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        CheckpointLoader(str(path), {"network": net.trainable_state()})(_engine())
+    assert not marker.exists()
