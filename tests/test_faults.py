@@ -244,12 +244,12 @@ def test_run_folder_reuse_resume_and_lock(data, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train_args(data, out)) == 0
     assert main(["evaluate", "--run", str(out), "--threads", "1"]) == 0
-    assert (out / "test_metrics.json").is_file()
+    assert (out / "test_metrics.json").is_file() and (out / "metrics" / "test" / "metrics.csv").is_file()
     # other settings: refused, then replaced with --overwrite (no stale metrics stay)
     assert main(train_args(data, out, None, "--seed", "7")) == 2
     one_sentence(capsys.readouterr().err, "already holds a run of other settings", "recipe.seed: 1 -> 7", "--overwrite")
     assert main(train_args(data, out, None, "--seed", "7", "--overwrite")) == 0
-    assert not (out / "test_metrics.json").exists()
+    assert not (out / "test_metrics.json").exists() and not (out / "metrics").exists()
     assert json.loads((out / "run.json").read_text())["recipe"]["seed"] == 7
     # resume with other settings: refused, naming them
     assert main(train_args(data, out, None, "--seed", "7", "--resume", "--lr", "0.1")) == 2

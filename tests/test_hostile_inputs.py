@@ -160,17 +160,18 @@ def test_bundle_inference_config_with_hostile_names(hostile, trained, tmp_path):
     from monai_cilmp.cli._bundle import bundle_config
     from monai_cilmp.utils.config import literal_overrides
 
-    out = tmp_path / "predictions.csv"
+    out, probabilities = tmp_path / "predictions.csv", tmp_path / "probabilities.csv"
+    settings = {"output_dir": str(trained), "input_dir": str(hostile / "to predict"), "output_file": str(out)}
     run(
         run_id="run",
         init_id="initialize",
         config_file=[bundle_config("inference.json")],
         logging_file=bundle_config("logging.conf"),
-        **literal_overrides(
-            {"output_dir": str(trained), "input_dir": str(hostile / "to predict"), "output_file": str(out)}
-        ),
+        **literal_overrides({**settings, "probabilities_file": str(probabilities)}),
     )
-    rows = out.read_text(encoding="utf-8").splitlines()
+    rows = out.read_text(encoding="utf-8").splitlines()  # MONAI's format: file, class index; no header
+    assert len(rows) == 3 and any(EVIL in row for row in rows)
+    rows = probabilities.read_text(encoding="utf-8").splitlines()  # header, then one row per image
     assert len(rows) == 4 and EVIL in rows[0] + "".join(rows)
     assert no_marker(hostile, tmp_path)
 

@@ -70,4 +70,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
     print(f"predictions: {prefix}_predictions.csv; reliability diagram: {prefix}_reliability.png;")
     print(f"coverage/size against alpha: {prefix}_conformal.png; calibration: {trained.directory / 'calibration.json'}")
+    print(f"MONAI's metrics file (MetricsSaver): {trained.directory / 'metrics' / args.split / 'metrics.csv'}")
     return 0

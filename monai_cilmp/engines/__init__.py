@@ -7,11 +7,14 @@ from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
 from .evaluation import (
+    calibration_logits,
     evaluate_split,
     format_trust_summary,
+    headline_metrics,
     predict_calibrated,
     predict_logits,
     prediction_set_names,
+    write_evaluation_report,
     write_predictions,
 )
 from .export import ExportNetwork, export_network, export_run
@@ -54,6 +57,7 @@ __all__ = [
     "build_optimizer",
     "bundle_metadata",
     "build_scheduler",
+    "calibration_logits",
     "cached_feature_loader",
     "create_evaluator",
     "create_trainer",
@@ -66,6 +70,7 @@ __all__ = [
     "fit_calibration",
     "fit_training_features",
     "format_trust_summary",
+    "headline_metrics",
     "inference_images",
     "load_calibration",
     "load_checkpoint",
@@ -87,6 +92,7 @@ __all__ = [
     "training_features",
     "training_handlers",
     "validation_handlers",
+    "write_evaluation_report",
     "write_predictions",
     "write_run_metadata",
 ]

@@ -24,11 +24,14 @@ from monai_cilmp.metrics.temperature import softmax
 from monai_cilmp.utils import atomic_write
 
 __all__ = [
+    "calibration_logits",
     "evaluate_split",
     "format_trust_summary",
+    "headline_metrics",
     "predict_calibrated",
     "predict_logits",
     "prediction_set_names",
+    "write_evaluation_report",
     "write_predictions",
 ]
 
@@ -115,6 +118,17 @@ def write_predictions(
     return atomic_write(path, write)
 
 
+def calibration_logits(
+    network: nn.Module, calibration_loader: Any | None, split: str, device: Any | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Logits and labels of ``calibration_loader`` (the validation split) to fit a calibration on, or ``None`` when
+    there is none or ``split`` is ``"validation"`` itself (a calibration cannot be assessed on the data it was fitted
+    to)."""
+    if calibration_loader is None or split == "validation":
+        return None
+    return predict_logits(network, calibration_loader, device=device)
+
+
 def evaluate_split(
     network: nn.Module,
     data_loader: Any,
@@ -132,15 +146,11 @@ def evaluate_split(
     n_bins: int = 15,
     tensorboard_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Predict ``data_loader`` and write ``<split>_metrics.json``, ``<split>_confusion.{csv,png}``,
-    ``<split>_predictions.csv`` and ``<split>_reliability.png`` into ``out_dir`` (and, with a calibration,
-    ``<split>_conformal.png``), and the metrics and confusion matrix to TensorBoard with ``tensorboard_dir``.
+    """Predict ``data_loader`` and write the report of :func:`write_evaluation_report` into ``out_dir``.
 
-    Calibration: with ``calibration_loader`` (the *validation* split; never the evaluated split) a temperature and
-    conformal thresholds are fitted on its logits and saved to ``<out_dir>/calibration.json``; else ``calibration``
-    (a :class:`RunCalibration` or a run folder) is applied when given. The classification metrics and predictions use
-    the calibrated probabilities (temperature scaling never changes the predicted class); ``calibration`` in the
-    result holds the calibration numbers before and after scaling, ``conformal`` the sets' coverage and size.
+    The bundle's ``evaluate.json`` writes the same report from its ``SupervisedEvaluator`` through the
+    :class:`~monai_cilmp.handlers.EvaluationReport` handler; this function is the same without a config (comparisons,
+    the demo, tests).
 
     Args:
         network: the trained classifier.
@@ -163,12 +173,79 @@ def evaluate_split(
     Returns:
         the metrics, with the written paths under ``"files"``.
     """
-    out_dir = Path(out_dir)
     logits, labels = predict_logits(network, data_loader, device=device)
+    return write_evaluation_report(
+        logits,
+        labels,
+        class_names,
+        out_dir,
+        names=[item.get("image", i) for i, item in enumerate(items)] if items is not None else None,
+        ordinal=ordinal,
+        split=split,
+        validation=calibration_logits(network, calibration_loader, split, device),
+        calibration=calibration,
+        alpha=alpha,
+        conformal_method=conformal_method,
+        class_conditional=class_conditional,
+        n_bins=n_bins,
+        tensorboard_dir=tensorboard_dir,
+    )
+
+
+def write_evaluation_report(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    out_dir: str | os.PathLike,
+    names: Sequence[Any] | None = None,
+    ordinal: bool = False,
+    split: str = "test",
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    calibration: RunCalibration | str | os.PathLike | None = None,
+    alpha: float = 0.1,
+    conformal_method: str = "lac",
+    class_conditional: bool = False,
+    n_bins: int = 15,
+    tensorboard_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Write what papers report on a split from its logits and labels: ``<split>_metrics.json``,
+    ``<split>_confusion.{csv,png}``, ``<split>_predictions.csv`` and ``<split>_reliability.png`` into ``out_dir``
+    (and, with a calibration fitted here, ``<split>_conformal.png``), the metrics and confusion matrix to TensorBoard
+    with ``tensorboard_dir``, and the scores into the run's ``configs/metadata.json`` (``eval_metrics``).
+
+    Calibration: with ``validation`` (logits and labels of the *validation* split; never the evaluated split) a
+    temperature and conformal thresholds are fitted on it and saved to ``<out_dir>/calibration.json``; else
+    ``calibration`` (a :class:`RunCalibration` or a run folder) is applied when given. The classification metrics and
+    predictions use the calibrated probabilities (temperature scaling never changes the predicted class);
+    ``calibration`` in the result holds the calibration numbers before and after scaling, ``conformal`` the sets'
+    coverage and size.
+
+    Args:
+        logits: ``(N, C)`` class logits of the split.
+        labels: ``(N,)`` their labels.
+        class_names: class names in label order.
+        out_dir: where the files go (the run folder).
+        names: how to name each image in the predictions file (default: its index).
+        ordinal: quadratic-weighted kappa (ordered grades).
+        split: name used in the file names.
+        validation: ``(logits, labels)`` of the validation split to fit a new calibration on (see
+            :func:`calibration_logits`; ignored when ``split`` is ``"validation"``).
+        calibration: a fitted calibration or a run folder to read one from, used without ``validation``.
+        alpha: conformal error rate of a new fit.
+        conformal_method: conformal score of a new fit (``"lac"``, ``"aps"``, ``"raps"``).
+        class_conditional: per-class conformal thresholds for a new fit.
+        n_bins: bins of the calibration errors and the reliability diagram.
+        tensorboard_dir: also log the metrics and the confusion matrix image here (e.g. the run's ``tensorboard/``).
+
+    Returns:
+        the metrics, with the written paths under ``"files"``.
+    """
+    out_dir = Path(out_dir)
+    logits, labels = np.asarray(logits, dtype=np.float32), np.asarray(labels)
     files: dict[str, Path] = {}
     val_probs = val_labels = None
-    if calibration_loader is not None and split != "validation":
-        val_logits, val_labels = predict_logits(network, calibration_loader, device=device)
+    if validation is not None and split != "validation":  # never calibrated on the split it is assessed on
+        val_logits, val_labels = validation
         calibration = fit_calibration(
             val_logits, val_labels, alpha=alpha, method=conformal_method, class_conditional=class_conditional
         )
@@ -222,7 +299,7 @@ def evaluate_split(
                 chosen_alpha=predictor.alpha,
                 title=f"{predictor.method.upper()} sets on the {split} split",
             )
-    names = [item.get("image", i) for i, item in enumerate(items)] if items is not None else list(range(len(probs)))
+    names = list(names) if names is not None else list(range(len(probs)))
     files["metrics"] = out_dir / f"{split}_metrics.json"
     files["predictions"] = write_predictions(out_dir / f"{split}_predictions.csv", names, probs, class_names, sets)
     files["confusion_csv"], files["confusion_png"] = save_confusion_matrix(
@@ -234,6 +311,15 @@ def evaluate_split(
     save_metrics(metrics, files["metrics"])
     record_eval_metrics(out_dir, split, metrics)
     return metrics
+
+
+#: the entries of a report too large for a console summary (the files hold them)
+DETAIL_KEYS = ("confusion_matrix", "per_class", "calibration", "conformal")
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The report's metrics without its large entries (:data:`DETAIL_KEYS`), for a console summary."""
+    return {k: v for k, v in metrics.items() if k not in DETAIL_KEYS}
 
 
 def format_trust_summary(metrics: dict[str, Any]) -> str:

@@ -10,11 +10,19 @@ Array transforms declare their ``backend``; each has a dictionary variant with t
 
 from __future__ import annotations
 
-from . import color, intensity, presets, readers, spatial
+from . import calibration, color, intensity, presets, readers, spatial
+from .calibration import *  # noqa: F403
 from .color import *  # noqa: F403
 from .intensity import *  # noqa: F403
 from .presets import *  # noqa: F403
 from .readers import *  # noqa: F403
 from .spatial import *  # noqa: F403
 
-__all__ = [*readers.__all__, *intensity.__all__, *color.__all__, *spatial.__all__, *presets.__all__]
+__all__ = [
+    *readers.__all__,
+    *intensity.__all__,
+    *color.__all__,
+    *spatial.__all__,
+    *presets.__all__,
+    *calibration.__all__,
+]

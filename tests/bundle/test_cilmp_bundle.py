@@ -95,9 +95,66 @@ def test_evaluate_writes_metrics_confusion_and_predictions(trained_bundle):
     assert (out / "calibration.json").is_file() and (out / "test_reliability.png").is_file()
     assert metrics["calibration"]["fitted_on"] == "validation" and "coverage" in metrics["conformal"]
     assert set(rows[0]["prediction_set"].split("|")) <= set(CLASSES) | {""}
+    saved = _metrics_saver_file(out / "metrics" / "test" / "metrics.csv")  # MONAI's MetricsSaver, per split
+    assert saved["accuracy"] == pytest.approx(metrics["accuracy"]) and "loss" in saved
 
 
-def test_inference_writes_probabilities_per_image(trained_bundle):
+def _metrics_saver_file(path: Path) -> dict[str, float]:
+    rows = [line.replace("\t", ",").split(",") for line in path.read_text().splitlines() if line]
+    return {name: float(value) for name, value in rows}
+
+
+def _without_files(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "files"}
+
+
+def test_evaluate_config_writes_what_evaluate_split_writes(trained_bundle, tmp_path):
+    """evaluate.json (SupervisedEvaluator + CheckpointLoader + EvaluationReport) and ``evaluate_split`` on the same
+    run give the same report; without the CheckpointLoader (turned off by an override) the network is untrained."""
+    import shutil
+
+    from monai_cilmp.engines import evaluate_split, load_run
+
+    copies = {name: tmp_path / name for name in ("loaded", "untrained")}
+    for copy in copies.values():
+        shutil.copytree(trained_bundle / "runs" / "toy", copy)
+    settings = {**TINY, "bundle_root": str(trained_bundle), "dataset_name": "toy"}
+    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]
+    run(run_id="run", init_id="initialize", config_file=configs, output_dir=str(copies["loaded"]), **settings)
+    off = {"test#handlers#0#_disabled_": "true"}  # as `--test#handlers#0#_disabled_ true` on the command line
+    run(run_id="run", init_id="initialize", config_file=configs, output_dir=str(copies["untrained"]), **settings, **off)
+
+    parser = ConfigParser()
+    parser.read_config(configs)
+    for key, value in settings.items():
+        parser[key] = value
+    datalist = parser.get_parsed_content("datalist")
+    network = load_run(copies["loaded"]).build_network()
+    expected = evaluate_split(
+        network,
+        parser.get_parsed_content("test#dataloader"),
+        datalist["class_names"],
+        tmp_path / "split",
+        items=datalist["test"],
+        device="cpu",
+        calibration_loader=parser.get_parsed_content("validate#dataloader"),
+    )
+    loaded = json.loads((copies["loaded"] / "test_metrics.json").read_text())
+    assert _without_files(loaded) == json.loads(json.dumps(_without_files(expected)))
+    for name in ("test_predictions.csv", "test_confusion.csv", "calibration.json"):
+        assert (copies["loaded"] / name).read_text() == (tmp_path / "split" / name).read_text(), name
+    untrained = json.loads((copies["untrained"] / "test_metrics.json").read_text())
+    assert untrained["calibration"]["before"]["nll"] != pytest.approx(loaded["calibration"]["before"]["nll"])
+    losses = [_metrics_saver_file(c / "metrics" / "test" / "metrics.csv")["loss"] for c in copies.values()]
+    assert losses[0] != pytest.approx(losses[1])
+
+
+def test_inference_writes_monai_predictions_and_our_probabilities(trained_bundle):
+    """``predictions.csv``: MONAI's classification format (``SaveClassificationd``: file, class index; no header);
+    ``probabilities.csv``: the run's calibrated probabilities and prediction sets, as ``monai-cilmp predict``."""
+    from monai_cilmp.cli._bundle import parse_bundle
+    from monai_cilmp.engines import load_calibration, predict_images
+
     run(
         run_id="run",
         init_id="initialize",
@@ -105,12 +162,25 @@ def test_inference_writes_probabilities_per_image(trained_bundle):
         bundle_root=str(trained_bundle),
         dataset_name="toy",
     )
-    rows = list(csv.DictReader((trained_bundle / "runs" / "toy" / "predictions.csv").open()))
-    assert len(rows) == 3
+    out = trained_bundle / "runs" / "toy"
+    monai_rows = list(csv.reader((out / "predictions.csv").open()))
+    rows = list(csv.DictReader((out / "probabilities.csv").open()))
+    assert len(monai_rows) == len(rows) == 3 and all(len(r) == 2 for r in monai_rows)
+    assert [r[0] for r in monai_rows] == [r["image"] for r in rows]
     assert "prediction_set" in rows[0]  # the calibration evaluate.json stored is applied
-    for row in rows:
-        probs = [float(row[f"p({c})"]) for c in sorted(CLASSES)]
-        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+    probs = np.array([[float(row[f"p({c})"]) for c in sorted(CLASSES)] for row in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert [int(float(r[1])) for r in monai_rows] == probs.argmax(1).tolist()
+    assert [r["predicted"] for r in rows] == [sorted(CLASSES)[i] for i in probs.argmax(1)]
+    parser = parse_bundle(["inference.json"], {"output_dir": str(out), "device": "cpu"})
+    reference = predict_images(
+        parser.get_parsed_content("network"),
+        [r["image"] for r in rows],
+        parser.get_parsed_content("preprocessing"),
+        "cpu",
+        calibration=load_calibration(out),
+    )
+    np.testing.assert_allclose(probs, np.stack(list(reference.values())), atol=2e-6)
 
 
 def test_verify_net_in_out(trained_bundle):
@@ -352,8 +422,9 @@ def test_inference_needs_only_the_run_folder(trained_bundle, tmp_path):
     finally:
         for source, target in moved.items():
             target.rename(source)
-    rows = list(csv.DictReader((run_copy / "predictions.csv").open()))
+    rows = list(csv.DictReader((run_copy / "probabilities.csv").open()))
     assert len(rows) == 3 and all(not r["image"].endswith(".txt") for r in rows)
+    assert [r[0] for r in csv.reader((run_copy / "predictions.csv").open())] == [r["image"] for r in rows]
 
 
 @pytest.mark.parametrize("workflow_type", ["train", "infer"])

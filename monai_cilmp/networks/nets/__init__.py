@@ -7,7 +7,7 @@ command-line name (``"coop"``, ``"cilmp-shallow"``, ...).
 
 from __future__ import annotations
 
-from .base import CLIPClassifier
+from .base import CLIPClassifier, TrainableState
 from .biomedcoop import BiomedCoOp, select_prompt_sets
 from .cilmp import CILMP
 from .clip_adapter import CLIPAdapter
@@ -47,6 +47,7 @@ __all__ = [
     "ProbeInit",
     "PromptSRC",
     "TipAdapter",
+    "TrainableState",
     "ZeroShotCLIP",
     "ZeroShotText",
     "build_method",

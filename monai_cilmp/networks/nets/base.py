@@ -34,7 +34,15 @@ from torch import nn
 
 from monai_cilmp.networks.backbones import Backbone, load_backbone
 
-__all__ = ["CLIPClassifier", "OptionEnum", "as_plain_tensor", "check_class_names", "look_up", "splice_tokens"]
+__all__ = [
+    "CLIPClassifier",
+    "OptionEnum",
+    "TrainableState",
+    "as_plain_tensor",
+    "check_class_names",
+    "look_up",
+    "splice_tokens",
+]
 
 
 class OptionEnum(str, Enum):
@@ -311,6 +319,11 @@ class CLIPClassifier(nn.Module):
         """Only the trained parameters, detached; CLIP is not included."""
         return {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
 
+    def trainable_state(self) -> TrainableState:
+        """This network's trained state as an object with ``state_dict``/``load_state_dict`` (see
+        :class:`TrainableState`), e.g. for MONAI's ``CheckpointLoader``."""
+        return TrainableState(self)
+
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load what :meth:`trainable_state_dict` returned.
 
@@ -330,3 +343,43 @@ class CLIPClassifier(nn.Module):
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(state[n])
+
+
+class TrainableState:
+    """The trained state of a :class:`CLIPClassifier` under the names Ignite and MONAI handlers expect.
+
+    A checkpoint of this package holds only what trains (``trainable_state_dict``), never the frozen CLIP towers, so
+    the network's own ``load_state_dict`` would refuse it; and some methods size their state from what they load
+    (Tip-Adapter's cache). This adapter gives MONAI's ``CheckpointLoader`` (or Ignite's ``Checkpoint``) the object
+    it wants: ``load_dict={"network": TrainableState(net)}`` restores the ``"network"`` entry of a checkpoint.
+
+    Args:
+        network: a network with ``trainable_state_dict()`` and ``load_trainable_state_dict(state)``.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        for name in ("trainable_state_dict", "load_trainable_state_dict"):
+            if not callable(getattr(network, name, None)):
+                raise TypeError(f"{type(network).__name__} has no {name}(): it is not a monai-cilmp classifier.")
+        self.network = network
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained tensors, detached (what ``checkpoints/*.pt`` store under ``"network"``)."""
+        return self.network.trainable_state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        """Load a trained state.
+
+        Args:
+            state: what :meth:`state_dict` returned.
+            strict: every trained tensor must be in ``state`` with its shape (the network's own check, which names
+                what differs); ``False``: take the entries whose name and shape fit and keep the others as they are.
+
+        Raises:
+            ValueError: with ``strict``, names or shapes differ.
+        """
+        if not strict:
+            current = self.network.trainable_state_dict()
+            fits = {k: v for k, v in state.items() if k in current and tuple(v.shape) == tuple(current[k].shape)}
+            state = {**current, **fits}
+        self.network.load_trainable_state_dict(state)
