@@ -174,8 +174,12 @@ def test_bundle_train_evaluate_and_inference(device, tmp_path):
     )
     assert json.loads((out / "test_metrics.json").read_text())["n"] == 4
     run(run_id="run", init_id="initialize", config_file=[str(CONFIGS / "inference.json")], **common)
-    rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(rows) == 3
+    rows = list(csv.DictReader((out / "probabilities.csv").open()))
+    assert len(rows) == 3 and all(
+        abs(sum(float(v) for k, v in r.items() if k.startswith("p(")) - 1) < 1e-4 for r in rows
+    )
+    monai_rows = list(csv.reader((out / "predictions.csv").open()))  # MONAI's format: file, class index; no header
+    assert len(monai_rows) == 3 and all(int(float(r[1])) in (0, 1) for r in monai_rows)
 
 
 @pytest.mark.parametrize("device", DEVICES)
