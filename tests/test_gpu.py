@@ -76,22 +76,22 @@ def test_fp16_autocast_trains_and_validates(device, tmp_path):
     assert np.isfinite(trainer.evaluator.state.metrics["val_loss"])
 
 
+@pytest.mark.parametrize("amp", [None, "fp16"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_resume_is_bit_identical(device, tmp_path, deterministic):
-    train, val = loaders()
-    straight = make_net()
-    create_trainer(straight, train, tmp_path / "a", recipe(), val_loader=val, device=device, progress=False).run()
+def test_resume_is_bit_identical(device, amp, tmp_path, deterministic):
+    """Also under fp16 autocast, whose loss scale the checkpoint carries over (the CPU trains in fp32 either way)."""
 
-    train, val = loaders()
-    first = create_trainer(make_net(), train, tmp_path / "b", recipe(), val_loader=val, device=device, progress=False)
+    def trainer_for(network, run, **kwargs):
+        train, val = loaders()
+        return create_trainer(network, train, tmp_path / run, recipe(), val, device, amp, progress=False, **kwargs)
+
+    straight = make_net()
+    trainer_for(straight, "a").run()
+    first = trainer_for(make_net(), "b")
     first.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
     first.run()
-    train, val = loaders()
     resumed = make_net()
-    trainer = create_trainer(
-        resumed, train, tmp_path / "b", recipe(), val_loader=val, device=device, progress=False, resume=True
-    )
-    trainer.run()
+    trainer_for(resumed, "b", resume=True).run()
     for name, value in straight.trainable_state_dict().items():
         torch.testing.assert_close(resumed.trainable_state_dict()[name], value, rtol=0, atol=0)
     a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "best.pt")["best"] for run in ("a", "b"))

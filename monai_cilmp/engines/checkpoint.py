@@ -58,13 +58,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 class TrainingCheckpoint:
     """Everything a run needs to continue, but not the frozen backbone: what the run's checkpoint handlers write.
 
-    ``<dir>/last.pt`` holds the network's trainable state, the optimiser, the scheduler, the GPA aggregate and the
-    engine's epoch/iteration (written after every epoch by :class:`~monai_cilmp.handlers.RunCheckpointSaver`, which
-    also writes ``<dir>/final.pt`` when training completes, after GPA has installed its aggregate). With validation,
-    ``<dir>/best.pt`` holds the epoch with the best validation accuracy so far (the prompts of that epoch, before any
-    aggregation; written by :class:`~monai_cilmp.handlers.BestCheckpointSaver`); every checkpoint records that best
-    (``"best"``: metric and epoch) so that a resumed run only replaces ``best.pt`` by a better epoch. Random streams
-    need no saving: the trainer reseeds them at every epoch start from the run's seed and the epoch number.
+    ``<dir>/last.pt`` holds the network's trainable state, the optimiser, the scheduler, the GPA aggregate, the
+    engine's epoch/iteration and its fp16 loss scaler (written after every epoch by
+    :class:`~monai_cilmp.handlers.RunCheckpointSaver`, which also writes ``<dir>/final.pt`` when training completes,
+    after GPA has installed its aggregate). With validation, ``<dir>/best.pt`` holds the epoch with the best
+    validation accuracy so far (the prompts of that epoch, before any aggregation; written by
+    :class:`~monai_cilmp.handlers.BestCheckpointSaver`); every checkpoint records that best (``"best"``: metric and
+    epoch) so that a resumed run only replaces ``best.pt`` by a better epoch. Random streams need no saving: the
+    trainer reseeds them at every epoch start from the run's seed and the epoch number.
 
     ``model_file`` (the model-zoo ``models/model.pt``) is a plain state dict of the trained parameters only: the best
     validation epoch's, or the final ones for a run without validation. The frozen backbone is rebuilt from the run's
@@ -124,6 +125,8 @@ class TrainingCheckpoint:
                 "iteration": engine.state.iteration,
                 "max_epochs": engine.state.max_epochs,
             },
+            # fp16 loss scaling: its scale and growth tracker decide which of the next steps are skipped
+            "scaler": None if getattr(engine, "scaler", None) is None else engine.scaler.state_dict(),
             "metadata": self.metadata,
             "best": self.best,
         }
@@ -159,7 +162,8 @@ class TrainingCheckpoint:
         )
 
     def restore(self, engine: Engine, path: str | os.PathLike | None = None) -> int:
-        """Load ``path`` (default ``last.pt``) into the network, optimiser, scheduler, GPA and ``engine``.
+        """Load ``path`` (default ``last.pt``) into the network, optimiser, scheduler, GPA and ``engine`` (its position
+        and, under fp16 autocast, its loss scaler).
 
         Returns:
             the epoch the run continues after.
@@ -173,6 +177,8 @@ class TrainingCheckpoint:
         if self.gpa is not None and state.get("gpa") is not None:
             self.gpa.load_state_dict(state["gpa"])
         self.best = state.get("best")
+        if getattr(engine, "scaler", None) is not None and state.get("scaler"):
+            engine.scaler.load_state_dict(state["scaler"])
         if state.get("engine"):
             engine.state.epoch = int(state["engine"]["epoch"])
             engine.state.iteration = int(state["engine"]["iteration"])

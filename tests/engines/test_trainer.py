@@ -182,3 +182,25 @@ def test_best_checkpoint_tracks_validation_accuracy_across_resume(tmp_path):
     after = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["best"]
     # epoch 2 replaces best.pt only when it is strictly better than epoch 1 (MONAI's comparison)
     assert after == ({"metric": accuracy, "epoch": 2} if accuracy > best["best"]["metric"] else best["best"])
+
+
+def test_checkpoint_resumes_the_loss_scaler(tmp_path):
+    """Under fp16 autocast the loss scale decides which steps are skipped: ``last.pt`` carries it to the resumed run."""
+    from types import SimpleNamespace
+
+    from monai_cilmp.engines import TrainingCheckpoint
+
+    if not hasattr(torch.amp, "GradScaler"):
+        pytest.skip("torch.amp.GradScaler needs torch >= 2.3")
+    net = make_net()
+    checkpoint = TrainingCheckpoint(tmp_path, net, None)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(torch.ones(()))  # the scale exists once used
+    scaler.update(new_scale=96.0)
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=2, iteration=8, max_epochs=3), scaler=scaler)
+    checkpoint.save_last(engine)
+    fresh = SimpleNamespace(state=SimpleNamespace(epoch=0, iteration=0), scaler=torch.amp.GradScaler("cpu"))
+    assert checkpoint.restore(fresh) == 2
+    assert fresh.scaler.get_scale() == 96.0 and fresh.state.iteration == 8
+    no_scaler = SimpleNamespace(state=SimpleNamespace(epoch=0, iteration=0), scaler=None)  # fp32: nothing to restore
+    assert checkpoint.restore(no_scaler) == 2
