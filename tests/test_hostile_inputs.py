@@ -176,6 +176,27 @@ def test_bundle_inference_config_with_hostile_names(hostile, trained, tmp_path):
     assert no_marker(hostile, tmp_path)
 
 
+def test_model_zoo_bundle_of_a_run_with_hostile_names(hostile, trained, tmp_path):
+    """``monai-cilmp export --format bundle`` writes the run's class names into ``inference.json`` as data: the
+    packed bundle's network has them, and nothing ran."""
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    from monai_cilmp.cli._bundle import BUNDLE_DIR
+
+    bundle = tmp_path / "cilmp"
+    shutil.copytree(BUNDLE_DIR, bundle, ignore=shutil.ignore_patterns("__pycache__", "models", "data", "runs"))
+    assert main(["export", "--run", str(trained), "--format", "bundle", "--out", str(bundle)]) == 0
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["device"] = "cpu"
+    assert parser.get_parsed_content("class_names") == sorted(CLASSES)
+    assert parser.get_parsed_content("network").class_names == sorted(CLASSES)
+    assert no_marker(hostile, tmp_path)
+
+
 def test_compare_with_hostile_class_names(hostile, tmp_path):
     args = ["compare", "--datalist", str(hostile / "datalist.json"), "--methods", "zero-shot-name", "coop"]
     args += ["--shots", "1", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "cmp"), *TINY]
