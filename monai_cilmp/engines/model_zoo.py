@@ -220,6 +220,8 @@ def pack_run(
         entry.setdefault("hash_type", "")
         entry.setdefault("hash_val", "")
     atomic_write(large_files, lambda tmp: Path(tmp).write_text(_large_files_yaml(entries), encoding="utf-8"))
+    for path in (*large, inference_file, bundle / "configs" / "metadata.json", large_files):
+        _readable(path)
     return {
         "model_file": str(model_file),
         "inference": str(inference_file),
@@ -227,6 +229,14 @@ def pack_run(
         "large_files": str(large_files),
         "sizes_kb": {p.relative_to(bundle).as_posix(): round(p.stat().st_size / 1024, 1) for p in large},
     }
+
+
+def _readable(path: Path) -> None:
+    """Give a written file the permissions the umask gives new files (atomic writes create them private), as the
+    files of a bundle that is shared and zipped should have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def _bundle_path(relative: Any) -> str:
