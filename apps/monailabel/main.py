@@ -206,6 +206,33 @@ class CILMPApp(MONAILabelApp):
             raise missing
         return info.image
 
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise HTTPException(
+                status_code=404,
+                detail=f"Strategy '{strategy}' is not available (available: {', '.join(sorted(self._strategies))}).",
+            )
+        return super().next_sample(request)
+
+    def train(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Refused in one sentence (MONAI Label answers a bare 500): the app serves runs trained elsewhere."""
+        raise HTTPException(
+            status_code=404, detail="This app does not train: train a run with monai-cilmp train and serve it."
+        )
+
+    def scoring(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        raise HTTPException(status_code=404, detail="This app has no scoring methods.")
+
+    def batch_infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Refused: batch inference saves a label per image, which a classifier does not make (MONAI Label's own
+        answers a bare 500 on a machine without GPUs)."""
+        raise HTTPException(
+            status_code=404,
+            detail="This app has no batch inference: classify images with POST /infer/<model>, or a folder with "
+            "monai-cilmp predict.",
+        )
+
     def infer_wsi(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Refused: the app serves no whole-slide models (MONAI Label's WSI path reads images by path)."""
         raise HTTPException(

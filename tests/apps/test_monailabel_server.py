@@ -327,6 +327,13 @@ def test_datastore_is_read_only_and_refused_uploads_leave_nothing(server, client
     assert response.status_code == 403
     response = _infer(url, params={"image": "photo0"}, data={"params": json.dumps({"save_label": True})})
     assert response.status_code == 403, response.text
+    checkpoint = server["run"] / "checkpoints" / "final.pt"
+    served = checkpoint.read_bytes()
+    response = requests.put(f"{url}/model/{MODEL}", files={"file": ("final.pt", b"not a checkpoint")}, timeout=30)
+    assert response.status_code == 403 and "read-only" in response.json()["detail"], response.text
+    response = requests.delete(f"{url}/model/{MODEL}", timeout=30)
+    assert response.status_code == 403 and "read-only" in response.json()["detail"], response.text
+    assert checkpoint.read_bytes() == served
     assert _settled(server, before) == before  # no tmp* copies of the refused uploads
     assert sorted(p.name for p in server["studies"].iterdir()) == studies
 
@@ -369,6 +376,15 @@ def test_only_the_requests_own_upload_or_session_is_read_and_nothing_else_is_del
     for endpoint in ("wsi", "wsi_v2"):
         response = requests.post(f"{url}/infer/{endpoint}/{MODEL}", params={"image": paths[0]}, timeout=60)
         assert response.status_code == 404 and "no whole-slide" in response.json()["detail"], response.text
+
+    # MONAI Label's batch inference reads ids given in the request: refused, as are its other tasks the app lacks
+    response = requests.post(
+        f"{url}/batch/infer/{MODEL}", params={"run_sync": "true"}, json={"images": paths[:2]}, timeout=60
+    )
+    assert response.status_code == 404 and "no batch inference" in response.json()["detail"], response.text
+    for endpoint in (f"train/{MODEL}", "scoring/dice", "activelearning/nope"):
+        response = requests.post(f"{url}/{endpoint}", params={"run_sync": "true"}, timeout=60)
+        assert 400 <= response.status_code < 500 and response.json()["detail"], (endpoint, response.text)
 
     # sessions: only a session id (one name) of MONAI Label's sessions folder, never a path
     session_id = client.create_session(str(server["studies"] / "photo1.png"))["session_id"]

@@ -198,6 +198,16 @@ def _check_create_session(arguments: dict[str, Any]) -> None:
         )
 
 
+def _refuse_model_change(arguments: dict[str, Any]) -> None:
+    """``PUT``/``DELETE /model/<model>``: MONAI Label would copy the upload over (or rename away) the served run's
+    checkpoint; the runs are the user's, changed on the server only."""
+    raise HTTPException(
+        status_code=403,
+        detail=f"The served runs are read-only: model '{arguments.get('model')}' changes only when its run folder is "
+        "replaced on the server (then restart the server).",
+    )
+
+
 #: (module, function, check) of the MONAI Label endpoint functions the app guards
 _ENDPOINTS: tuple[tuple[str, str, Callable[[dict[str, Any]], None] | None], ...] = (
     ("monailabel.endpoints.infer", "run_inference", _check_infer),
@@ -205,6 +215,8 @@ _ENDPOINTS: tuple[tuple[str, str, Callable[[dict[str, Any]], None] | None], ...]
     ("monailabel.endpoints.datastore", "save_label", _check_datastore_write),
     ("monailabel.endpoints.datastore", "update_image_info", _check_info),
     ("monailabel.endpoints.datastore", "update_label_info", _check_info),
+    ("monailabel.endpoints.model", "update_model", _refuse_model_change),
+    ("monailabel.endpoints.model", "delete_model", _refuse_model_change),
     ("monailabel.endpoints.session", "create_session", _check_create_session),
     ("monailabel.endpoints.session", "get_session", _check_session),
     ("monailabel.endpoints.session", "remove_session", _check_session),
