@@ -285,6 +285,8 @@ def test_output_image_and_malformed_params_are_json_4xx(server):
             assert why in response.json()["detail"] and "'params' form field" in response.json()["detail"]
     response = requests.post(f"{url}/infer/{MODEL}", timeout=60)
     assert response.status_code == 400 and response.json()["detail"].startswith("Nothing to infer on"), response.text
+    response = _infer(url, params={"image": "photo0"}, files={"label": ("scribbles.bin", b"\x00\x01", "text/plain")})
+    assert response.status_code == 400 and "take no label" in response.json()["detail"], response.text
     assert _settled(server, before) == before
 
 

@@ -12,9 +12,9 @@ functions (``install()``, called once when the app is loaded) so that, for the d
   own and nothing the client wrote into ``params``.
 
 The wrappers also answer what MONAI Label answers with a bare 500 as a JSON 4xx sentence (a malformed ``params``,
-``output=image`` for a model that returns no image, a session id that is not one, no image at all), and when a
-request fails they remove the endpoint's temporary copies at once (MONAI Label's background removal only runs after
-a successful response, so a refused ``PUT /datastore/image`` used to leave its ``tmp*`` copy behind).
+``output=image`` for a model that returns no image, a session id that is not one, no image at all, a label), and
+when a request fails they remove the endpoint's temporary copies at once (MONAI Label's background removal only runs
+after a successful response, so a refused ``PUT /datastore/image`` used to leave its ``tmp*`` copy behind).
 """
 
 from __future__ import annotations
@@ -126,6 +126,11 @@ def _check_infer(arguments: dict[str, Any]) -> None:
 
     _json_object(arguments.get("params"), "params")
     _check_session_id(arguments.get("session_id"))
+    if arguments.get("label"):
+        # MONAI Label would save it, and convert a .bin one into another temporary file it never removes
+        raise HTTPException(
+            status_code=400, detail="This app's models take no label: send the image only (no label= file)."
+        )
     if not (arguments.get("image") or arguments.get("file") or arguments.get("session_id")):
         raise HTTPException(
             status_code=400,
