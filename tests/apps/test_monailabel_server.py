@@ -248,6 +248,7 @@ def test_saliency_is_one_segment_a_client_imports_as_such(server, client):
 
     label, result = _infer_with_client(client, f"{MODEL}_saliency", "photo0", {})
     assert result["label_names"] == {"salient region": 1} and result["threshold"] == 0.5
+    assert result["class"] == _infer_with_client(client, MODEL, "photo0")[1]["predicted"]  # the predicted class
     region = np.asarray(Image.open(label))
     original = Image.open(server["studies"] / "photo0.png")
     assert region.shape == (original.height, original.width)

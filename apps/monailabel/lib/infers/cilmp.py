@@ -185,13 +185,13 @@ class CILMPClassification(BasicInferTask):
 class CILMPSaliency(CILMPClassification):
     """Where in the image the run looked, as one segment a MONAI Label client shows as what it is: the pixels whose
     saliency (HiResCAM on the image tower's patch tokens, the map of ``monai-cilmp explain``, for the predicted class
-    or ``params={"class": NAME}``) is at least :attr:`threshold` of the map's maximum. Served beside each classifier
-    as ``<model>_saliency``: a segmentation task with the single label ``salient region`` (value 1 on 0), returned as
-    an 8-bit PNG label image at the image's own pixel size.
+    or ``params={"class": NAME}``, named in the answer's ``class``) is at least :attr:`threshold` of the map's
+    maximum. Served beside each classifier as ``<model>_saliency``: a segmentation task with the single label
+    ``salient region`` (value 1 on 0), returned as an 8-bit PNG label image at the image's own pixel size.
 
     A segmentation client (3D Slicer's MONAI Label module) imports every distinct value of a label image as one segment
-    named after ``label_names``, so a continuous heat map would arrive as ~200 segments: the continuous map is what
-    ``monai-cilmp explain`` writes."""
+    named after ``label_names``, so a continuous heat map would arrive as up to 255 segments: the continuous map is
+    what ``monai-cilmp explain`` writes."""
 
     task_type = InferType.SEGMENTATION
     #: the segment's name and its value in the label image
@@ -218,17 +218,30 @@ class CILMPSaliency(CILMPClassification):
             raise ValueError(f"Class '{wanted}' is not one of this model's classes: {', '.join(self.class_names)}.")
         network, preprocessing = self._load(device)
         try:
+            if wanted is not None:
+                index = self.class_names.index(wanted)
+            else:
+                index = self._predicted(network, preprocessing, path)
             with torch.enable_grad():
-                heat = saliency_for_file(
-                    network, path, preprocessing, None if wanted is None else self.class_names.index(wanted)
-                )
+                heat = saliency_for_file(network, path, preprocessing, index)
         except Exception as e:
             cause = _image_error(e)
             if cause is None:
                 raise
             raise ImageInputError(str(cause), missing=isinstance(cause, FileNotFoundError)) from e
         data[self.output_label_key] = salient_region(heat, self.threshold)
+        data["explained_class"] = self.class_names[index]
         return data
+
+    @staticmethod
+    def _predicted(network: Any, preprocessing: Any, path: str) -> int:
+        """The class the network predicts for the file (the one its saliency explains by default)."""
+        import torch
+
+        image = preprocessing({"image": path})["image"]
+        x = (image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image))[None]
+        with torch.no_grad():
+            return int(network(x.to(next(network.buffers()).device).float()).argmax())
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
         """The region as a PNG label image (MONAI Label deletes it after sending it) and what it shows."""
@@ -241,7 +254,7 @@ class CILMPSaliency(CILMPClassification):
             Image.fromarray(region, mode="L").save(f, format="PNG")
         return f.name, {
             "label_names": self.task_labels(),
-            "class": data.get("class") or "predicted",
+            "class": data["explained_class"],
             "threshold": self.threshold,
             "salient_fraction": float(region.mean()) if region.size else 0.0,
         }
