@@ -5,16 +5,17 @@ Usage (outside the test suite; needs local checkouts of the authors' repositorie
     python scripts/fidelity.py --originals /work/orig [--methods coop kgcoop ...] \
         [--out tests/networks/data/fidelity.json]
 
-``--originals`` holds the repositories under their GitHub names: ``CoOp`` (KaiyangZhou/CoOp: CoOp, CoCoOp),
-``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
-(muzairkhattak/PromptSRC). Each method runs in its own process, with its repository first on ``sys.path`` (each
-ships its own ``clip`` package) and small stand-ins for the pieces of Dassl the trainers import (registry, optimiser
+``--originals`` holds the repositories under their GitHub names: ``CoOp`` (KaiyangZhou/CoOp: zero-shot CLIP, CoOp,
+CoCoOp), ``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
+(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp``). Each method runs in its
+own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package) and small stand-ins
+for the pieces of Dassl the trainers import (registry, optimiser
 and scheduler builders: nothing of Dassl computes a figure here). The trainer class of the original is used as it
 is: its ``build_model`` builds the network from a config, its ``forward_backward`` computes the loss and the
 gradients. What the stand-ins change: CUDA moves and float16 casts are no-ops (the check runs on CPU in float32),
 the optimiser step does nothing (gradients are read before any update), the weights come from
 :func:`scripts.fidelity_setup.openai_state_dict` instead of a download, and PromptSRC's ImageNet template list is
-replaced by :data:`scripts.fidelity_setup.TEMPLATES`.
+replaced by :data:`scripts.fidelity_setup.TEMPLATES` (as is the template list of CoOp's zero-shot ensemble).
 
 For each method the fixture keeps the logits of the eval-mode forward, the training loss of one
 ``forward_backward`` and the gradient of every trained tensor (whole when small, else norm, sum and 64 seeded
@@ -38,6 +39,14 @@ DEFAULT_OUT = ROOT / "tests" / "networks" / "data" / "fidelity.json"
 
 #: method -> (repository folder, trainer module, trainer class, config of the trainer)
 ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
+    "zero-shot-template": ("CoOp", "trainers.zsclip", "ZeroshotCLIP", {}),
+    "zero-shot-ensemble": ("CoOp", "trainers.zsclip", "ZeroshotCLIP2", {}),
+    "tip-adapter": (
+        "Tip-Adapter",
+        "utils",
+        "search_hp",
+        {"search_hp": True, "search_scale": [7, 3], "search_step": [40, 10]},
+    ),
     "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
     "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
     "coop-init": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False}}),
@@ -153,6 +162,41 @@ def install_dassl_stand_ins(torch) -> None:
         sys.modules[name] = module
 
 
+def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """Tip-Adapter: its ``search_hp`` on the features of its own CLIP (``clip.model.build_model``), then the logits
+    of ``main.py``'s formula (inline there, so written out here) at the pair it chose."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, images
+
+    torch.set_num_threads(1)
+    torch.Tensor.half = lambda self, *a, **k: self  # build_model stores float16 weights: keep them float32
+    torch.nn.Module.half = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    clip = importlib.import_module("clip")
+    utils = importlib.import_module("utils")
+    model = clip.model.build_model(torch.load(state_file)).float().eval()
+    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
+    with torch.no_grad():
+        keys = model.encode_image(images(len(cache_labels), "cache"))
+        keys = keys / keys.norm(dim=-1, keepdim=True)
+        features = model.encode_image(images(len(search_labels), "search"))
+        features = features / features.norm(dim=-1, keepdim=True)
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+    values = torch.nn.functional.one_hot(cache_labels, len(CLASS_NAMES)).float()
+    cfg = ORIGINALS["tip-adapter"][3]
+    beta, alpha = utils.search_hp(cfg, keys.t(), values, features, search_labels, weights)
+    affinity = features @ keys.t()
+    logits = 100.0 * features @ weights + alpha * ((-1) * (beta - beta * affinity)).exp() @ values
+    result = {"logits": logits.tolist(), "loss": None, "grads": {}, "shapes": {}, "alpha": alpha, "beta": beta}
+    Path(result_file).write_text(json.dumps(result))
+
+
 def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
     import importlib
@@ -189,17 +233,25 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
         }
     )
     trainer_class = getattr(module, class_name)
+    if hasattr(trainer_class, "templates"):  # CoOp's zero-shot ensemble: our templates instead of ImageNet's
+        trainer_class.templates = list(TEMPLATES)
     trainer = trainer_class.__new__(trainer_class)
     trainer.cfg = cfg
     trainer.dm = types.SimpleNamespace(dataset=types.SimpleNamespace(classnames=list(CLASS_NAMES)))
     trainer.device = torch.device("cpu")
     trainer.build_model()
+    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    if not hasattr(trainer, "model"):  # zero-shot CLIP: inference only, nothing trains
+        with torch.no_grad():
+            logits = trainer.model_inference(x)
+        result = {"logits": logits.tolist(), "loss": None, "grads": {}, "shapes": {}}
+        Path(result_file).write_text(json.dumps(result))
+        return
     model = trainer.model
     trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
     with torch.no_grad():
         for name, p in trained.items():
             p.copy_(trained_value(name, p.shape))
-    x, y = images(len(LABELS)), torch.tensor(LABELS)
     model.eval()
     with torch.no_grad():
         logits = model(x)
@@ -245,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "tip-adapter":
+        tip_adapter_worker(args.repo, args.state, args.result)
+        return 0
     if args.worker:
         worker(args.worker, args.repo, args.state, args.result)
         return 0
@@ -272,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             repo_name = ORIGINALS[method][0].split("/")[0]
             record["original"] = {"repository": repo_name, "commit": commit_of(repo), "trainer": ORIGINALS[method][2]}
             fixture["methods"][method] = record
-            print(f"{method}: loss {record['loss']:.6f} from {repo_name}@{record['original']['commit'][:10]}")
+            loss = "none (nothing trains)" if record["loss"] is None else f"{record['loss']:.6f}"
+            print(f"{method}: loss {loss} from {repo_name}@{record['original']['commit'][:10]}")
     fixture["setup"] = {"seed": SEED, "model": MODEL_CONFIG, "class_names": CLASS_NAMES, "labels": LABELS}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")

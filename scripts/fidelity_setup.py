@@ -24,6 +24,7 @@ __all__ = [
     "FIDELITY_METHODS",
     "LABELS",
     "MODEL_CONFIG",
+    "TIP_LABELS",
     "TEMPLATES",
     "gradient_summary",
     "images",
@@ -42,6 +43,8 @@ MODEL_CONFIG: dict[str, Any] = {
 #: class names with an underscore (read as a space by every method) and one of several tokens.
 CLASS_NAMES = ["melanocytic_nevus", "melanoma", "basal cell carcinoma"]
 LABELS = [0, 2, 1, 2]
+#: Tip-Adapter: the labels of its cache images and of the images its alpha/beta search runs on
+TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 1, 2, 0, 1, 2, 1, 0]}
 #: the template ensemble of PromptSRC's frozen text target on both sides (the original's ImageNet list is replaced).
 TEMPLATES = ["a photo of a {}.", "a dermoscopy image of {}.", "{}, a skin lesion."]
 SEED = 20260501
@@ -107,9 +110,9 @@ def openai_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
-def images(batch: int = 4) -> torch.Tensor:
-    """Fixed normalised images ``(batch, 3, 32, 32)``."""
-    return torch.randn(batch, 3, 32, 32, generator=_generator("images"))
+def images(batch: int = 4, key: str = "images") -> torch.Tensor:
+    """Fixed normalised images ``(batch, 3, 32, 32)`` (another ``key``: other images)."""
+    return torch.randn(batch, 3, 32, 32, generator=_generator(key))
 
 
 def trained_value(key: str, shape: tuple[int, ...] | torch.Size, std: float = 0.05) -> torch.Tensor:
@@ -130,6 +133,8 @@ def gradient_summary(grad: torch.Tensor, key: str, full_up_to: int = 256, sample
 #: per checked method: our registry name and keywords, and each original trained tensor's name -> ours
 #: (``(our parameter, index along its first axis or None)``).
 FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
+    "zero-shot-template": {"ours": ("zero-shot-template", {}), "params": {}},
+    "zero-shot-ensemble": {"ours": ("zero-shot-ensemble", {"templates": TEMPLATES}), "params": {}},
     "coop": {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": None}),
         "params": {"prompt_learner.ctx": ("ctx", None)},

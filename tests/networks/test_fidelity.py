@@ -18,6 +18,8 @@ from scripts.fidelity_setup import (
     FIDELITY_METHODS,
     LABELS,
     MODEL_CONFIG,
+    TEMPLATES,
+    TIP_LABELS,
     gradient_summary,
     images,
     openai_state_dict,
@@ -63,7 +65,7 @@ def set_trained_values(net, params: dict, shapes: dict) -> None:
 
 
 def test_fixture_covers_the_methods_and_is_small(fixture):
-    assert set(fixture["methods"]) == set(FIDELITY_METHODS)
+    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter"}
     assert FIXTURE.stat().st_size < 1_000_000
     assert fixture["setup"]["class_names"] == CLASS_NAMES and fixture["setup"]["labels"] == LABELS
 
@@ -79,7 +81,7 @@ def run_ours(method: str, figures: dict, backbone, **options):
     with torch.no_grad():
         logits = net.eval()(x)
     net.train()
-    loss = F.cross_entropy(net(x), y)
+    loss = F.cross_entropy(net(x), y)  # zero-shot CLIP too (no figure to compare)
     extra = net.regularization_loss()
     return logits, (loss if extra is None else loss + extra), net
 
@@ -89,6 +91,8 @@ def test_method_matches_its_original_code(method, fixture, backbone):
     figures, spec = fixture["methods"][method], FIDELITY_METHODS[method]
     logits, loss, net = run_ours(method, figures, backbone)
     assert relative_error(logits, figures["logits"]) <= TOLERANCE, "logits"
+    if figures["loss"] is None:  # zero-shot CLIP: nothing trains
+        return
     assert relative_error(loss.detach(), figures["loss"]) <= TOLERANCE, "loss"
     loss.backward()
     grads = dict(net.named_parameters())
@@ -114,3 +118,17 @@ def test_the_other_reading_does_not_match_the_code(method, other_reading, fixtur
     assert (
         max(relative_error(logits, figures["logits"]), relative_error(loss.detach(), figures["loss"])) > 3 * TOLERANCE
     )
+
+
+def test_tip_adapter_search_and_logits_match_the_original(fixture, backbone):
+    """Tip-Adapter's alpha/beta search (its ``search_hp``) and the logits at the chosen pair (fixed scale 100)."""
+    figures = fixture["methods"]["tip-adapter"]
+    net = build_method("tip-adapter", CLASS_NAMES, backbone, template=TEMPLATES[0]).eval()
+    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
+    with torch.no_grad():
+        net.fit_training_features(net.encode_image(images(len(cache_labels), "cache")), cache_labels)
+        search = images(len(search_labels), "search")
+        found = net.search_alpha_beta(search, search_labels, beta_scale=7, alpha_scale=3, beta_steps=40, alpha_steps=10)
+        logits = net(search)
+    assert (found["alpha"], found["beta"]) == pytest.approx((figures["alpha"], figures["beta"]), rel=1e-9)
+    assert relative_error(logits, figures["logits"]) <= TOLERANCE

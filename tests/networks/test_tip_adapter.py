@@ -83,7 +83,7 @@ def test_alpha_beta_search_on_validation_is_the_authors_grid_search(shared_backb
     found = net.search_alpha_beta(val, labels, beta_scale=5.0, alpha_scale=2.0, beta_steps=10, alpha_steps=4)
     betas = [0.1 + i * 4.9 / 10 for i in range(10)]
     alphas = [0.1 + i * 1.9 / 4 for i in range(4)]
-    best, keys, onehot = (None, None, -1.0), F.normalize(train, dim=-1), F.one_hot(labels, 3).float()
+    best, keys, onehot = (0.0, 0.0, 0.0), F.normalize(train, dim=-1), F.one_hot(labels, 3).float()
     for beta in betas:  # betas outer, alphas inner, strictly better replaces: their search_hp
         for alpha in alphas:
             logits = 100.0 * val @ net.text_weights.T + alpha * torch.exp(-beta * (1 - val @ keys.T)) @ onehot

@@ -12,8 +12,8 @@ As in the authors' code (gaopengcuhk/Tip-Adapter, ``main.py``) the zero-shot sca
 the checkpoint's ``exp(logit_scale)`` (100.0 vs 100.03 for OpenAI's ViT-B/16; ``scale=None`` takes the checkpoint's).
 Tip-Adapter uses the cache as it is: no training at all. ``alpha`` and ``beta`` are hyper-parameters: the defaults
 are fixed (1 and 5.5); the authors' code grid-searches them on the validation split after building the cache
-(:meth:`TipAdapter.search_alpha_beta`, :func:`search_alpha_beta`; ``monai-cilmp compare --tip-search`` runs it
-on each cell's validation split). Tip-Adapter-F makes the keys a trainable parameter initialised from ``F`` (the
+(:meth:`TipAdapter.search_alpha_beta`, :func:`search_alpha_beta`; ``monai-cilmp compare --benchmark biomedcoop``
+runs it on each cell's validation split). Tip-Adapter-F makes the keys a trainable parameter initialised from ``F`` (the
 values stay fixed) and fine-tunes them with cross-entropy, which is a few epochs on cached features; its registry
 recipe is the code's optimiser, AdamW (lr 0.001, eps 1e-4). The cache is built by the engine from the training
 loader before training (:func:`~monai_cilmp.engines.fit_training_features`); the paper averages the keys over ten
@@ -67,7 +67,7 @@ def search_alpha_beta(
     alphas: Sequence[float],
 ) -> tuple[float, float, float]:
     """Grid search of ``(alpha, beta)`` by accuracy, as the authors' ``search_hp``: betas outer, alphas inner, the
-    first best kept (a later pair must be strictly better).
+    first best kept (a later pair must be strictly better, the first one better than accuracy 0).
 
     Args:
         zero_shot: ``(N, C)`` zero-shot logits of the search images.
@@ -81,7 +81,7 @@ def search_alpha_beta(
         ``(alpha, beta, accuracy)`` of the best pair (accuracy in [0, 1]).
     """
     labels = torch.as_tensor(labels).view(-1).to(zero_shot.device)
-    best = (0.0, 0.0, -1.0)
+    best = (0.0, 0.0, 0.0)  # as their code: a pair must beat accuracy 0, else alpha = beta = 0 (zero-shot CLIP)
     for beta in betas:
         cache = torch.exp(-float(beta) * (1.0 - affinity)) @ values.to(affinity.dtype)
         for alpha in alphas:
