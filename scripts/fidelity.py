@@ -13,7 +13,8 @@ for the pieces of Dassl the trainers import (registry, optimiser
 and scheduler builders: nothing of Dassl computes a figure here). The trainer class of the original is used as it
 is: its ``build_model`` builds the network from a config, its ``forward_backward`` computes the loss and the
 gradients. What the stand-ins change: CUDA moves and float16 casts are no-ops (the check runs on CPU in float32),
-the optimiser step does nothing (gradients are read before any update), the weights come from
+the optimiser step does nothing (gradients are read before any update), Tip-Adapter's ``cls_acc`` is replaced by the
+same percentage (theirs calls ``float`` on a one-element array, which NumPy 2 refuses), the weights come from
 :func:`scripts.fidelity_setup.openai_state_dict` instead of a download, and PromptSRC's ImageNet template list is
 replaced by :data:`scripts.fidelity_setup.TEMPLATES` (as is the template list of CoOp's zero-shot ensemble).
 
@@ -170,7 +171,7 @@ def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, images
+    from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, images, tip_search_images
 
     torch.set_num_threads(1)
     torch.Tensor.half = lambda self, *a, **k: self  # build_model stores float16 weights: keep them float32
@@ -178,12 +179,14 @@ def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
     sys.path.insert(0, str(repo))
     clip = importlib.import_module("clip")
     utils = importlib.import_module("utils")
+    # their cls_acc does float() of a one-element array, which NumPy 2 refuses: the same percentage, as a float
+    utils.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
     model = clip.model.build_model(torch.load(state_file)).float().eval()
     cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
     with torch.no_grad():
         keys = model.encode_image(images(len(cache_labels), "cache"))
         keys = keys / keys.norm(dim=-1, keepdim=True)
-        features = model.encode_image(images(len(search_labels), "search"))
+        features = model.encode_image(tip_search_images())
         features = features / features.norm(dim=-1, keepdim=True)
         texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
         weights = model.encode_text(texts)
@@ -311,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     from scripts.fidelity_setup import CLASS_NAMES, LABELS, MODEL_CONFIG, SEED, openai_state_dict
 
     fixture = json.loads(args.out.read_text()) if args.out.is_file() else {"methods": {}}
+    failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         state_file = os.path.join(tmp, "tiny-clip.pt")
         torch.save(openai_state_dict(), state_file)
@@ -322,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             done = subprocess.run(command, capture_output=True, text=True, cwd=repo)
             if done.returncode != 0:
                 print(f"{method}: the original code failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-                return 1
+                failed.append(method)
+                continue
             record = json.loads(Path(result_file).read_text())
             repo_name = ORIGINALS[method][0].split("/")[0]
             record["original"] = {"repository": repo_name, "commit": commit_of(repo), "trainer": ORIGINALS[method][2]}
@@ -335,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp_out.write_text(json.dumps(_rounded(fixture), sort_keys=True, separators=(",", ":")) + "\n")
     tmp_out.replace(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} kB)")
-    return 0
+    if failed:
+        print(f"not updated (the original code failed): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ __all__ = [
     "gradient_summary",
     "images",
     "openai_state_dict",
+    "tip_search_images",
     "trained_value",
 ]
 
@@ -44,7 +45,7 @@ MODEL_CONFIG: dict[str, Any] = {
 CLASS_NAMES = ["melanocytic_nevus", "melanoma", "basal cell carcinoma"]
 LABELS = [0, 2, 1, 2]
 #: Tip-Adapter: the labels of its cache images and of the images its alpha/beta search runs on
-TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 1, 2, 0, 1, 2, 1, 0]}
+TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 0, 1, 1, 2, 2, 1, 0]}
 #: the template ensemble of PromptSRC's frozen text target on both sides (the original's ImageNet list is replaced).
 TEMPLATES = ["a photo of a {}.", "a dermoscopy image of {}.", "{}, a skin lesion."]
 SEED = 20260501
@@ -113,6 +114,12 @@ def openai_state_dict() -> dict[str, torch.Tensor]:
 def images(batch: int = 4, key: str = "images") -> torch.Tensor:
     """Fixed normalised images ``(batch, 3, 32, 32)`` (another ``key``: other images)."""
     return torch.randn(batch, 3, 32, 32, generator=_generator(key))
+
+
+def tip_search_images() -> torch.Tensor:
+    """Tip-Adapter's search images: its cache images (the cache then decides, so the search has a best pair to find)
+    and two others."""
+    return torch.cat([images(len(TIP_LABELS["cache"]), "cache"), images(2, "search")])
 
 
 def trained_value(key: str, shape: tuple[int, ...] | torch.Size, std: float = 0.05) -> torch.Tensor:

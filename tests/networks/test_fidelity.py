@@ -23,6 +23,7 @@ from scripts.fidelity_setup import (
     gradient_summary,
     images,
     openai_state_dict,
+    tip_search_images,
     trained_value,
 )
 
@@ -127,7 +128,7 @@ def test_tip_adapter_search_and_logits_match_the_original(fixture, backbone):
     cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
     with torch.no_grad():
         net.fit_training_features(net.encode_image(images(len(cache_labels), "cache")), cache_labels)
-        search = images(len(search_labels), "search")
+        search = tip_search_images()
         found = net.search_alpha_beta(search, search_labels, beta_scale=7, alpha_scale=3, beta_steps=40, alpha_steps=10)
         logits = net(search)
     assert (found["alpha"], found["beta"]) == pytest.approx((figures["alpha"], figures["beta"]), rel=1e-9)
