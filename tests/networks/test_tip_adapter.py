@@ -97,3 +97,20 @@ def test_alpha_beta_search_on_validation_is_the_authors_grid_search(shared_backb
     assert (rebuilt.alpha, rebuilt.beta) == pytest.approx(best[:2])
     with pytest.raises(ValueError, match="needs a built cache"):
         TipAdapter(CLASSES, shared_backbone, None).search_alpha_beta(val, labels)
+
+
+def test_tip_adapter_f_recipe_is_the_codes_adamw(shared_backbone):
+    import dataclasses
+
+    from monai_cilmp.engines import TrainingRecipe, build_optimizer
+    from monai_cilmp.networks.nets import get_method
+
+    net = TipAdapter(CLASSES, shared_backbone, None, fine_tune=True)
+    net.fit_training_features(torch.randn(3, net.feature_dim), torch.tensor([0, 1, 2]))
+    recipe = dataclasses.replace(TrainingRecipe(), **get_method("tip-adapter-f").recipe_overrides)
+    optimizer = build_optimizer(net, recipe)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["eps"], group["weight_decay"]) == (0.001, 1e-4, 0.01)
+    with pytest.raises(ValueError, match="'sgd' or 'adamw'"):
+        build_optimizer(net, dataclasses.replace(recipe, optimizer="lbfgs"))
