@@ -7,9 +7,11 @@ Usage (outside the test suite; needs local checkouts of the authors' repositorie
 
 ``--originals`` holds the repositories under their GitHub names: ``CoOp`` (KaiyangZhou/CoOp: zero-shot CLIP, CoOp,
 CoCoOp), ``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
-(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp``). Each method runs in its
-own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package) and small stand-ins
-for the pieces of Dassl the trainers import (registry, optimiser
+(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp``), ``BiomedCoOp``
+(HealthX-Lab/BiomedCoOp: its CLIP trainer, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS` as its GPT
+descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each method runs
+in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package) and small
+stand-ins for the pieces of Dassl the trainers import (registry, optimiser
 and scheduler builders: nothing of Dassl computes a figure here). The trainer class of the original is used as it
 is: its ``build_model`` builds the network from a config, its ``forward_backward`` computes the loss and the
 gradients. What the stand-ins change: CUDA moves and float16 casts are no-ops (the check runs on CPU in float32),
@@ -47,6 +49,21 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
         "utils",
         "search_hp",
         {"search_hp": True, "search_scale": [7, 3], "search_step": [40, 10]},
+    ),
+    "biomedcoop": (
+        "BiomedCoOp",
+        "trainers.BiomedCoOp.biomedcoop_clip",
+        "BiomedCoOp_CLIP",
+        {
+            "BIOMEDCOOP": {
+                "N_CTX": 4,
+                "CTX_INIT": "a photo of a",
+                "SCCM_LAMBDA": 0.75,
+                "KDSP_LAMBDA": 2.0,
+                "TAU": 1.5,
+                "N_PROMPTS": 4,
+            }
+        },
     ),
     "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
     "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
@@ -208,7 +225,15 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     import torch.nn.functional  # noqa: F401  (imported before the casts are patched)
 
     sys.path.insert(0, str(ROOT))
-    from scripts.fidelity_setup import CLASS_NAMES, LABELS, TEMPLATES, gradient_summary, images, trained_value
+    from scripts.fidelity_setup import (
+        BIOMEDCOOP_TEXTS,
+        CLASS_NAMES,
+        LABELS,
+        TEMPLATES,
+        gradient_summary,
+        images,
+        trained_value,
+    )
 
     torch.set_num_threads(1)
     install_dassl_stand_ins(torch)
@@ -218,6 +243,13 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     torch.nn.Module.cuda = lambda self, *a, **k: self
     torch.nn.Module.half = lambda self, *a, **k: self
     sys.path.insert(0, str(repo))
+    if (repo / "trainers" / "prompt_templates.py").is_file():
+        # BiomedCoOp's trainers/__init__ imports every trainer (BiomedCLIP, PubMedCLIP...): a bare package instead
+        package = types.ModuleType("trainers")
+        package.__path__ = [str(repo / "trainers")]
+        sys.modules["trainers"] = package
+        templates = importlib.import_module("trainers.prompt_templates")
+        templates.BIOMEDCOOP_TEMPLATES = {n.replace("_", " "): v for n, v in BIOMEDCOOP_TEXTS.items()}
     clip_module = importlib.import_module("clip.clip")
     clip_module._MODELS["ViT-B/16"] = "fidelity://tiny"
     clip_module._download = lambda *a, **k: state_file

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "BIOMEDCOOP_TEXTS",
     "CLASS_NAMES",
     "FIDELITY_METHODS",
     "LABELS",
@@ -49,6 +50,16 @@ TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 0, 1, 1, 2, 2, 1, 0]}
 #: the template ensemble of PromptSRC's frozen text target on both sides (the original's ImageNet list is replaced).
 TEMPLATES = ["a photo of a {}.", "a dermoscopy image of {}.", "{}, a skin lesion."]
 SEED = 20260501
+#: BiomedCoOp's description prompts (its GPT texts replaced): four per class, one an outlier for its pruning
+BIOMEDCOOP_TEXTS = {
+    name: [
+        f"a dermoscopy image of {name.replace('_', ' ')}.",
+        f"{name.replace('_', ' ')} with an irregular border.",
+        f"a close-up of {name.replace('_', ' ')} on the skin.",
+        "an unrelated sentence about the weather.",
+    ]
+    for name in CLASS_NAMES
+}
 
 
 def _generator(key: str) -> torch.Generator:
@@ -142,6 +153,13 @@ def gradient_summary(grad: torch.Tensor, key: str, full_up_to: int = 256, sample
 FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
     "zero-shot-template": {"ours": ("zero-shot-template", {}), "params": {}},
     "zero-shot-ensemble": {"ours": ("zero-shot-ensemble", {"templates": TEMPLATES}), "params": {}},
+    "biomedcoop": {
+        "ours": (
+            "biomedcoop",
+            {"prompts": BIOMEDCOOP_TEXTS, "sccm_weight": 0.75, "kdsp_weight": 2.0, "tau": 1.5},
+        ),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+    },
     "coop": {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": None}),
         "params": {"prompt_learner.ctx": ("ctx", None)},
