@@ -50,6 +50,7 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
         "search_hp",
         {"search_hp": True, "search_scale": [7, 3], "search_step": [40, 10]},
     ),
+    "tip-adapter-f": ("Tip-Adapter", "main", "run_tip_adapter_F", {}),
     "biomedcoop": (
         "BiomedCoOp",
         "trainers.BiomedCoOp.biomedcoop_clip",
@@ -217,6 +218,91 @@ def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
     Path(result_file).write_text(json.dumps(result))
 
 
+def tip_adapter_f_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """Tip-Adapter-F: ``main.py``'s ``run_tip_adapter_F`` itself for one epoch of one batch (the fixed images and
+    labels) with the dtd config's ``init_alpha``/``init_beta``/``lr``; the loss, the gradient of the cache keys and
+    their AdamW update are read as they pass (a recording AdamW subclass and cross-entropy wrapper: nothing of the
+    computation changes)."""
+    import importlib
+
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import (
+        CLASS_NAMES,
+        LABELS,
+        TEMPLATES,
+        TIP_ADAPTER_F_SETTINGS,
+        TIP_LABELS,
+        gradient_summary,
+        images,
+        tip_search_images,
+    )
+
+    torch.set_num_threads(1)
+    torch.Tensor.half = lambda self, *a, **k: self
+    torch.nn.Module.half = lambda self, *a, **k: self
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    clip = importlib.import_module("clip")
+    utils = importlib.import_module("utils")
+    utils.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
+    # main.py imports its dataset package (which needs gdown) for loaders this check replaces by one fixed batch
+    for name, attrs in (("datasets", {"build_dataset": None}), ("datasets.utils", {"build_data_loader": None})):
+        sys.modules[name] = types.ModuleType(name)
+        sys.modules[name].__dict__.update(attrs)
+    main_module = importlib.import_module("main")
+    main_module.cls_acc = utils.cls_acc
+    recorded: dict = {"losses": [], "steps": []}
+    cross_entropy = F.cross_entropy
+
+    def recording_cross_entropy(*args, **kwargs):
+        loss = cross_entropy(*args, **kwargs)
+        recorded["losses"].append(float(loss))
+        return loss
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            (param,) = self.param_groups[0]["params"]
+            before, grad = param.detach().clone(), param.grad.detach().clone()
+            out = super().step(closure)
+            recorded["steps"].append((grad, param.detach() - before, dict(self.param_groups[0])))
+            return out
+
+    main_module.F.cross_entropy = recording_cross_entropy
+    main_module.torch.optim.AdamW = RecordingAdamW
+    model = clip.model.build_model(torch.load(state_file)).float().eval()
+    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
+    with torch.no_grad():
+        keys = model.encode_image(images(len(cache_labels), "cache"))
+        keys = keys / keys.norm(dim=-1, keepdim=True)
+        features = model.encode_image(tip_search_images())
+        features = features / features.norm(dim=-1, keepdim=True)
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+    values = torch.nn.functional.one_hot(cache_labels, len(CLASS_NAMES)).float()
+    train_loader = [(images(len(LABELS)), torch.tensor(LABELS))]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cfg = {**ORIGINALS["tip-adapter"][3], **TIP_ADAPTER_F_SETTINGS, "train_epoch": 1, "cache_dir": cache_dir}
+        cfg["shots"] = 2
+        main_module.run_tip_adapter_F(
+            cfg, keys.t(), values, features, search_labels, features, search_labels, weights, model, train_loader
+        )
+    (grad, update, group) = recorded["steps"][0]
+    result = {
+        "logits": None,
+        "loss": recorded["losses"][0],
+        "grads": {"adapter.weight": gradient_summary(grad, "adapter.weight")},
+        "update_over_lr": gradient_summary(update / group["lr"], "adapter.weight"),
+        "shapes": {"adapter.weight": list(grad.shape)},
+        "optimizer": {k: group[k] for k in ("lr", "eps", "weight_decay", "betas", "amsgrad")},
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
 def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
     import importlib
@@ -332,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "tip-adapter-f":
+        tip_adapter_f_worker(args.repo, args.state, args.result)
+        return 0
     if args.worker == "tip-adapter":
         tip_adapter_worker(args.repo, args.state, args.result)
         return 0

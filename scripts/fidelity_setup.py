@@ -25,6 +25,7 @@ __all__ = [
     "FIDELITY_METHODS",
     "LABELS",
     "MODEL_CONFIG",
+    "TIP_ADAPTER_F_SETTINGS",
     "TIP_LABELS",
     "TEMPLATES",
     "gradient_summary",
@@ -47,6 +48,8 @@ CLASS_NAMES = ["melanocytic_nevus", "melanoma", "basal cell carcinoma"]
 LABELS = [0, 2, 1, 2]
 #: Tip-Adapter: the labels of its cache images and of the images its alpha/beta search runs on
 TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 0, 1, 1, 2, 2, 1, 0]}
+#: Tip-Adapter-F's training settings, as the authors' dtd config (``configs/dtd.yaml``)
+TIP_ADAPTER_F_SETTINGS = {"init_alpha": 2.0, "init_beta": 1.0, "lr": 0.001}
 #: the template ensemble of PromptSRC's frozen text target on both sides (the original's ImageNet list is replaced).
 TEMPLATES = ["a photo of a {}.", "a dermoscopy image of {}.", "{}, a skin lesion."]
 SEED = 20260501

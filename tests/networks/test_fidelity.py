@@ -19,6 +19,7 @@ from scripts.fidelity_setup import (
     LABELS,
     MODEL_CONFIG,
     TEMPLATES,
+    TIP_ADAPTER_F_SETTINGS,
     TIP_LABELS,
     gradient_summary,
     images,
@@ -66,7 +67,7 @@ def set_trained_values(net, params: dict, shapes: dict) -> None:
 
 
 def test_fixture_covers_the_methods_and_is_small(fixture):
-    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter"}
+    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter", "tip-adapter-f"}
     assert FIXTURE.stat().st_size < 1_000_000
     assert fixture["setup"]["class_names"] == CLASS_NAMES and fixture["setup"]["labels"] == LABELS
 
@@ -133,3 +134,50 @@ def test_tip_adapter_search_and_logits_match_the_original(fixture, backbone):
         logits = net(search)
     assert (found["alpha"], found["beta"]) == pytest.approx((figures["alpha"], figures["beta"]), rel=1e-9)
     assert relative_error(logits, figures["logits"]) <= TOLERANCE
+
+
+def tip_adapter_f_step(backbone, **recipe_changes):
+    """Our Tip-Adapter-F (registry recipe) for one step on the fixed batch: loss, keys' gradient, update / lr."""
+    import dataclasses
+
+    from monai_cilmp.engines import TrainingRecipe, build_optimizer
+    from monai_cilmp.networks.nets import get_method
+
+    settings = TIP_ADAPTER_F_SETTINGS
+    net = build_method(
+        "tip-adapter-f", CLASS_NAMES, backbone, template=TEMPLATES[0], alpha=settings["init_alpha"],
+        beta=settings["init_beta"],
+    )  # fmt: skip
+    cache_labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        net.fit_training_features(net.encode_image(images(len(cache_labels), "cache")), cache_labels)
+    recipe = dataclasses.replace(TrainingRecipe(), **{**get_method("tip-adapter-f").recipe_overrides, **recipe_changes})
+    optimizer = build_optimizer(net.train(), recipe)
+    loss = F.cross_entropy(net(images(len(LABELS))), torch.tensor(LABELS))
+    optimizer.zero_grad()
+    loss.backward()
+    grad, before = net.cache_keys.grad.clone(), net.cache_keys.detach().clone()
+    optimizer.step()
+    return loss.detach(), grad, (net.cache_keys.detach() - before) / recipe.lr
+
+
+def test_tip_adapter_f_training_step_matches_the_original(fixture, backbone):
+    """One step of the authors' ``run_tip_adapter_F`` (AdamW on the cache keys) against ours with the registry
+    recipe: the loss, the keys' gradient and their AdamW update (divided by the learning rate: order one, where the
+    epsilon and the weight decay show)."""
+    figures = fixture["methods"]["tip-adapter-f"]
+    loss, grad, update = tip_adapter_f_step(backbone)
+    assert list(grad.shape) == figures["shapes"]["adapter.weight"]
+    assert relative_error(loss, figures["loss"]) <= TOLERANCE, "loss"
+    grad_error = relative_error(gradient_summary(grad, "adapter.weight"), figures["grads"]["adapter.weight"])
+    assert grad_error <= TOLERANCE, f"gradient {grad_error:.2e}"
+    update_error = relative_error(gradient_summary(update, "adapter.weight"), figures["update_over_lr"])
+    assert update_error <= TOLERANCE, f"update {update_error:.2e}"
+
+
+@pytest.mark.parametrize("other", [{"eps": 1e-8}, {"weight_decay": 0.0}, {"optimizer": "sgd"}])
+def test_tip_adapter_f_other_optimiser_does_not_match_the_code(other, fixture, backbone):
+    """The update tells the code's AdamW (eps 1e-4, decay 0.01) from torch's default epsilon, no decay, or SGD."""
+    _, _, update = tip_adapter_f_step(backbone, **other)
+    figures = fixture["methods"]["tip-adapter-f"]
+    assert relative_error(gradient_summary(update, "adapter.weight"), figures["update_over_lr"]) > 3 * TOLERANCE
