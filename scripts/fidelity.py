@@ -7,12 +7,13 @@ Usage (outside the test suite; needs local checkouts of the authors' repositorie
 
 ``--originals`` holds the repositories under their GitHub names: ``CoOp`` (KaiyangZhou/CoOp: zero-shot CLIP, CoOp,
 CoCoOp), ``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
-(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp``), ``BiomedCoOp``
-(HealthX-Lab/BiomedCoOp: its CLIP trainer, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS` as its GPT
-descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each method runs
-in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package) and small
-stand-ins for the pieces of Dassl the trainers import (registry, optimiser
-and scheduler builders: nothing of Dassl computes a figure here). The trainer class of the original is used as it
+(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp`` and Tip-Adapter-F's
+``run_tip_adapter_F``), ``CLIP-Adapter`` (gaopengcuhk/CLIP-Adapter, run with CoOp's ``clip``), ``BiomedCoOp``
+(HealthX-Lab/BiomedCoOp: its CLIP and CLIP-Adapter trainers, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS`
+as its GPT descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each
+method runs in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package)
+and small stand-ins for the pieces of Dassl the trainers import (registry, optimiser and scheduler builders:
+nothing of Dassl computes a figure here). The trainer class of the original is used as it
 is: its ``build_model`` builds the network from a config, its ``forward_backward`` computes the loss and the
 gradients. What the stand-ins change: CUDA moves and float16 casts are no-ops (the check runs on CPU in float32),
 the optimiser step does nothing (gradients are read before any update), Tip-Adapter's ``cls_acc`` is replaced by the
@@ -51,6 +52,13 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
         {"search_hp": True, "search_scale": [7, 3], "search_step": [40, 10]},
     ),
     "tip-adapter-f": ("Tip-Adapter", "main", "run_tip_adapter_F", {}),
+    "clip-adapter": ("CLIP-Adapter", "clip_adapter", "CLIP_Adapter", {}),
+    "clip-adapter-biomedcoop": (
+        "BiomedCoOp",
+        "trainers.ClipAdapter.clip_adapter_clip",
+        "ClipAdapter_CLIP",
+        {"lr": 0.001, "alpha_ca": 0.5, "search_alpha_ca": False, "WARMUP_EPOCH": 1, "WARMUP_CONS_LR": 1e-5},
+    ),
     "biomedcoop": (
         "BiomedCoOp",
         "trainers.BiomedCoOp.biomedcoop_clip",
@@ -303,6 +311,92 @@ def tip_adapter_f_worker(repo: Path, state_file: str, result_file: str) -> None:
     Path(result_file).write_text(json.dumps(result))
 
 
+def clip_adapter_biomedcoop_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """BiomedCoOp's CLIP-Adapter: its trainer's ``forward`` (the training loop of ``ClipAdapter_CLIP``) for one
+    epoch of one batch, alpha 0.5 without search; its adapter set to the fixed trained values, the loss, logits and
+    the adapter's gradients read as they pass (a recording SGD subclass and cross-entropy wrapper)."""
+    import importlib
+
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import (
+        CLASS_NAMES,
+        LABELS,
+        MODEL_CONFIG,
+        TEMPLATES,
+        gradient_summary,
+        images,
+        trained_value,
+    )
+
+    torch.set_num_threads(1)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    package = types.ModuleType("trainers")  # its trainers/__init__ imports every backbone's trainer
+    package.__path__ = [str(repo / "trainers")]
+    sys.modules["trainers"] = package
+    clip = importlib.import_module("clip.clip")
+    module = importlib.import_module(ORIGINALS["clip-adapter-biomedcoop"][1])
+    recorded: dict = {"calls": [], "steps": []}
+    cross_entropy = F.cross_entropy
+
+    def recording_cross_entropy(logits, target, *args, **kwargs):
+        loss = cross_entropy(logits, target, *args, **kwargs)
+        recorded["calls"].append((logits.detach().clone(), float(loss)))
+        return loss
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            recorded["steps"].append(
+                {n: p.grad.detach().clone() for n, p in zip(names, self.param_groups[0]["params"])}
+            )
+            return super().step(closure)
+
+    custom_clip = module.CustomCLIP
+
+    class FixedCustomCLIP(custom_clip):  # the adapter starts from the fixed trained values (theirs: random)
+        def __init__(self, clip_model):
+            super().__init__(clip_model)
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    if "adapter" in name:
+                        p.copy_(trained_value(name, p.shape))
+
+    module.CustomCLIP = FixedCustomCLIP
+    # its cls_acc calls float() on a one-element array, which NumPy 2 refuses: the same percentage, as a float
+    module.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
+    module.F.cross_entropy = recording_cross_entropy
+    module.torch.optim.SGD = RecordingSGD
+    names = [f"adapter.{n}" for n, _ in module.Adapter(MODEL_CONFIG["embed_dim"], 4).named_parameters()]
+    # its warm-up scheduler passes torch < 2.2's ``verbose`` positionally, which torch 2.2+ refuses; it only sets the
+    # rate of the steps after the one read here: a stand-in that does nothing
+    module.ConstantWarmupScheduler = lambda *a, **k: types.SimpleNamespace(step=lambda: None, get_last_lr=lambda: [0.0])
+    model = clip.build_model(torch.load(state_file)).float().eval()
+    with torch.no_grad():
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+        features = model.encode_image(images(len(LABELS)))
+        features = features / features.norm(dim=-1, keepdim=True)
+    batch = [(images(len(LABELS)), torch.tensor(LABELS))]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cfg = {**ORIGINALS["clip-adapter-biomedcoop"][3], "train_epoch": 1, "cache_dir": cache_dir, "shots": 2}
+        trainer = module.ClipAdapter_CLIP(cfg)
+        trainer.forward(batch, batch, features, torch.tensor(LABELS), weights, model, CLASS_NAMES)
+    logits, loss = recorded["calls"][0]
+    grads = recorded["steps"][0]
+    result = {
+        "logits": logits.tolist(),
+        "loss": loss,
+        "grads": {name: gradient_summary(g, name) for name, g in grads.items()},
+        "shapes": {name: list(g.shape) for name, g in grads.items()},
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
 def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
     import importlib
@@ -315,6 +409,7 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
         BIOMEDCOOP_TEXTS,
         CLASS_NAMES,
         LABELS,
+        MODEL_CONFIG,
         TEMPLATES,
         gradient_summary,
         images,
@@ -328,7 +423,13 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     torch.Tensor.half = lambda self, *a, **k: self
     torch.nn.Module.cuda = lambda self, *a, **k: self
     torch.nn.Module.half = lambda self, *a, **k: self
+    torch_to = torch.Tensor.to
+    torch.Tensor.to = lambda self, *a, **k: torch_to(
+        self, *("cpu" if isinstance(x, str) and x == "cuda" else x for x in a), **k
+    )
     sys.path.insert(0, str(repo))
+    if not (repo / "clip").is_dir():  # gaopengcuhk/CLIP-Adapter is one trainer file for CoOp's tree: CoOp's clip
+        sys.path.insert(1, str(repo.parent / "CoOp"))
     if (repo / "trainers" / "prompt_templates.py").is_file():
         # BiomedCoOp's trainers/__init__ imports every trainer (BiomedCLIP, PubMedCLIP...): a bare package instead
         package = types.ModuleType("trainers")
@@ -361,6 +462,8 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     trainer.dm = types.SimpleNamespace(dataset=types.SimpleNamespace(classnames=list(CLASS_NAMES)))
     trainer.device = torch.device("cpu")
     trainer.build_model()
+    if method == "clip-adapter":  # its Adapter's width is RN50's 1024, hard-coded: one of the tiny CLIP's 512 instead
+        trainer.model.adapter = module.Adapter(MODEL_CONFIG["embed_dim"], 4)
     x, y = images(len(LABELS)), torch.tensor(LABELS)
     if not hasattr(trainer, "model"):  # zero-shot CLIP: inference only, nothing trains
         with torch.no_grad():
@@ -418,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "clip-adapter-biomedcoop":
+        clip_adapter_biomedcoop_worker(args.repo, args.state, args.result)
+        return 0
     if args.worker == "tip-adapter-f":
         tip_adapter_f_worker(args.repo, args.state, args.result)
         return 0

@@ -163,6 +163,20 @@ FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
         ),
         "params": {"prompt_learner.ctx": ("ctx", None)},
     },
+    "clip-adapter": {
+        "ours": ("clip-adapter", {"template": TEMPLATES[0]}),
+        "params": {
+            "adapter.fc.0.weight": ("adapter.0.weight", None),
+            "adapter.fc.2.weight": ("adapter.2.weight", None),
+        },
+    },
+    "clip-adapter-biomedcoop": {
+        "ours": ("clip-adapter", {"template": TEMPLATES[0], "ratio": 0.5, "renormalize": False}),
+        "params": {
+            "adapter.fc.0.weight": ("adapter.0.weight", None),
+            "adapter.fc.2.weight": ("adapter.2.weight", None),
+        },
+    },
     "coop": {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": None}),
         "params": {"prompt_learner.ctx": ("ctx", None)},

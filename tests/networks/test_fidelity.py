@@ -111,6 +111,9 @@ def test_method_matches_its_original_code(method, fixture, backbone):
         ("kgcoop", {"distance": "squared"}),  # the paper's equation: twice the code's regulariser
         ("promptsrc", {"normalize_templates": True}),  # mean of unit template embeddings
         ("maple", {"keep_init_words": False}),  # "[ctx ctx] {class}." without the code's "of a"
+        ("clip-adapter", {"renormalize": False}),  # BiomedCoOp's reading, not gaopengcuhk/CLIP-Adapter's
+        ("clip-adapter-biomedcoop", {"renormalize": True}),  # the other way round
+        ("clip-adapter-biomedcoop", {"ratio": 0.2}),  # the original's ratio
     ],
 )
 def test_the_other_reading_does_not_match_the_code(method, other_reading, fixture, backbone):
