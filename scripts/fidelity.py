@@ -74,6 +74,12 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
             }
         },
     ),
+    "prograd": (
+        "BiomedCoOp",
+        "trainers.ProGrad.prograd_clip",
+        "ProGrad_CLIP",
+        {"PROGRAD": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False, "NAME": "prograd", "T": 1.0, "LAMBDA": 1.0}},
+    ),
     "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
     "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
     "coop-init": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False}}),
@@ -162,8 +168,9 @@ def install_dassl_stand_ins(torch) -> None:
             pass
 
     class TrainerX:
-        def register_model(self, *args, **kwargs):
-            pass
+        def register_model(self, name="model", model=None, optim=None, sched=None):
+            self.__dict__.setdefault("_models", {})[name] = model
+            self.__dict__.setdefault("_optims", {})[name] = optim
 
         def model_backward_and_update(self, loss, names=None):
             for p in self.model.parameters():
@@ -187,6 +194,24 @@ def install_dassl_stand_ins(torch) -> None:
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
         sys.modules[name] = module
+
+
+#: the methods of BiomedCoOp's modified Dassl trainer that its ProGrad update runs (Dassl itself needs its whole
+#: dependency set to import: these are compiled from the checkout's file and bound to the stand-in trainer)
+DASSL_UPDATE_METHODS = ("prograd_backward_and_update", "model_zero_grad", "get_model_names", "detect_anomaly")
+
+
+def bind_dassl_methods(trainer_class, trainer_file: Path, torch) -> None:
+    """Bind :data:`DASSL_UPDATE_METHODS`, as the checkout's ``dassl/engine/trainer.py`` defines them, to
+    ``trainer_class`` (the stand-in TrainerX keeps ``_models``/``_optims`` as Dassl's ``register_model`` does)."""
+    import ast
+
+    tree = ast.parse(trainer_file.read_text())
+    namespace = {"torch": torch, "tolist_if_not": lambda x: x if isinstance(x, list) else [x]}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in DASSL_UPDATE_METHODS:
+            exec(compile(ast.Module(body=[node], type_ignores=[]), str(trainer_file), "exec"), namespace)
+            setattr(trainer_class, node.name, namespace[node.name])
 
 
 def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
@@ -408,6 +433,7 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     from scripts.fidelity_setup import (
         BIOMEDCOOP_TEXTS,
         CLASS_NAMES,
+        FIDELITY_METHODS,
         LABELS,
         MODEL_CONFIG,
         TEMPLATES,
@@ -454,7 +480,11 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
             "TRAINER": {key: {**precision, **value} for key, value in trainer_cfg.items()},
         }
     )
+    if method == "prograd":  # its zero-shot prompt is CUSTOM_TEMPLATES[dataset]: BUSI's is "a photo of a {}."
+        cfg["DATASET"]["NAME"] = "BUSI"
     trainer_class = getattr(module, class_name)
+    if method == "prograd":
+        bind_dassl_methods(trainer_class, repo / "Dassl.pytorch" / "dassl" / "engine" / "trainer.py", torch)
     if hasattr(trainer_class, "templates"):  # CoOp's zero-shot ensemble: our templates instead of ImageNet's
         trainer_class.templates = list(TEMPLATES)
     trainer = trainer_class.__new__(trainer_class)
@@ -464,7 +494,7 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     trainer.build_model()
     if method == "clip-adapter":  # its Adapter's width is RN50's 1024, hard-coded: one of the tiny CLIP's 512 instead
         trainer.model.adapter = module.Adapter(MODEL_CONFIG["embed_dim"], 4)
-    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    x, y = images(len(LABELS)), torch.tensor(FIDELITY_METHODS.get(method, {}).get("labels", LABELS))
     if not hasattr(trainer, "model"):  # zero-shot CLIP: inference only, nothing trains
         with torch.no_grad():
             logits = trainer.model_inference(x)
@@ -485,7 +515,8 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     summary = trainer.forward_backward({"img": x, "label": y})
     result = {
         "logits": logits.tolist(),
-        "loss": float(summary["loss"]),
+        "loss": float(summary["loss"] if "loss" in summary else summary["xe_loss"]),
+        "guide_loss": float(summary["kl_loss"]) if "kl_loss" in summary else None,
         "grads": {name: gradient_summary(p.grad, name) for name, p in trained.items()},
         "shapes": {name: list(p.shape) for name, p in trained.items()},
     }

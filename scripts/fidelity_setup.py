@@ -177,6 +177,13 @@ FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
             "adapter.fc.2.weight": ("adapter.2.weight", None),
         },
     },
+    "prograd": {
+        "ours": ("prograd", {"n_ctx": 4, "ctx_init": "a photo of a", "template": TEMPLATES[0]}),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+        "projected": True,  # the gradient compared is the cross-entropy's after the projection off the guide's
+        # labels against zero-shot CLIP's view, so that the two gradients conflict and the projection runs
+        "labels": [2, 2, 2, 2],
+    },
     "coop": {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": None}),
         "params": {"prompt_learner.ctx": ("ctx", None)},

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from monai_cilmp.handlers import GradientProjection
 from monai_cilmp.networks import load_backbone
 from monai_cilmp.networks.nets import build_method
 from scripts.fidelity_setup import (
@@ -79,7 +80,7 @@ def run_ours(method: str, figures: dict, backbone, **options):
     torch.manual_seed(0)
     net = build_method(name, CLASS_NAMES, backbone, **{**kwargs, **options})
     set_trained_values(net, spec["params"], figures["shapes"])
-    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    x, y = images(len(LABELS)), torch.tensor(spec.get("labels", LABELS))
     with torch.no_grad():
         logits = net.eval()(x)
     net.train()
@@ -96,7 +97,13 @@ def test_method_matches_its_original_code(method, fixture, backbone):
     if figures["loss"] is None:  # zero-shot CLIP: nothing trains
         return
     assert relative_error(loss.detach(), figures["loss"]) <= TOLERANCE, "loss"
-    loss.backward()
+    if spec.get("projected"):  # ProGrad: the engine's projection of the gradient off the guide's
+        projection = GradientProjection(net)
+        projection.guide_gradients()
+        loss.backward()
+        projection.project()
+    else:
+        loss.backward()
     grads = dict(net.named_parameters())
     for original, (ours, index) in spec["params"].items():
         grad = grads[ours].grad if index is None else grads[ours].grad[index]
@@ -184,3 +191,20 @@ def test_tip_adapter_f_other_optimiser_does_not_match_the_code(other, fixture, b
     _, _, update = tip_adapter_f_step(backbone, **other)
     figures = fixture["methods"]["tip-adapter-f"]
     assert relative_error(gradient_summary(update, "adapter.weight"), figures["update_over_lr"]) > 3 * TOLERANCE
+
+
+def test_prograd_projection_is_triggered_and_needed(fixture, backbone):
+    """The fixture's ProGrad step is one where the cross-entropy's gradient conflicts with the guide's (so the code's
+    projection ran), the unprojected gradient does not match the code's, and the guide loss is the code's soft
+    cross-entropy minus the teacher's entropy (ours logs the true KL)."""
+    figures = fixture["methods"]["prograd"]
+    _, loss, net = run_ours("prograd", figures, backbone)
+    teacher = F.softmax(net._last[1], dim=-1)
+    entropy = -(teacher * teacher.log()).sum(-1).mean()
+    guide = net.guide_loss()
+    assert relative_error((guide + entropy).detach(), figures["guide_loss"]) <= TOLERANCE
+    (h,) = torch.autograd.grad(guide, [net.ctx], retain_graph=True)
+    (g,) = torch.autograd.grad(loss, [net.ctx])
+    assert torch.dot(g.flatten(), h.flatten()) < 0, "the projection is triggered"
+    unprojected = relative_error(gradient_summary(g, "prompt_learner.ctx"), figures["grads"]["prompt_learner.ctx"])
+    assert unprojected > 3 * TOLERANCE
