@@ -74,6 +74,7 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
             }
         },
     ),
+    "lp++": ("BiomedCoOp", "trainers.LP2.linear_probe_p2_clip", "LinearProbe_P2_CLIP", {}),
     "prograd": (
         "BiomedCoOp",
         "trainers.ProGrad.prograd_clip",
@@ -422,6 +423,53 @@ def clip_adapter_biomedcoop_worker(repo: Path, state_file: str, result_file: str
     Path(result_file).write_text(json.dumps(result))
 
 
+def lp_plus_plus_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """BiomedCoOp's LP++ (``trainers/LP2/linear_probe_p2_clip.py``): its ``compute_centroids`` and
+    ``calculate_init_alpha`` on the tiny CLIP's features of Tip-Adapter's cache images (2 shots per class), then the
+    logits of its inline formula (``classifier(f) + alpha * f @ text_weights``, bias set to zero) on other images."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, gradient_summary, images, tip_search_images
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(repo))
+    package = types.ModuleType("trainers")  # its trainers/__init__ imports every backbone's trainer
+    package.__path__ = [str(repo / "trainers")]
+    sys.modules["trainers"] = package
+    clip = importlib.import_module("clip.clip")
+    utils = importlib.import_module("trainers.utils")
+    # its one-hot labels are float16 (for its float16 features); float32 here, as the features (0/1 are exact)
+    one_hot = utils.get_one_hot
+    utils.get_one_hot = lambda y_s, num_classes: one_hot(y_s, num_classes).float()
+    module = importlib.import_module("trainers.LP2.linear_probe_p2_clip")
+    model = clip.build_model(torch.load(state_file)).float().eval()
+    labels = torch.tensor(TIP_LABELS["cache"])
+    shots = len(labels) // len(CLASS_NAMES)
+    with torch.no_grad():
+        features = model.encode_image(images(len(labels), "cache"))
+        features = features / features.norm(dim=-1, keepdim=True)
+        test = model.encode_image(tip_search_images())
+        test = test / test.norm(dim=-1, keepdim=True)
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+        centroids = module.compute_centroids(features.unsqueeze(0), labels.unsqueeze(0))[0]
+        alpha = module.calculate_init_alpha(features, labels, shots, weights)
+        logits = test @ centroids.t() + alpha.float() * (test @ weights)
+    result = {
+        "logits": logits.tolist(),
+        "loss": None,
+        "grads": {},
+        "shapes": {},
+        "centroids": gradient_summary(centroids, "centroids"),
+        "alpha": float(alpha),
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
 def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
     import importlib
@@ -554,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker == "clip-adapter-biomedcoop":
         clip_adapter_biomedcoop_worker(args.repo, args.state, args.result)
+        return 0
+    if args.worker == "lp++":
+        lp_plus_plus_worker(args.repo, args.state, args.result)
         return 0
     if args.worker == "tip-adapter-f":
         tip_adapter_f_worker(args.repo, args.state, args.result)

@@ -68,7 +68,7 @@ def set_trained_values(net, params: dict, shapes: dict) -> None:
 
 
 def test_fixture_covers_the_methods_and_is_small(fixture):
-    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter", "tip-adapter-f"}
+    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter", "tip-adapter-f", "lp++"}
     assert FIXTURE.stat().st_size < 1_000_000
     assert fixture["setup"]["class_names"] == CLASS_NAMES and fixture["setup"]["labels"] == LABELS
 
@@ -208,3 +208,21 @@ def test_prograd_projection_is_triggered_and_needed(fixture, backbone):
     assert torch.dot(g.flatten(), h.flatten()) < 0, "the projection is triggered"
     unprojected = relative_error(gradient_summary(g, "prompt_learner.ctx"), figures["grads"]["prompt_learner.ctx"])
     assert unprojected > 3 * TOLERANCE
+
+
+def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, backbone):
+    """BiomedCoOp's LP++: its ``compute_centroids`` (class sums) and ``calculate_init_alpha`` (own-class similarity)
+    on the same features, and the logits of its formula at that initialisation (bias zero on both sides)."""
+    figures = fixture["methods"]["lp++"]
+    net = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0]).eval()
+    labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        net.fit_training_features(net.encode_image(images(len(labels), "cache")), labels)
+        logits = net(tip_search_images())
+    weight, alpha = net.visual_weight.detach(), net.alpha.detach()
+    assert relative_error(gradient_summary(weight, "centroids"), figures["centroids"]) <= TOLERANCE
+    assert relative_error(alpha, torch.full_like(alpha, figures["alpha"])) <= TOLERANCE
+    assert relative_error(logits, figures["logits"]) <= TOLERANCE
+    # the other reading (class means, alpha over every class pair) is told apart
+    shots = len(labels) // len(CLASS_NAMES)
+    assert relative_error(gradient_summary(weight / shots, "centroids"), figures["centroids"]) > 3 * TOLERANCE
