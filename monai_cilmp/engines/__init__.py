@@ -22,7 +22,7 @@ from .features import cached_feature_loader, fit_training_features, training_fea
 from .inference import ImagePredictions, inference_images, predict_images
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
-from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
+from .runs import RunFinished, RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated
 from .trainer import (
     RegularizedLoss,
@@ -44,6 +44,7 @@ __all__ = [
     "LossProgressBar",
     "RegularizedLoss",
     "RunCalibration",
+    "RunFinished",
     "RunFolderError",
     "RunFolderTrainer",
     "StopOnSignal",

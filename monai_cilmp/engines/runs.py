@@ -34,6 +34,7 @@ from monai_cilmp.utils.files import atomic_write, write_json
 __all__ = [
     "KNOWLEDGE_COPY",
     "RUN_FILE",
+    "RunFinished",
     "RunFolderError",
     "TrainedRun",
     "file_sha256",
@@ -42,6 +43,7 @@ __all__ = [
     "record_run_inputs",
     "run_lock",
     "settings_differences",
+    "trained_epochs",
 ]
 
 RUN_FILE = "run.json"
@@ -71,6 +73,11 @@ _RESUME_FREE = {"datalist", "knowledge_source"}
 
 class RunFolderError(ValueError):
     """A run folder cannot be used as asked; the message says why and what to do."""
+
+
+class RunFinished(RunFolderError):
+    """A resume of a run that has already trained all its epochs: nothing to do, and nothing was written (the
+    command line says so and exits 0)."""
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -219,6 +226,36 @@ def _remove_temporaries(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def trained_epochs(directory: str | os.PathLike) -> int | None:
+    """The epochs the run in ``directory`` has completed (from ``checkpoints/last.pt``; ``None``: no checkpoint)."""
+    from monai_cilmp.engines.checkpoint import load_checkpoint
+
+    path = Path(directory) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return None
+    engine = load_checkpoint(path).get("engine")
+    return int(engine["epoch"]) if isinstance(engine, Mapping) and "epoch" in engine else None
+
+
+def _check_epochs_left(directory: Path, settings: Mapping[str, Any]) -> None:
+    """A resume must have epochs left to train: a finished run is left as it is (MONAI's engine would start it over
+    from epoch 0 and replace its results), and a run cannot be shortened."""
+    done = trained_epochs(directory)
+    planned = settings.get("recipe", {}).get("max_epochs")
+    if done is None or not isinstance(planned, int):
+        return
+    if done > planned:
+        raise RunFolderError(
+            f"The run in '{directory}' has already trained {done} epochs, more than the {planned} asked: resume with "
+            f"at least {done + 1} epochs to train on, or start a new run in another --out."
+        )
+    if done == planned:
+        raise RunFinished(
+            f"The run in '{directory}' has already trained all its {done} epochs: nothing to resume, nothing changed "
+            f"(to train on, resume with more epochs, e.g. --epochs {2 * done})."
+        )
+
+
 def prepare_run_folder(
     directory: str | os.PathLike, settings: Mapping[str, Any], *, resume: bool = False, overwrite: bool = False
 ) -> str:
@@ -228,7 +265,8 @@ def prepare_run_folder(
         directory: the run folder.
         settings: the run's metadata (see :func:`record_run_inputs`); written to ``run.json``.
         resume: the run continues the one in the folder: its settings must be the same, except the number of
-            epochs (a run may be extended).
+            epochs (a run may be extended, not shortened); a run that has trained all its epochs is left unchanged
+            (:class:`RunFinished`).
         overwrite: replace a run of other settings.
 
     Returns:
@@ -236,8 +274,9 @@ def prepare_run_folder(
 
     Raises:
         FileNotFoundError: ``resume`` in a folder without a run.
+        RunFinished: ``resume`` of a run that has trained all its epochs (nothing was written).
         RunFolderError: the folder holds a run of other settings (without ``overwrite``), a resume whose settings
-            differ, or it cannot be written.
+            differ or that would shorten the run, or it cannot be written.
     """
     directory = Path(directory)
     old = _read_settings(directory)
@@ -255,6 +294,7 @@ def prepare_run_folder(
                 f"Cannot resume the run in '{directory}' with other settings ({'; '.join(differences)}): resume with "
                 "the run's own settings, or start a new run in another --out."
             )
+        _check_epochs_left(directory, new)
         action = "resumed"
     elif has_run:
         differences = settings_differences(old or {}, new)
