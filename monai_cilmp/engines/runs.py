@@ -221,9 +221,13 @@ def _remove_outputs(directory: Path) -> None:
 
 
 def _remove_temporaries(directory: Path) -> None:
-    """Temporary files of writes that were interrupted (``.<name>.<random>.tmp``, see ``atomic_write``)."""
+    """Temporary files of writes that were interrupted (``.<name>.<random>.tmp``, see ``atomic_write``) and staging
+    folders of reports that were (``.staged.<random>.tmp``, see ``staged_folder``)."""
     for path in list(directory.glob(".*.tmp")) + list(directory.glob("*/.*.tmp")):
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def trained_epochs(directory: str | os.PathLike) -> int | None:
