@@ -166,7 +166,8 @@ def record_run_inputs(metadata: Mapping[str, Any], directory: str | os.PathLike)
         meta["pretrained"] = "none"
         meta["backbone_init_seed"] = DEFAULT_INIT_SEED
     elif (made := project_pretrained_file(str(meta.get("backbone")), str(pretrained))) is not None:
-        # named weights of this project (e.g. the demo's): the name may be remade with other weights later
+        # named weights of this project (e.g. the demo's): the name may later stand for other weights, the content
+        # file it stands for now never changes (see keep_project_pretrained); the run is rebuilt from that file
         meta["pretrained_file"] = str(made)
         meta["pretrained_file_sha256"] = file_sha256(made)
     if isinstance(meta.get("backbone"), str) and Path(meta["backbone"]).is_dir():
@@ -364,6 +365,12 @@ class TrainedRun:
     def method(self) -> str | None:
         return self.metadata.get("method")
 
+    @property
+    def pretrained(self) -> str:
+        """The backbone weights the run was trained on: for the project's named weights (``synthetic``) the very file
+        it recorded (checked against its hash), not whatever the name stands for now."""
+        return self.metadata.get("pretrained_file") or self.metadata.get("pretrained") or "none"
+
     def build_network(self, device: Any = None, load_weights: bool = True) -> Any:
         """The run's network, rebuilt through the method registry from the checked metadata, with its trained state.
 
@@ -381,7 +388,7 @@ class TrainedRun:
             self.method or "cilmp",
             self.class_names,
             meta["backbone"],
-            meta.get("pretrained") or "none",
+            self.pretrained,
             knowledge=meta["knowledge"],
             dataset=dataset if dataset in list_datasets() else None,  # its curated descriptions, for zero-shot
             offline=True,
@@ -403,7 +410,7 @@ class TrainedRun:
             "ordinal": bool(meta.get("ordinal", False)),
             "knowledge_file": meta["knowledge"],
             "backbone": meta["backbone"],
-            "pretrained": meta.get("pretrained") or "none",
+            "pretrained": self.pretrained,
             "offline": True,
             "num_workers": 0,
         }

@@ -57,6 +57,7 @@ __all__ = [
     "TINY_TIMM_BACKBONE",
     "TINY_TIMM_VIT",
     "load_backbone",
+    "keep_project_pretrained",
     "project_pretrained_file",
     "project_weights_dir",
     "register_model_configs",
@@ -164,8 +165,44 @@ def project_weights_dir() -> Path:
     return Path(home).expanduser() / "backbones"
 
 
+def _name_pointer(file_name: str) -> Path:
+    """The file that says which content file a project weights name stands for (``<stem>.json``)."""
+    return project_weights_dir() / f"{Path(file_name).stem}.json"
+
+
+def keep_project_pretrained(name: str, tag: str, weights: str | os.PathLike) -> Path:
+    """Keep the file ``weights`` as the project's pretrained weights ``tag`` of model ``name``.
+
+    Weights are stored by content: ``<stem>-<first 16 hex digits of their SHA-256>.safetensors`` in
+    :func:`project_weights_dir`, written once and never rewritten; the name then points at that file (``<stem>.json``).
+    Weights made again with other settings get a file of their own and take the name over, while the file a run was
+    trained on stays as it was (the run records it and its hash, and is rebuilt from it).
+
+    Returns:
+        the content file.
+    """
+    import hashlib
+    import shutil
+
+    from monai_cilmp.utils.files import atomic_write, write_json
+
+    file_name = PROJECT_PRETRAINED[(name, tag)][0]
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    sha256 = digest.hexdigest()
+    target = project_weights_dir() / f"{Path(file_name).stem}-{sha256[:16]}{Path(file_name).suffix}"
+    if not target.is_file():  # same name, same content: an existing file is never written again
+        atomic_write(target, lambda tmp: shutil.copyfile(weights, tmp))
+    write_json(_name_pointer(file_name), {"model": name, "tag": tag, "file": target.name, "sha256": sha256})
+    return target
+
+
 def project_pretrained_file(name: str, tag: str, required: bool = False) -> Path | None:
-    """The file of the project's pretrained weights ``tag`` of model ``name`` (see :data:`PROJECT_PRETRAINED`).
+    """The file of the project's pretrained weights ``tag`` of model ``name`` (see :data:`PROJECT_PRETRAINED`): the
+    content file the name points at (:func:`keep_project_pretrained`), else a file of the name itself kept by earlier
+    versions.
 
     Args:
         name: model name.
@@ -179,6 +216,12 @@ def project_pretrained_file(name: str, tag: str, required: bool = False) -> Path
     if (name, tag) not in PROJECT_PRETRAINED:
         return None
     file_name, command = PROJECT_PRETRAINED[(name, tag)]
+    pointer = _name_pointer(file_name)
+    if pointer.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            target = json.loads(pointer.read_text(encoding="utf-8")).get("file")
+            if isinstance(target, str) and Path(target).name == target and (project_weights_dir() / target).is_file():
+                return project_weights_dir() / target
     path = project_weights_dir() / file_name
     if path.is_file():
         return path
