@@ -18,7 +18,7 @@ from .evaluation import (
     write_predictions,
 )
 from .export import ExportNetwork, export_network, export_run
-from .features import cached_feature_loader, fit_training_features, training_features
+from .features import cached_feature_loader, fit_training_features, training_feature_dataset, training_features
 from .inference import ImagePredictions, inference_images, predict_images
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
@@ -89,6 +89,7 @@ __all__ = [
     "save_calibration",
     "scores_and_labels",
     "split_at_first_random",
+    "training_feature_dataset",
     "training_features",
     "training_handlers",
     "validation_handlers",
