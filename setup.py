@@ -2,7 +2,7 @@
 
 ``bundles/cilmp`` stays the one copy of the bundle in the repository; a build maps it to the package
 ``monai_cilmp.bundle`` (its configs, docs and licence as package data), so an installed wheel carries it. An
-editable install or a source checkout reads it from ``bundles/cilmp`` directly (see ``monai_cilmp/cli/_bundle.py``).
+editable install or a source checkout reads it from ``bundles/cilmp`` directly (see ``monai_cilmp/utils/bundle.py``).
 Everything else is declared in pyproject.toml.
 """
 

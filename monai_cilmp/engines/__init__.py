@@ -31,8 +31,6 @@ from .trainer import (
     create_trainer,
     predict,
     scores_and_labels,
-    training_handlers,
-    validation_handlers,
 )
 from .training import TrainingSetup, amp_options, default_device, prepare_training, reseed
 
@@ -91,8 +89,6 @@ __all__ = [
     "split_at_first_random",
     "training_feature_dataset",
     "training_features",
-    "training_handlers",
-    "validation_handlers",
     "write_evaluation_report",
     "write_predictions",
     "write_run_metadata",
