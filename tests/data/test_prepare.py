@@ -316,7 +316,7 @@ def test_every_layout_is_described_and_marked_checked_or_not():
             layout.expected in text.replace("\n    ", " ") or layout.expected[:40] in text for layout in spec.layouts
         )
         assert text.count("UNCHECKED") == sum(not layout.checked for layout in spec.layouts), name
-        assert get_dataset(name).prepare.__doc__.startswith(text)
+        assert prepare_function(name).__doc__.startswith(text)
 
 
 def test_wrong_download_and_missing_images_write_nothing(tmp_path):
