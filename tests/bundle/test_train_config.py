@@ -159,12 +159,15 @@ def test_model_file_without_validation_is_the_final_state(tmp_path):
 @pytest.mark.parametrize("section", ["train", "validate"])
 @pytest.mark.parametrize("preset", [p.value for p in PresetName])
 def test_listed_preprocessing_is_the_presets_pipeline(tmp_path, section, preset):
-    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing``, flattened, are the modality
-    preset's pipeline: the same transforms in the same order, giving the same tensor for the same random state."""
+    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing`` with the preset's overlay
+    (``configs/presets/<preset>.json``), flattened, are the modality preset's pipeline: the same transforms in the
+    same order, giving the same tensor for the same random state."""
     from monai.data import MetaTensor
 
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
-    parser = _parser(tmp_path, preset=preset, image_size=32, image_mean=mean, image_std=std)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
+    parser.update({"preset": preset, "image_size": 32, "image_mean": mean, "image_std": std})
     listed = parser.get_parsed_content(f"{section}#preprocessing").flatten()
     build = get_preset(preset).train_transforms if section == "train" else get_preset(preset).eval_transforms
     expected = build(keys="image", image_size=32, mean=mean, std=std)
