@@ -16,7 +16,6 @@ from monai_cilmp.cli._bundle import (
     quick_gelu_option,
     run_bundle,
 )
-from monai_cilmp.transforms import get_preset
 
 
 def positive(kind: type):
@@ -95,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     overrides = class_overrides(args)
     names, preset = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
+    from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
+
     preset = str(get_preset(overrides.get("preset") or preset).name)  # its overlay lists the modality's transforms
     pretrained = args.pretrained
     if Path(pretrained).expanduser().is_file():  # a weights file: recorded absolute, never relative to a cwd
