@@ -10,7 +10,7 @@ from monai.bundle import ConfigWorkflow
 
 from monai_cilmp.cli._bundle import config_settings, parse_bundle
 from monai_cilmp.transforms import check_preset_transforms, list_presets
-from scripts.write_preset_configs import preset_overlays, train_json_text
+from scripts.write_preset_configs import dataset_overlays, preset_overlays, train_json_text
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cilmp" / "configs"
 SIZE = {"image_size": 32, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}
@@ -25,6 +25,8 @@ def test_overlays_are_written_from_the_presets():
     assert sorted(written) == sorted(f"{name}.json" for name in list_presets())
     assert written == preset_overlays(), "run python scripts/write_preset_configs.py"
     assert (CONFIGS / "train.json").read_text() == train_json_text(), "run python scripts/write_preset_configs.py"
+    datasets = {p.name: p.read_text() for p in (CONFIGS / "datasets").glob("*.json")}
+    assert datasets == dataset_overlays(), "run python scripts/write_preset_configs.py"
 
 
 def _flip_probability(parser) -> list[float]:
