@@ -29,6 +29,8 @@ from monai.data.utils import is_supported_format
 from monai.transforms import LoadImage, LoadImaged, MapTransform
 from monai.utils import PostFix, ensure_tuple, ensure_tuple_rep, optional_import
 
+from .checks import image_problem, too_large_problem
+
 pydicom, has_pydicom = optional_import("pydicom")
 PILImage, has_pil = optional_import("PIL.Image")
 ImageOps, _ = optional_import("PIL.ImageOps")
@@ -47,6 +49,7 @@ __all__ = [
     "PHOTO_SUFFIXES",
     "PhotoReader",
     "SUPPORTED_PHOTOMETRIC_INTERPRETATIONS",
+    "reader_error",
 ]
 
 PHOTO_SUFFIXES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
@@ -87,6 +90,15 @@ def _single(data: Sequence[PathLike] | PathLike, reader: str) -> str:
     return path
 
 
+def _channel_axis(value: Any) -> int | None:
+    """The channel axis recorded by a reader (``original_channel_dim``), ``None`` for none (NaN or ``no_channel``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else int(number)
+
+
 def _plain(value: Any) -> Any:
     """A pydicom value as a plain Python number or string (MONAI's loader only accepts plain metadata)."""
     if value is None:
@@ -110,16 +122,28 @@ class PhotoReader(ImageReader):
             channels (use ``None`` for grayscale modalities so that 16-bit images keep their bit depth).
         exif_transpose: apply the EXIF orientation tag.
         reverse_indexing: return ``(columns, rows)`` like MONAI's ``PILReader`` (``False`` keeps images upright).
+        reduce_to: read images whose shorter side is at least twice this many pixels at a reduced scale, by an integer
+            factor that keeps the shorter side at ``reduce_to`` or more: JPEG files are decoded at that scale by the
+            decoder (1/2, 1/4 or 1/8, so a 20,000-pixel photograph never occupies memory at full size), other formats
+            are reduced after decoding. ``None`` reads every image at full resolution.
 
     Raises:
-        ImageReadError: the file is corrupt or not an image of a supported format.
+        ImageReadError: the file is corrupt, not an image of a supported format, or larger than Pillow's
+            decompression-bomb limit.
     """
 
-    def __init__(self, mode: str | None = None, exif_transpose: bool = True, reverse_indexing: bool = False) -> None:
+    def __init__(
+        self,
+        mode: str | None = None,
+        exif_transpose: bool = True,
+        reverse_indexing: bool = False,
+        reduce_to: int | None = 1024,
+    ) -> None:
         super().__init__()
         if mode not in (None, "RGB", "L"):
             raise ValueError(f"mode must be None, 'RGB' or 'L', got {mode!r}.")
         self.mode, self.exif_transpose, self.reverse_indexing = mode, exif_transpose, reverse_indexing
+        self.reduce_to = None if reduce_to is None else max(1, int(reduce_to))
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
         return has_pil and is_supported_format(filename, PHOTO_SUFFIXES)
@@ -128,18 +152,43 @@ class PhotoReader(ImageReader):
         path = _single(data, type(self).__name__)
         try:
             with PILImage.open(path) as image:
+                factor = self._reduction(image.size)
+                if factor > 1 and image.format == "JPEG":
+                    # DCT scaling in the decoder: the full-size image is never held in memory
+                    image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
+                    factor = 1
                 image.load()
+                if factor > 1:
+                    image = self._reduce(image, factor)
                 if self.exif_transpose:
                     ImageOps.exif_transpose(image, in_place=True)
                 image = self._convert(image)
                 image.load()
-        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as e:
+        except PILImage.DecompressionBombError as e:
+            raise ImageReadError(
+                f"'{path}' is too large to read safely ({_reason(e, path)}): downsample or crop it first."
+            ) from e
+        except (OSError, SyntaxError, ValueError) as e:
             kind = Path(path).suffix.lstrip(".").upper() or "image"
             raise ImageReadError(
                 f"Cannot read '{path}': the file is corrupt or not a valid {kind} image ({_reason(e, path)})."
             ) from e
         image.info["filename"] = path
         return image
+
+    def _reduction(self, size: tuple[int, int]) -> int:
+        """The integer factor an image of ``size`` is read at (1: full resolution)."""
+        if self.reduce_to is None:
+            return 1
+        return max(1, min(size) // self.reduce_to)
+
+    @staticmethod
+    def _reduce(image: Any, factor: int) -> Any:
+        """``image`` reduced by ``factor`` (box average); modes Pillow cannot reduce stay at full resolution."""
+        try:
+            return image.reduce(factor)
+        except (ValueError, NotImplementedError):  # 16-bit grayscale: through 32-bit integers, values kept
+            return image.convert("I").reduce(factor) if image.mode.startswith("I;16") else image
 
     def _convert(self, image: Any) -> Any:
         if self.mode is not None:
@@ -234,6 +283,10 @@ class DicomReader(ImageReader):
             raise ImageReadError(f"{corrupt} ({_reason(e, path)}).") from e
         if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise ImageReadError(f"Cannot read '{path}': the DICOM file has no pixel data.")
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        problem = too_large_problem((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), frames), path)
+        if problem is not None:  # from the header, before the pixel data is decoded
+            raise ImageReadError(problem)
         interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         if interpretation not in SUPPORTED_PHOTOMETRIC_INTERPRETATIONS:
             raise ImageReadError(
@@ -462,9 +515,13 @@ class NiftiReader(NibabelReader):
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
         path = _single(data, type(self).__name__)
         try:
-            return super().read(path, **kwargs)
+            image = super().read(path, **kwargs)
         except Exception as e:
             raise ImageReadError(f"Cannot read '{path}': the file is corrupt or not NIfTI ({_reason(e, path)}).") from e
+        problem = too_large_problem(image.shape, path)  # from the header, before the voxels are read
+        if problem is not None:
+            raise ImageReadError(problem)
+        return image
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         try:
@@ -507,6 +564,29 @@ class NumpyArrayReader(NumpyReader):
             else:
                 arrays.append(loaded)
         return arrays if len(arrays) > 1 else arrays[0]
+
+
+def reader_error(error: BaseException) -> BaseException | None:
+    """The reader's own one-sentence error (:class:`ImageReadError` or a missing file) in an exception's chain.
+
+    MONAI's ``Compose`` wraps a transform's exception in ``RuntimeError("applying transform <...>")``; a front that
+    reports a bad image shows this sentence instead, so that every command says the same thing about the same file.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ImageReadError, FileNotFoundError)):
+            return current
+        # a DataLoader worker's exception reaches the main process as text holding the original traceback
+        text = str(current)
+        if "Original Traceback" in text:
+            for line in reversed(text.splitlines()):
+                for name, kind in (("ImageReadError: ", ImageReadError), ("FileNotFoundError: ", FileNotFoundError)):
+                    if name in line and not line.startswith(" "):
+                        return kind(line.split(name, 1)[1].strip())
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class LoadMedicalImage(LoadImage):
@@ -571,7 +651,18 @@ class LoadMedicalImage(LoadImage):
                 f"(supported: {suffixes}, DICOM files without a suffix and DICOM series folders)."
             )
         # a reader given at call time bypasses LoadImage's try-every-reader loop, so its one-sentence error surfaces
-        return super().__call__(names if len(names) > 1 else names[0], reader)
+        loaded = super().__call__(names if len(names) > 1 else names[0], reader)
+        image = loaded if self.image_only else loaded[0]
+        if self.ensure_channel_first:
+            channel_dim: int | None = 0
+        else:
+            channel_dim = _channel_axis(image.meta.get("original_channel_dim") if hasattr(image, "meta") else None)
+        # NIfTI and NumPy files have no colour channels: their 4th axis holds volumes (a time series, vector images)
+        colour = isinstance(reader, (PhotoReader, DicomReader))
+        problem = image_problem(image, names[0], channel_dim, colour=colour)
+        if problem is not None:
+            raise ImageReadError(problem)
+        return loaded
 
 
 class LoadMedicalImaged(LoadImaged):
