@@ -36,6 +36,8 @@ PILImage, has_pil = optional_import("PIL.Image")
 ImageOps, _ = optional_import("PIL.ImageOps")
 
 __all__ = [
+    "COMPRESSED_TRANSFER_SYNTAXES",
+    "DECODER_PACKAGES",
     "DICOM_SUFFIXES",
     "DicomReader",
     "ImageReadError",
@@ -283,8 +285,12 @@ class DicomReader(ImageReader):
             raise ImageReadError(f"{corrupt} ({_reason(e, path)}).") from e
         if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise ImageReadError(f"Cannot read '{path}': the DICOM file has no pixel data.")
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        problem = too_large_problem((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), frames), path)
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), frames)
+        except (TypeError, ValueError) as e:
+            raise ImageReadError(f"{corrupt} (an invalid image size in its header: {_reason(e, path)}).") from e
+        problem = too_large_problem(shape, path)
         if problem is not None:  # from the header, before the pixel data is decoded
             raise ImageReadError(problem)
         interpretation = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -354,10 +360,7 @@ class DicomReader(ImageReader):
         try:
             array = ds.pixel_array
         except Exception as e:
-            reason = _reason(e, path)
-            if "missing dependencies" in reason:
-                reason += "; install pydicom's optional decoders, e.g. pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg"
-            raise ImageReadError(f"Cannot read '{path}': its pixel data cannot be decoded ({reason}).") from e
+            raise ImageReadError(_decode_failure(ds, path, e)) from e
         if interpretation == "PALETTE COLOR":
             array = apply_color_lut(array, ds)
             array = array / 257.0 if array.dtype == np.uint16 else array
@@ -386,6 +389,68 @@ class DicomReader(ImageReader):
             array = lo + hi - array
             interpretation, inverted = "MONOCHROME2", True
         return array.astype(np.float32), interpretation, voi, inverted
+
+
+#: compressed transfer syntaxes: (name, the decoder packages pydicom uses for them, the first one to install)
+COMPRESSED_TRANSFER_SYNTAXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "1.2.840.10008.1.2.4.50": ("JPEG Baseline (8-bit)", ("PIL", "libjpeg")),
+    "1.2.840.10008.1.2.4.51": ("JPEG Extended (12-bit)", ("libjpeg",)),
+    "1.2.840.10008.1.2.4.57": ("JPEG Lossless (process 14)", ("libjpeg",)),
+    "1.2.840.10008.1.2.4.70": ("JPEG Lossless SV1 (process 14, selection value 1)", ("libjpeg",)),
+    "1.2.840.10008.1.2.4.80": ("JPEG-LS Lossless", ("jpeg_ls", "libjpeg")),
+    "1.2.840.10008.1.2.4.81": ("JPEG-LS Near-Lossless", ("jpeg_ls", "libjpeg")),
+    "1.2.840.10008.1.2.4.90": ("JPEG 2000 Lossless", ("openjpeg", "PIL")),
+    "1.2.840.10008.1.2.4.91": ("JPEG 2000", ("openjpeg", "PIL")),
+    "1.2.840.10008.1.2.4.201": ("HTJ2K Lossless", ("openjpeg",)),
+    "1.2.840.10008.1.2.4.202": ("HTJ2K Lossless RPCL", ("openjpeg",)),
+    "1.2.840.10008.1.2.4.203": ("HTJ2K", ("openjpeg",)),
+    "1.2.840.10008.1.2.5": ("RLE Lossless", ("rle",)),
+}
+#: the pip package of each decoder module named above
+DECODER_PACKAGES = {
+    "PIL": "pillow",
+    "libjpeg": "pylibjpeg-libjpeg",
+    "jpeg_ls": "pyjpegls",
+    "openjpeg": "pylibjpeg-openjpeg",
+    "rle": "pylibjpeg-rle",
+}
+
+
+def _decode_failure(ds: Any, path: str, error: BaseException) -> str:
+    """One sentence on pixel data that cannot be decoded: the transfer syntax, and the decoder to install (or that
+    the installed ones reject the data)."""
+    import importlib.util
+
+    uid = str(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID") or "")
+    if not uid:
+        return (
+            f"Cannot read '{path}': its pixel data cannot be decoded because the file names no transfer syntax "
+            "(0002,0010); rewrite it with a DICOM tool (e.g. dcmconv or gdcmconv)."
+        )
+    # pydicom lists each plugin's failure on its own line after a summary: the first of them says most
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = (lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__).rstrip(".")
+    if uid not in COMPRESSED_TRANSFER_SYNTAXES:
+        name = getattr(getattr(pydicom, "uid", None), "UID", str)(uid)
+        return (
+            f"Cannot read '{path}': its pixel data in transfer syntax {getattr(name, 'name', uid)} ({uid}) cannot be "
+            f"decoded ({reason}); the file may be corrupt, or compressed in a way no installed decoder reads "
+            "(video transfer syntaxes are not read: export the frames as images)."
+        )
+    name, modules = COMPRESSED_TRANSFER_SYNTAXES[uid]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if len(missing) == len(modules):
+        packages = " or ".join(DECODER_PACKAGES[m] for m in modules)
+        extra = " pylibjpeg" if any(m in ("libjpeg", "openjpeg", "rle") for m in modules) else ""
+        return (
+            f"Cannot read '{path}': its pixel data is compressed as {name} ({uid}) and no decoder for it is installed: "
+            f"pip install{extra} {packages}."
+        )
+    return (
+        f"Cannot read '{path}': its pixel data is compressed as {name} ({uid}) and the installed decoders "
+        f"({', '.join(DECODER_PACKAGES[m] for m in modules if m not in missing)}) reject it ({reason}): the file may "
+        "be corrupt or not conformant; python-gdcm (pip install python-gdcm) decodes some such files."
+    )
 
 
 def _looks_like_dicom(path: PathLike) -> bool:
