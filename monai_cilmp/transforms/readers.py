@@ -406,6 +406,13 @@ COMPRESSED_TRANSFER_SYNTAXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "1.2.840.10008.1.2.4.203": ("HTJ2K", ("openjpeg",)),
     "1.2.840.10008.1.2.5": ("RLE Lossless", ("rle",)),
 }
+#: transfer syntaxes whose pixel data pydicom reads without a decoder
+UNCOMPRESSED_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+)
 #: the pip package of each decoder module named above
 DECODER_PACKAGES = {
     "PIL": "pillow",
@@ -431,11 +438,16 @@ def _decode_failure(ds: Any, path: str, error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     reason = (lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__).rstrip(".")
     if uid not in COMPRESSED_TRANSFER_SYNTAXES:
-        name = getattr(getattr(pydicom, "uid", None), "UID", str)(uid)
+        syntax = getattr(pydicom.uid.UID(uid), "name", uid)
+        if uid in UNCOMPRESSED_TRANSFER_SYNTAXES:
+            return (
+                f"Cannot read '{path}': its pixel data cannot be decoded ({reason}; transfer syntax {syntax}, "
+                f"{uid}): the file is truncated or its header is wrong; export it again."
+            )
         return (
-            f"Cannot read '{path}': its pixel data in transfer syntax {getattr(name, 'name', uid)} ({uid}) cannot be "
-            f"decoded ({reason}); the file may be corrupt, or compressed in a way no installed decoder reads "
-            "(video transfer syntaxes are not read: export the frames as images)."
+            f"Cannot read '{path}': its pixel data is compressed as {syntax} ({uid}), which no installed decoder reads "
+            f"({reason}): convert it to an uncompressed or JPEG transfer syntax (e.g. gdcmconv --raw); video transfer "
+            "syntaxes are not read, export the frames as images."
         )
     name, modules = COMPRESSED_TRANSFER_SYNTAXES[uid]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
