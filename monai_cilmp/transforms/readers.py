@@ -30,6 +30,7 @@ from monai.transforms import LoadImage, LoadImaged, MapTransform
 from monai.utils import PostFix, ensure_tuple, ensure_tuple_rep, optional_import
 
 from .checks import image_problem, too_large_problem
+from .orientation import ANATOMICAL, axcodes_affine, dicom_frame_geometry, dicom_volume_affine
 
 pydicom, has_pydicom = optional_import("pydicom")
 PILImage, has_pil = optional_import("PIL.Image")
@@ -283,6 +284,9 @@ class DicomReader(ImageReader):
                 raise ImageReadError(f"{corrupt} (no DICOM header).") from e
         except Exception as e:
             raise ImageReadError(f"{corrupt} ({_reason(e, path)}).") from e
+        refused = _not_an_image(ds, path)
+        if refused is not None:
+            raise ImageReadError(refused)
         if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise ImageReadError(f"Cannot read '{path}': the DICOM file has no pixel data.")
         try:
@@ -307,13 +311,25 @@ class DicomReader(ImageReader):
         files = [
             f for f in files if os.path.isfile(f) and (is_supported_format(f, DICOM_SUFFIXES) or _looks_like_dicom(f))
         ]
+        index = [f for f in files if os.path.basename(f).upper() == "DICOMDIR"]
+        files = [f for f in files if f not in index]
+        if not files and index:
+            raise ImageReadError(
+                f"Cannot read '{folder}': it holds a DICOMDIR (the index of a DICOM disc or export), whose images lie "
+                "in its subfolders: point to the folder of one series."
+            )
         if not files:
             raise ImageReadError(f"Cannot read '{folder}': the folder holds no DICOM files.")
         datasets = [self._read_file(f) for f in files]
-        series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+        series: dict[str, int] = {}
+        for ds in datasets:
+            uid = str(ds.get("SeriesInstanceUID", ""))
+            series[uid] = series.get(uid, 0) + 1
         if len(series) > 1:
+            listed = ", ".join(f"{uid or '(none)'} ({count} files)" for uid, count in sorted(series.items()))
             raise ImageReadError(
-                f"Cannot read '{folder}': the folder holds {len(series)} DICOM series; point to one series folder."
+                f"Cannot read '{folder}': the folder mixes {len(series)} DICOM series ({listed}): move each series "
+                "into a folder of its own."
             )
         if len({(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds in datasets}) > 1:
             raise ImageReadError(f"Cannot read '{folder}': the DICOM series mixes images of different sizes.")
@@ -330,6 +346,7 @@ class DicomReader(ImageReader):
         n_frames = int(first.get("NumberOfFrames", 1) or 1) if len(frames) == 1 else len(frames)
         if len(frames) == 1 and n_frames > 1:
             array = np.moveaxis(array, 0, 2)  # (frames, rows, cols[, 3]) -> (rows, cols, frames[, 3])
+        array, affine = self._place(img, array, n_frames)
         meta: dict[str, Any] = {
             "Modality": str(first.get("Modality", "")),
             "PhotometricInterpretation": interpretation,
@@ -340,6 +357,8 @@ class DicomReader(ImageReader):
             "spatial_shape": np.asarray(array.shape[:-1] if colour else array.shape),
             "original_channel_dim": -1 if colour else float("nan"),
         }
+        if affine is not None:  # a volume placed in the patient: SelectSlice shows its slices in one orientation
+            meta.update({"affine": affine, "original_affine": affine.copy(), "space": "RAS", ANATOMICAL: True})
         center, width = _window(first)
         if center is not None and width is not None:
             meta["WindowCenter"], meta["WindowWidth"] = center, width
@@ -347,6 +366,27 @@ class DicomReader(ImageReader):
         if spacing is not None:
             meta["PixelSpacing"] = tuple(float(s) for s in first.PixelSpacing)
         return array, meta
+
+    @staticmethod
+    def _place(img: _DicomImage, array: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The volume with its slices in order along the slice normal, and its RAS affine; ``None`` for 2D images
+        and for multi-frame files that do not say where their frames lie (ultrasound clips, videos)."""
+        if n_frames < 2:
+            return array, None
+        if len(img.datasets) > 1:  # a series folder, already sorted along the normal
+            geometries = [dicom_frame_geometry(ds) for ds in img.datasets]
+            if any(g is None for g in geometries):
+                return array, None
+            positions = np.concatenate([g[0] for g in geometries])  # type: ignore[index]
+            orientation, spacing = geometries[0][1], geometries[0][2]  # type: ignore[index]
+        else:
+            geometry = dicom_frame_geometry(img.datasets[0])
+            if geometry is None or len(geometry[0]) != n_frames:
+                return array, None
+            positions, orientation, spacing = geometry
+            order = np.argsort(positions @ np.cross(orientation[:3], orientation[3:]), kind="stable")
+            array, positions = np.take(array, order, axis=2), positions[order]
+        return array, dicom_volume_affine(positions, orientation, spacing, source=f"'{img.path}'")
 
     def _pixels(self, ds: Any) -> tuple[np.ndarray, str, bool, bool]:
         """Decoded, rescaled, windowed and inverted pixels of one data set, its interpretation and the flags."""
@@ -463,6 +503,29 @@ def _decode_failure(ds: Any, path: str, error: BaseException) -> str:
         f"({', '.join(DECODER_PACKAGES[m] for m in modules if m not in missing)}) reject it ({reason}): the file may "
         "be corrupt or not conformant; python-gdcm (pip install python-gdcm) decodes some such files."
     )
+
+
+#: DICOM objects that are not images, by SOP class UID (prefix): refused by name
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.1.3.10": "a DICOMDIR (the index of a DICOM disc or export: point to a series folder it lists)",
+    "1.2.840.10008.5.1.4.1.1.66.4": "a segmentation (SEG), not an image",
+    "1.2.840.10008.5.1.4.1.1.481.3": "an RT structure set (RTSTRUCT), not an image",
+    "1.2.840.10008.5.1.4.1.1.88.": "a structured report (SR), not an image",
+    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state, not an image",
+    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document (PDF or CDA), not an image",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data or a registration, not an image",
+}
+
+
+def _not_an_image(ds: Any, path: str) -> str | None:
+    """The sentence refusing a DICOM object that is not an image (by SOP class), else ``None``."""
+    uid = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if not uid and "DirectoryRecordSequence" in ds:
+        uid = "1.2.840.10008.1.3.10"
+    for prefix, what in NON_IMAGE_SOP_CLASSES.items():
+        if uid == prefix or (prefix.endswith(".") and uid.startswith(prefix)) or uid.startswith(prefix + "."):
+            return f"Cannot read '{path}': the DICOM file is {what} ({uid}); remove it from the image list."
+    return None
 
 
 def _looks_like_dicom(path: PathLike) -> bool:
@@ -602,10 +665,12 @@ class NiftiReader(NibabelReader):
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         try:
-            return super().get_data(img)
+            array, meta = super().get_data(img)
         except Exception as e:
             path = img.get_filename() or "NIfTI image"
             raise ImageReadError(f"Cannot read '{path}': the file is corrupt or not NIfTI ({_reason(e, path)}).") from e
+        meta[ANATOMICAL] = len(meta.get("spatial_shape", ())) == 3  # the affine places every voxel in the patient
+        return array, meta
 
 
 class NumpyArrayReader(NumpyReader):
@@ -613,13 +678,36 @@ class NumpyArrayReader(NumpyReader):
 
     A ``.npy``/``.npz`` file may hold pickled Python objects, and unpickling runs code: only plain arrays are read.
 
+    Args:
+        npz_keys: see MONAI's reader.
+        channel_dim: see MONAI's reader.
+        axcodes: where the axes of 3-D arrays run in the patient (e.g. ``"LPS"`` for ``(x, y, z)`` arrays from ITK or
+            DICOM, ``"RAS"`` for nibabel's canonical arrays, ``"PLS"`` for ``(rows, columns, slices)`` of axial
+            DICOM): such volumes are sliced in the same orientation as DICOM and NIfTI volumes. ``None``: the axes are
+            not anatomical (slices are taken along the last axis as stored).
+        kwargs: see MONAI's reader.
+
     Raises:
         ImageReadError: the file holds pickled objects, is corrupt, or is not a NumPy file.
     """
 
-    def __init__(self, npz_keys: KeysCollection | None = None, channel_dim: str | int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        npz_keys: KeysCollection | None = None,
+        channel_dim: str | int | None = None,
+        axcodes: str | None = None,
+        **kwargs,
+    ) -> None:
         kwargs.pop("allow_pickle", None)
         super().__init__(npz_keys=npz_keys, channel_dim=channel_dim, allow_pickle=False, **kwargs)
+        self.axcodes = axcodes_affine(axcodes) if axcodes is not None else None
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        array, meta = super().get_data(img)
+        if self.axcodes is not None and array.ndim == 3:  # a volume whose axes were declared: place it in the patient
+            meta.update({"affine": self.axcodes.copy(), "original_affine": self.axcodes.copy(), "space": "RAS"})
+            meta[ANATOMICAL] = True
+        return array, meta
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
         kwargs.pop("allow_pickle", None)
@@ -682,6 +770,7 @@ class LoadMedicalImage(LoadImage):
         image_only: return only the image ``MetaTensor`` (else image and metadata).
         dtype: data type of the loaded image.
         ensure_channel_first: move or add the channel dimension first (``(C, H, W[, D])``).
+        numpy_axcodes: where the axes of 3-D NumPy arrays run in the patient (see :class:`NumpyArrayReader`).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -698,6 +787,7 @@ class LoadMedicalImage(LoadImage):
         image_only: bool = True,
         dtype: Any = np.float32,
         ensure_channel_first: bool = True,
+        numpy_axcodes: str | None = None,
     ) -> None:
         # LoadImage.__init__ would instantiate every reader MONAI knows (ITK, nvImageCodec, ...), logging warnings
         # about the absent ones, only for them to be bypassed here: set its attributes directly instead.
@@ -706,7 +796,7 @@ class LoadMedicalImage(LoadImage):
         self.pattern, self.sep = None, "."
         self.readers: list[ImageReader] = []
         for reader in (
-            NumpyArrayReader(),
+            NumpyArrayReader(axcodes=numpy_axcodes),
             NiftiReader(as_closest_canonical=nifti_canonical),
             DicomReader(rescale=dicom_rescale, voi_lut=dicom_voi_lut, invert_monochrome1=invert_monochrome1),
             PhotoReader(mode=photo_mode),
@@ -755,6 +845,7 @@ class LoadMedicalImaged(LoadImaged):
         image_only: store only the image ``MetaTensor`` (else also ``{key}_meta_dict``).
         dtype: data type of the loaded image.
         ensure_channel_first: move or add the channel dimension first.
+        numpy_axcodes: see :class:`LoadMedicalImage`.
         allow_missing_keys: don't raise an exception when a key is missing.
     """
 
@@ -769,6 +860,7 @@ class LoadMedicalImaged(LoadImaged):
         image_only: bool = True,
         dtype: Any = np.float32,
         ensure_channel_first: bool = True,
+        numpy_axcodes: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         # LoadImaged.__init__ builds a default LoadImage (see LoadMedicalImage): set what its __call__ uses instead
@@ -782,6 +874,7 @@ class LoadMedicalImaged(LoadImaged):
             image_only=image_only,
             dtype=dtype,
             ensure_channel_first=ensure_channel_first,
+            numpy_axcodes=numpy_axcodes,
         )
         self.meta_keys = ensure_tuple_rep(None, len(self.keys))
         self.meta_key_postfix = ensure_tuple_rep(PostFix.meta(), len(self.keys))

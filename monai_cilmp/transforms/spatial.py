@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import CropForeground, Resize, SpatialPad, Transform
+from monai.transforms import CropForeground, Orientation, Resize, SpatialPad, Transform
 from monai.utils import StrEnum, TransformBackends, convert_to_dst_type, convert_to_tensor, look_up_option
 
 from ._base import KeysTransform
+from .orientation import ANATOMICAL, VOLUME_AXCODES, display_slice
 
 __all__ = [
     "ClipResize",
@@ -163,15 +164,19 @@ class FieldOfViewCrop(Transform):
 class SelectSlice(Transform):
     """Reduce a volume ``(C, X, Y, Z)`` to a 2D image: one slice, or adjacent slices as channels (2.5D).
 
-    2D images pass through (with ``context`` their channels are repeated, so that the output has the same number of
-    channels either way). Multi-frame DICOM files (ultrasound clips, endoscopy videos) are volumes whose last axis
-    is the frame axis.
+    Volumes placed in the patient (NIfTI, DICOM series, multi-frame DICOM with plane positions, NumPy arrays with
+    declared axes: the readers mark them) are first reoriented to LPS with MONAI's ``Orientation``, so that ``axis``
+    0, 1 and 2 are sagittal, coronal and axial whatever the file's affine, and each slice is shown as radiologists
+    view it (see :mod:`monai_cilmp.transforms.orientation`). 2D images pass through (with ``context`` their channels
+    are repeated, so that the output has the same number of channels either way). Multi-frame files that do not say
+    where their frames lie (ultrasound clips, endoscopy videos) are volumes whose last axis is the frame axis.
 
     Args:
         strategy: ``"middle"``, ``"index"`` (``index``, negative counts from the end) or ``"largest_foreground"``
             (the slice with most voxels above ``threshold``, e.g. the widest section of an organ or a tumour).
         index: slice index for ``"index"``.
-        axis: spatial axis to slice (0, 1, 2 or -1; for canonically oriented NIfTI volumes -1 gives axial slices).
+        axis: spatial axis to slice (0, 1, 2 or -1): sagittal, coronal, axial (-1) for volumes placed in the patient,
+            the frame axis (-1) for clips.
         context: number of neighbours on each side taken as extra channels: ``context=1`` gives 2.5D input of three
             adjacent slices (clamped at the volume's ends); the output has ``C * (2 * context + 1)`` channels.
         threshold: foreground threshold for ``"largest_foreground"`` (``None``: the volume's mean intensity).
@@ -221,12 +226,17 @@ class SelectSlice(Transform):
             return img if repeats == 1 else convert_to_dst_type(torch.cat([convert_to_tensor(img)] * repeats), img)[0]
         if img.ndim != 4:
             raise ValueError(f"SelectSlice expects a 2D (C, H, W) or 3D (C, X, Y, Z) image, got {tuple(img.shape)}.")
+        anatomical = isinstance(img, MetaTensor) and bool(img.meta.get(ANATOMICAL, False))
+        if anatomical:  # one orientation whatever the container: LPS, then slices as radiologists view them
+            img = Orientation(axcodes=VOLUME_AXCODES)(img)
         volume = convert_to_tensor(img, track_meta=False)
         index = self.slice_index(volume)
         count = volume.shape[1 + self.axis]
         picks = [min(max(i, 0), count - 1) for i in range(index - self.context, index + self.context + 1)]
         slices = torch.movedim(volume, 1 + self.axis, 1)[:, picks]  # (C, 2k+1, a, b)
         out = slices.reshape(-1, *slices.shape[2:])
+        if anatomical:
+            out = display_slice(out, self.axis)
         if not isinstance(img, MetaTensor):
             return convert_to_dst_type(out, img)[0]
         # the volume's 3D affine no longer describes the slice: keep the rest of the metadata and where it came from
