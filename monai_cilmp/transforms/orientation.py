@@ -48,9 +48,9 @@ def axcodes_affine(axcodes: str, spacing: Sequence[float] | None = None) -> np.n
     codes = tuple(str(axcodes).upper())
     if len(codes) != 3 or set("".join(codes)) - set("LRAPSI"):
         raise ValueError(f"Axis codes must be three of L/R, A/P, S/I (e.g. 'LPS' or 'RAS'), got '{axcodes}'.")
-    ornt = axcodes2ornt(codes)
-    if np.isnan(ornt).any():
+    if sorted("LRPASI".index(c) // 2 for c in codes) != [0, 1, 2]:
         raise ValueError(f"Axis codes '{axcodes}' name one direction twice: use one of L/R, A/P and S/I each.")
+    ornt = axcodes2ornt(codes)
     affine = np.eye(4)
     affine[:3, :3] = 0.0
     for axis, (world, flip) in enumerate(ornt):
