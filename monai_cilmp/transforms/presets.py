@@ -2,7 +2,7 @@
 
 Every pipeline has the same skeleton, so that the modality-specific choices are the only differences::
 
-    load (LoadMedicalImage) -> volume/multi-frame to 2D (SelectSlice) -> modality intensity to [0, 1]
+    load (LoadMedicalImage) -> volume/multi-frame to 2D (SelectSlice, SquarePixels) -> modality intensity to [0, 1]
     -> modality geometry (e.g. fundus field of view) -> ClipResize to the backbone's size
     -> modality steps at that size (e.g. stain normalisation) -> [training: geometric augmentation]
     -> CenterSpatialCrop -> [training: intensity/colour augmentation]
@@ -170,8 +170,9 @@ class Preset:
         return []
 
     def to_2d(self, t: _Steps) -> list:
-        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options."""
-        return [t("SelectSlice", **self.slice)]
+        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options, with square pixels
+        (DICOM pixel spacing, a volume's voxel sizes) so that anatomy keeps its shape through the CLIP resize."""
+        return [t("SelectSlice", **self.slice), t("SquarePixels")]
 
     def steps(self, stage: str, keys: KeysCollection | None = "image") -> list:
         """The transforms of one modality stage of the skeleton (one of :data:`STAGES`).

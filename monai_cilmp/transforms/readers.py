@@ -362,9 +362,9 @@ class DicomReader(ImageReader):
         center, width = _window(first)
         if center is not None and width is not None:
             meta["WindowCenter"], meta["WindowWidth"] = center, width
-        spacing = _plain(first.get("PixelSpacing"))
-        if spacing is not None:
-            meta["PixelSpacing"] = tuple(float(s) for s in first.PixelSpacing)
+        spacing = _pixel_spacing(first)
+        if spacing is not None:  # (between rows, between columns), for SquarePixels
+            meta["PixelSpacing"] = spacing
         return array, meta
 
     @staticmethod
@@ -536,6 +536,29 @@ def _looks_like_dicom(path: PathLike) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _pixel_spacing(ds: Any) -> tuple[float, float] | None:
+    """``PixelSpacing`` (or a projection image's ``ImagerPixelSpacing``, or an enhanced object's pixel measures)."""
+    for value in (
+        ds.get("PixelSpacing"),
+        ds.get("ImagerPixelSpacing"),
+        _shared_item(ds, "PixelMeasuresSequence", "PixelSpacing"),
+    ):
+        try:
+            rows, columns = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if rows > 0 and columns > 0:
+            return rows, columns
+    return None
+
+
+def _shared_item(ds: Any, sequence: str, attribute: str) -> Any:
+    try:
+        return ds.SharedFunctionalGroupsSequence[0].get(sequence)[0].get(attribute)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
 
 
 def _rescale(ds: Any) -> tuple[float, float]:

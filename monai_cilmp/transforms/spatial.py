@@ -35,6 +35,10 @@ __all__ = [
     "SelectSliceDict",
     "SelectSliced",
     "SliceStrategy",
+    "SquarePixels",
+    "SquarePixelsD",
+    "SquarePixelsDict",
+    "SquarePixelsd",
 ]
 
 
@@ -235,14 +239,71 @@ class SelectSlice(Transform):
         picks = [min(max(i, 0), count - 1) for i in range(index - self.context, index + self.context + 1)]
         slices = torch.movedim(volume, 1 + self.axis, 1)[:, picks]  # (C, 2k+1, a, b)
         out = slices.reshape(-1, *slices.shape[2:])
+        spacing = None
         if anatomical:
             out = display_slice(out, self.axis)
+            # the physical size of the displayed pixels (rows, columns), for SquarePixels
+            sizes = np.linalg.norm(np.asarray(img.affine, dtype=np.float64)[:3, :3], axis=0)
+            rows, columns = {0: (2, 1), 1: (2, 0), 2: (1, 0)}[self.axis]
+            spacing = (float(sizes[rows]), float(sizes[columns]))
         if not isinstance(img, MetaTensor):
             return convert_to_dst_type(out, img)[0]
         # the volume's 3D affine no longer describes the slice: keep the rest of the metadata and where it came from
         meta = {k: v for k, v in img.meta.items() if k not in ("affine", "original_affine", "spatial_shape")}
         meta.update({"SliceIndex": index, "SliceAxis": self.axis})
+        if spacing is not None:
+            meta["PixelSpacing"] = spacing
         return MetaTensor(out, meta=meta)
+
+
+class SquarePixels(Transform):
+    """Resample a 2D image ``(C, H, W)`` whose pixels are not square (its ``PixelSpacing`` metadata: DICOM's
+    ``PixelSpacing``/``ImagerPixelSpacing``, or the in-plane voxel sizes of a volume's slice) so that they are, before
+    the CLIP resize: anatomy keeps its shape. The coarser axis is resampled to the finer spacing, unless the image
+    would then exceed ``max_side`` pixels (the finer axis is then reduced instead). Images without a spacing, or with
+    square pixels, pass through.
+
+    Args:
+        max_side: the largest side the resampled image may have.
+        tolerance: relative spacing difference below which pixels count as square.
+    """
+
+    backend = Resize.backend
+
+    def __init__(self, max_side: int = 2048, tolerance: float = 0.01) -> None:
+        self.max_side, self.tolerance = int(max_side), float(tolerance)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        spacing = img.meta.get("PixelSpacing") if isinstance(img, MetaTensor) else None
+        if spacing is None or img.ndim != 3:
+            return img
+        try:
+            rows, columns = (float(s) for s in np.asarray(spacing, dtype=np.float64).reshape(-1)[:2])
+        except (TypeError, ValueError):
+            return img
+        if not (rows > 0 and columns > 0) or abs(rows - columns) <= self.tolerance * max(rows, columns):
+            return img
+        height, width = (int(s) for s in img.shape[1:])
+        extent = (height * rows, width * columns)
+        target = max(min(rows, columns), max(extent) / self.max_side)
+        size = (max(1, round(extent[0] / target)), max(1, round(extent[1] / target)))
+        shrink = size[0] <= height and size[1] <= width
+        out = Resize(size, mode="area" if shrink else "bilinear", anti_aliasing=False)(img)
+        if isinstance(out, MetaTensor):
+            out.meta["PixelSpacing"] = (extent[0] / size[0], extent[1] / size[1])
+        return out
+
+
+class SquarePixelsd(KeysTransform):
+    """Dictionary-based :class:`SquarePixels`."""
+
+    backend = SquarePixels.backend
+
+    def __init__(
+        self, keys: KeysCollection, max_side: int = 2048, tolerance: float = 0.01, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = SquarePixels(max_side, tolerance)
 
 
 class PadToSquared(KeysTransform):
@@ -307,3 +368,4 @@ PadToSquareD = PadToSquareDict = PadToSquared
 ClipResizeD = ClipResizeDict = ClipResized
 FieldOfViewCropD = FieldOfViewCropDict = FieldOfViewCropd
 SelectSliceD = SelectSliceDict = SelectSliced
+SquarePixelsD = SquarePixelsDict = SquarePixelsd
