@@ -181,7 +181,7 @@ def write_all(root: str | os.PathLike) -> dict[str, str]:
     root, volume = Path(root), phantom()
     paths = {
         "DICOM series": write_dicom_series(root / "series", volume),
-        "DICOM series, rotated 180": write_dicom_series(root / "series-flipped", volume, flipped=True),
+        "DICOM series 180°": write_dicom_series(root / "series-flipped", volume, flipped=True),
         "multi-frame DICOM": write_multiframe(root / "multiframe.dcm", volume),
         "enhanced DICOM": write_enhanced(root / "enhanced.dcm", volume),
     }
