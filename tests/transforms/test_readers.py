@@ -280,3 +280,28 @@ def test_nifti_missing_and_unsupported_failures(tmp_path, load):
     text.write_text("not an image")
     with pytest.raises(ImageReadError, match=r"^Cannot read '.*notes\.txt': unsupported file type '\.txt' \("):
         load(str(text))
+
+
+def test_large_images_are_read_at_a_reduced_scale(tmp_path, monkeypatch):
+    from PIL import Image, JpegImagePlugin
+
+    from monai_cilmp.transforms.readers import PhotoReader
+
+    rng = np.random.default_rng(0)
+    photo = np.kron(rng.integers(0, 255, (45, 40, 3), dtype=np.uint8), np.ones((64, 64, 1), np.uint8))  # 2880x2560
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(photo[..., 0]).save(tmp_path / "big.png")
+    opened = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def draft(self, mode, size):
+        opened.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+    jpeg = LoadMedicalImage()(str(tmp_path / "big.jpg"))
+    assert jpeg.shape == (3, 1440, 1280) and opened == [(1280, 1440)]  # decoded at half scale by the JPEG decoder
+    np.testing.assert_allclose(jpeg[:, 64:96, 64:96].mean().item(), photo[128:192, 128:192].mean(), atol=3)
+    png = LoadMedicalImage()(str(tmp_path / "big.png"))
+    assert png.shape == (1, 1440, 1280)
+    assert PhotoReader(reduce_to=None)._reduction((2880, 2560)) == 1  # full resolution when asked
