@@ -386,6 +386,8 @@ class DicomReader(ImageReader):
             positions, orientation, spacing = geometry
             order = np.argsort(positions @ np.cross(orientation[:3], orientation[3:]), kind="stable")
             array, positions = np.take(array, order, axis=2), positions[order]
+        if np.ptp(positions @ np.cross(orientation[:3], orientation[3:])) < 1e-6:
+            return array, None  # every frame at one place (a cine or dynamic series): frames are time, not space
         return array, dicom_volume_affine(positions, orientation, spacing, source=f"'{img.path}'")
 
     def _pixels(self, ds: Any) -> tuple[np.ndarray, str, bool, bool]:

@@ -14,6 +14,7 @@ from monai.transforms import CropForeground, Orientation, Resize, SpatialPad, Tr
 from monai.utils import StrEnum, TransformBackends, convert_to_dst_type, convert_to_tensor, look_up_option
 
 from ._base import KeysTransform
+from .checks import MIN_IMAGE_SIDE
 from .orientation import ANATOMICAL, VOLUME_AXCODES, display_slice
 
 __all__ = [
@@ -250,6 +251,12 @@ class SelectSlice(Transform):
             return convert_to_dst_type(out, img)[0]
         # the volume's 3D affine no longer describes the slice: keep the rest of the metadata and where it came from
         meta = {k: v for k, v in img.meta.items() if k not in ("affine", "original_affine", "spatial_shape")}
+        if min(out.shape[1:]) < MIN_IMAGE_SIDE:
+            source = img.meta.get("filename_or_obj", "the volume")
+            raise ValueError(
+                f"'{source}' gives a {out.shape[1]}x{out.shape[2]} slice along axis {self.axis} (volume "
+                f"{'x'.join(str(s) for s in volume.shape[1:])}): slice it along another axis (slice_axis)."
+            )
         meta.update({"SliceIndex": index, "SliceAxis": self.axis})
         if spacing is not None:
             meta["PixelSpacing"] = spacing

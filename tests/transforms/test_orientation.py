@@ -86,3 +86,25 @@ def test_radiograph_reaches_the_network_upright(tmp_path):
     offset = (64 - 48 * 64 // 64) // 2  # padded to a square: columns are centred
     assert float(image[2:14, offset + 2 : offset + 12].mean()) > float(image[40:60, offset + 30 : offset + 44].mean())
     assert float(image[2:14, offset + 2 : offset + 12].mean()) > float(image[50:62, offset + 2 : offset + 12].mean())
+
+
+def test_a_single_slice_volume_is_a_2d_image(tmp_path):
+    import nibabel as nib
+
+    data = np.random.default_rng(0).random((16, 12, 1)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "one.nii")
+    volume = LoadMedicalImage()(str(tmp_path / "one.nii"))
+    assert SelectSlice(axis=2)(volume).shape == (1, 12, 16)
+    with pytest.raises(ValueError, match=r"one.nii' gives a 1x12 slice along axis 0 .* another axis"):
+        SelectSlice(axis=0)(volume)
+
+
+def test_frames_at_one_place_are_time_not_space(tmp_path):
+    """A cine series (every frame at one position) keeps its frames as stored, on the last axis."""
+    volume = ph.phantom()
+    path = ph.write_multiframe(tmp_path / "cine.dcm", volume)
+    ds = pydicom.dcmread(path)
+    ds.SpacingBetweenSlices = 0.0
+    ds.save_as(path)
+    image = LoadMedicalImage()(path)
+    assert image.shape == (1, 24, 20, 11) and "AnatomicalVolume" not in image.meta
