@@ -21,6 +21,20 @@ from tests.test_faults import make_data, train_args
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The commands configure logging from the bundle's logging.conf, whose handlers keep the stream of this test's
+    captured stderr: put the loggers back as they were, so that later tests do not log into a closed stream."""
+    import logging
+
+    names = [None, *logging.root.manager.loggerDict]
+    saved = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).disabled) for name in names}
+    yield
+    for name in [None, *logging.root.manager.loggerDict]:
+        logger = logging.getLogger(name)
+        logger.handlers, logger.disabled = saved.get(name, ([], False))
+
+
 def write_bad_images(folder: Path) -> dict[str, str]:
     """``{file name: a fragment of the sentence that refuses it}``, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
