@@ -3,16 +3,21 @@
 The readers are :class:`monai.data.ImageReader` subclasses, so they can be registered with MONAI's own
 ``LoadImage``/``LoadImaged``. :class:`LoadMedicalImage` (``LoadMedicalImaged``) registers all three and picks one by
 file type, so that a file that cannot be read fails with one sentence naming it (MONAI's loader would try every
-reader in turn and report a wall of tracebacks).
+reader in turn and report a wall of tracebacks), and applies the one rule for bad images
+(:func:`~monai_cilmp.transforms.checks.image_problem`) to every image it reads.
 
 Conventions of the arrays they return (before ``EnsureChannelFirst``):
 
 - photographs and single-frame DICOM images are ``(rows, columns[, 3])``, the orientation CLIP was trained on
   (MONAI's ``PILReader`` transposes 2D images by default; for a CLIP backbone upright images matter);
-- multi-frame DICOM files and DICOM series folders are ``(rows, columns, frames[, 3])``, so that the frame axis is
-  the last spatial axis, like the slice axis of a NIfTI volume;
-- NIfTI images keep nibabel's voxel order, reoriented to the closest canonical (RAS) orientation by default, so
-  that the last axis of a volume is the axial (inferior to superior) one.
+- multi-frame DICOM files and DICOM series folders are ``(rows, columns, frames[, 3])``, frames sorted along the
+  slice normal; when the files say where their frames lie (series, enhanced and legacy multi-frame objects) the
+  volume carries its RAS ``affine`` and the :data:`~monai_cilmp.transforms.orientation.ANATOMICAL` flag;
+- NIfTI images keep nibabel's voxel order, reoriented to the closest canonical (RAS) orientation by default, with
+  their affine and the same flag (so do NumPy volumes whose axes are declared with ``numpy_axcodes``).
+
+:class:`~monai_cilmp.transforms.SelectSlice` turns flagged volumes into 2D views in one orientation whatever the
+container (see :mod:`monai_cilmp.transforms.orientation`).
 """
 
 from __future__ import annotations
