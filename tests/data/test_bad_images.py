@@ -105,7 +105,7 @@ def test_prepare_check_says_what_the_readers_say(project, capsys):
         assert sentence.replace(str(root / "bad"), str(images / "round red lesion")) in err, (name, err)
 
 
-@pytest.mark.parametrize("name", ["blank.png", "time.nii.gz", "text.png"])
+@pytest.mark.parametrize("name", ["blank.png", "time.nii.gz"])
 def test_train_and_evaluate_refuse_with_the_same_sentence(project, name, capsys):
     root, sentences = project
     listing = json.loads((root / "datalist.json").read_text())
