@@ -20,6 +20,7 @@ from .evaluation import (
 from .export import ExportNetwork, export_network, export_run
 from .features import cached_feature_loader, fit_training_features, training_features
 from .inference import ImagePredictions, inference_images, predict_images
+from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
@@ -42,6 +43,7 @@ __all__ = [
     "ExportNetwork",
     "ImagePredictions",
     "LossProgressBar",
+    "ModelZooError",
     "RegularizedLoss",
     "RunCalibration",
     "RunFolderError",
@@ -75,6 +77,7 @@ __all__ = [
     "load_calibration",
     "load_checkpoint",
     "load_run",
+    "load_trained_state",
     "lr_factor",
     "predict",
     "predict_calibrated",
@@ -83,6 +86,7 @@ __all__ = [
     "record_eval_metrics",
     "prediction_set_names",
     "prepare_run_folder",
+    "pack_run",
     "prepare_training",
     "reseed",
     "run_lock",
@@ -90,6 +94,7 @@ __all__ = [
     "scores_and_labels",
     "split_at_first_random",
     "training_features",
+    "trained_state_file",
     "training_handlers",
     "validation_handlers",
     "write_evaluation_report",
