@@ -123,12 +123,23 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
     warn_random_weights(pretrained, args.backbone)
+    doing = "Resuming" if args.resume else "Training"
     print(
-        f"Training CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
+        f"{doing} CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
         f"{', '.join(names)}"
     )
     settings = config_settings(args)
-    run_bundle(["train.json", f"presets/{preset}.json"], {**overrides, **settings}, existing=settings)
+    try:
+        run_bundle(["train.json", f"presets/{preset}.json"], {**overrides, **settings}, existing=settings)
+    except Exception as e:
+        from monai_cilmp.cli import _chain
+        from monai_cilmp.engines.runs import RunFinished
+
+        finished = next((cause for cause in _chain(e) if isinstance(cause, RunFinished)), None)
+        if finished is None:
+            raise
+        print(finished)  # a finished run resumed as it is: said, nothing written, success
+        return 0
     print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     print(f"Evaluate with: monai-cilmp evaluate --run {out}")
     return 0

@@ -310,12 +310,25 @@ def summarize_datalist(datalist: Mapping[str, Any]) -> str:
 def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a validated datalist as JSON atomically: a temporary file in the same folder, then ``os.replace``.
 
-    Either the whole file is written or, on any error, nothing (an existing file is left as it was).
+    Either the whole file is written or, on any error, nothing (an existing file is left as it was). Image paths are
+    written absolute: a relative path held in memory is relative to the current directory, while :func:`load_datalist`
+    reads a relative path in a file against the file's folder, so every writer (a split file, a folder, a CSV, a
+    download given by relative paths, with ``--out`` anywhere) writes a datalist that reads back the same from any
+    directory.
 
     Returns:
         the path written.
     """
-    return write_json(path, validate_datalist(datalist, source=str(path)), indent=1)
+    checked = validate_datalist(datalist, source=str(path))
+    for split in SPLITS:
+        checked[split] = [_absolute_image(item) for item in checked[split]]
+    return write_json(path, checked, indent=1)
+
+
+def _absolute_image(item: Mapping[str, Any]) -> dict[str, Any]:
+    """``item`` with its image path made absolute against the current directory (not resolved: links are kept)."""
+    image = str(item["image"])
+    return {**item, "image": image if os.path.isabs(image) else os.path.join(os.getcwd(), image)}
 
 
 def load_datalist(

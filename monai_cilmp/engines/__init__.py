@@ -23,7 +23,7 @@ from .inference import ImagePredictions, inference_images, predict_images
 from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
-from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
+from .runs import RunFinished, RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated
 from .trainer import (
     RegularizedLoss,
@@ -44,6 +44,7 @@ __all__ = [
     "ModelZooError",
     "RegularizedLoss",
     "RunCalibration",
+    "RunFinished",
     "RunFolderError",
     "RunFolderTrainer",
     "StopOnSignal",
