@@ -34,10 +34,15 @@ def test_train_evaluate_predict(trained, capsys):
     assert calibration["fitted_on"] == "validation" and calibration["conformal"]["method"] == "aps"
     assert metrics["conformal"]["alpha"] == 0.2 and "after" in metrics["calibration"]
     assert (run / "test_reliability.png").is_file() and (run / "test_conformal.png").is_file()
-    assert "Conformal APS sets at alpha = 0.2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Conformal APS sets at alpha = 0.2" in printed
+    # 4 validation images: evaluate's summary says the calibration cannot be trusted, and so do predict and explain
+    assert "WARNING: The calibration was fitted on only 4 validation images; at least 50" in printed
     assert main(["predict", "--run", str(run), str(trained / "data" / "toy" / "inference")]) == 0
+    printed, err = capsys.readouterr()
+    assert "WARNING: The calibration was fitted on only 4 validation images" in err
     # earlier in-process runs configured the bundle's logging (INFO to stdout); predict's own output is JSON lines
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     assert len(lines) == 3 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in lines)
     assert all(set(r["prediction_set"]) <= set(CLASSES) for r in lines)
     out = trained / "predictions.jsonl"
@@ -92,7 +97,9 @@ def test_explain_writes_overlays_and_knowledge_words(trained, capsys):
     inference = trained / "data" / "toy" / "inference"
     out = trained / "explained"
     assert main(["explain", "--run", str(run), str(inference), "--out", str(out), "--top-k", "3"]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    calibrated = (run / "calibration.json").is_file()  # when test_train_evaluate_predict ran first
+    assert not calibrated or "WARNING: The calibration was fitted on only 4 validation images" in err
     summary = json.loads((out / "explanations.json").read_text())
     assert len(summary) == 3
     for entry in summary:

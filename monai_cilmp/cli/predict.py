@@ -55,6 +55,25 @@ def collect_images(inputs: list[str]) -> list[str]:
     return images
 
 
+def warn_if_learned_nothing(probabilities: list, class_names: list[str], calibration: object | None) -> None:
+    """Print to stderr what :func:`~monai_cilmp.metrics.learning_warnings` says of these predictions and the run's
+    calibration (``predict`` and ``explain``)."""
+    from monai_cilmp.metrics import learning_warnings
+
+    fitted = calibration is not None
+    warnings = learning_warnings(
+        probabilities if len(probabilities) else None,
+        None,
+        class_names,
+        "predicted",
+        temperature=getattr(calibration, "temperature", None),
+        n_calibration=getattr(calibration, "n", None) if fitted else None,
+        fitted_on=getattr(calibration, "fitted_on", None),
+    )
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from monai_cilmp.engines import load_calibration, load_run, predict_images
     from monai_cilmp.utils import atomic_write
@@ -76,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         parser.get_parsed_content("device"),
         batch_size=args.batch_size,
         num_workers=runtime["num_workers"],
-        calibration=load_calibration(trained.directory),  # the temperature and sets `evaluate` fitted, if any
+        calibration=(calibration := load_calibration(trained.directory)),  # the temperature and sets of `evaluate`
     )
     names = trained.class_names
     sets = predictions.sets or {}
@@ -98,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Predictions of {len(lines)} images written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    warn_if_learned_nothing([row for _, row in predictions.items()], names, calibration)
     for message in predictions.errors.values():
         print(f"monai-cilmp predict: skipped: {message}", file=sys.stderr)
     if predictions.errors:

@@ -22,7 +22,15 @@ from monai_cilmp.utils.files import atomic_write
 
 from .cells import FULL, Protocol, harmonic_mean, shots_label
 
-__all__ = ["REPORTED_METRICS", "accuracy_figure", "plot_accuracy", "plot_base_novel", "summarise_cells", "write_report"]
+__all__ = [
+    "REPORTED_METRICS",
+    "accuracy_figure",
+    "plot_accuracy",
+    "plot_base_novel",
+    "summarise_cells",
+    "warnings_section",
+    "write_report",
+]
 
 #: the metrics of the results table, with their column titles
 REPORTED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro AUC"}
@@ -245,6 +253,25 @@ def plot_base_novel(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) 
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
+def warnings_section(records: Sequence[Mapping[str, Any]]) -> str:
+    """The report's "Warnings" section: each cell whose model learned nothing
+    (:func:`~monai_cilmp.metrics.learning_warnings`), with what it says; empty when there is none."""
+    warned = [r for r in records if r.get("warnings")]
+    if not warned:
+        return ""
+    lines = [
+        "",
+        "## Warnings",
+        "",
+        f"{len(warned)} of {len(records)} cells learned nothing usable; their numbers above are not results:",
+        "",
+    ]
+    for r in sorted(warned, key=lambda r: (str(r.get("backbone")), r["method"], int(r["shots"]), int(r["seed"]))):
+        where = f"{r['method']}, {shots_label(int(r['shots']))}, seed {r['seed']}"
+        lines += [f"- {where}: {w}" for w in r["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     out: str | os.PathLike,
     records: Sequence[Mapping[str, Any]],
@@ -306,6 +333,7 @@ def write_report(
         text = text.replace(
             "\n## All metrics", f"\n![base, novel and HM at the largest shots]({bars.name})\n\n## All metrics", 1
         )
+    text += warnings_section(records)
     md_path = atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     files = {"markdown": md_path, "csv": csv_path, "plot": plot}
     return {**files, "bars": bars} if bars is not None else files

@@ -15,6 +15,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from ignite.handlers import ProgressBar
 
@@ -53,10 +54,16 @@ class EpochSummary:
         self.logger = logging.getLogger(logger_name)
         self._lr = math.nan
         self._loss_sum, self._steps, self._start = 0.0, 0, 0.0
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self.warnings: list[str] = []
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
 
+        if self.evaluator is not None:  # its predictions say whether the model learned anything (learning_warnings)
+            self.evaluator.add_event_handler(Events.EPOCH_STARTED, self._reset_predictions)
+            self.evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._collect_predictions)
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
@@ -73,6 +80,27 @@ class EpochSummary:
             self._loss_sum += loss["loss"]
             self._steps += 1
 
+    def _reset_predictions(self, evaluator: Engine) -> None:
+        self._scores, self._labels = [], []
+
+    def _collect_predictions(self, evaluator: Engine) -> None:
+        from monai_cilmp.engines.trainer import scores_and_labels
+
+        try:
+            scores, labels = scores_and_labels(evaluator.state.output)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return  # an evaluator whose output holds no scores and labels: nothing to judge
+        self._scores.append(torch.as_tensor(scores).detach().float().cpu().numpy())
+        self._labels.append(torch.as_tensor(labels).detach().cpu().numpy().reshape(-1))
+
+    def _learning_warnings(self, engine: Engine) -> list[str]:
+        if not self._scores or self.evaluator is None or self.evaluator.state.epoch != engine.state.epoch:
+            return []
+        from monai_cilmp.metrics.collapse import learning_warnings
+
+        names = getattr(getattr(engine, "network", None), "class_names", None)
+        return learning_warnings(np.concatenate(self._scores), np.concatenate(self._labels), names, "validation")
+
     def line(self, engine: Engine) -> str:
         """The text of the epoch that just completed."""
         parts = [f"epoch {engine.state.epoch}/{engine.state.max_epochs}"]
@@ -85,9 +113,12 @@ class EpochSummary:
             if getattr(state, "best_metric_epoch", -1) > 0:
                 parts.append(f"(best {float(state.best_metric):.4f} @ {state.best_metric_epoch})")
         parts.append(f"{time.perf_counter() - self._start:.1f} s")
+        if self.warnings:
+            parts.append("WARNING: learned nothing so far (one class for every validation image or chance accuracy)")
         return "  ".join(parts)
 
     def epoch_completed(self, engine: Engine) -> None:
+        self.warnings = self._learning_warnings(engine)
         self.logger.info(self.line(engine))
         if self.writer is not None:
             self.writer.add_scalar("train/lr", self._lr, engine.state.epoch)
@@ -98,6 +129,8 @@ class EpochSummary:
     def completed(self, engine: Engine) -> None:
         if self.writer is not None:  # closed: its file and thread go (it reopens if the engine runs again)
             self.writer.close()
+        for warning in self.warnings:  # of the last epoch validated
+            self.logger.warning(f"WARNING: {warning}")
         if self.checkpoint_dir is not None:
             self.logger.info(f"training complete after {engine.state.epoch} epochs; run saved in {self.checkpoint_dir}")
 
