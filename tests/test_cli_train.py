@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
 
 def test_train_evaluate_predict(trained, capsys):
     run = trained / "run"
-    assert (run / "checkpoints" / "final.pt").is_file()
+    assert (run / "checkpoints" / "final.pt").is_file() and not (run / ".lock").exists()  # no lock left behind
     assert main(["evaluate", "--run", str(run), "--alpha", "0.2", "--conformal", "aps"]) == 0
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["n"] == 4 and set(metrics["per_class"]) == set(CLASSES)
@@ -151,3 +151,20 @@ def test_set_changes_one_config_entry(trained, tmp_path, capsys):
         assert main([*args, "--overwrite", "--set", wrong]) == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]  # after the random-weights warning
         assert "Unknown bundle setting" in error or "is not ID=VALUE" in error, error
+
+
+def test_our_commands_print_no_library_noise(trained):
+    """No MONAI warning about trusting our own configs or their folders, no open_clip warning about random weights
+    that were asked for (the run's backbone is rebuilt from its seed)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "monai_cilmp", "evaluate", "--run", str(trained / "run"), "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed[-2000:]
+    for noise in ("source you trust", "Not all config files", "initialized randomly", "arenot"):
+        assert noise not in printed

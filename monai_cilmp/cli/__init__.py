@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["COMMANDS", "UserError", "build_parser", "main", "plain_text", "user_message"]
+__all__ = ["COMMANDS", "DefaultsHelpFormatter", "UserError", "build_parser", "main", "plain_text", "user_message"]
 
 #: module name under monai_cilmp.cli -> one line for ``monai-cilmp --help``, in the order they are listed
 COMMANDS = {
@@ -38,6 +38,17 @@ COMMANDS = {
 def plain_text(doc: str) -> str:
     """A module docstring as ``--help`` text: reST's double back-quotes and ``::`` literal markers removed."""
     return doc.replace("``", "").replace("::\n", ":\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that shows each option's default, except where there is none to show (``None``) or the
+    help text already says it ("(default: ...)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "(default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
 FORMATS = ("torchscript", "onnx")
@@ -22,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "when there are none) and the largest probability difference from PyTorch is printed (ONNX needs "
             "onnxruntime for this check)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("--format", default="torchscript", choices=FORMATS, help="file format")

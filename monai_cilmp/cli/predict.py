@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, parse_bundle
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
@@ -22,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "that cannot be read are reported one sentence each on standard error and the others are predicted; "
             "the exit status is then 1."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -145,10 +146,37 @@ def _batch_loss(output: Any) -> dict[str, float]:
 class LossProgressBar(ProgressBar):
     """Ignite's ``ProgressBar`` showing the batch loss, attachable from a config's handler list (``attach(engine)``).
 
+    When standard error is not a terminal (a log file, a pipe, a batch job) a bar would write a line per update
+    there; the progress is then logged as plain lines instead, at each quarter of an epoch (the epoch's own line
+    comes from :class:`EpochSummary`), e.g. ``epoch 3/100  50/200 iterations  loss 0.4121``.
+
     Args:
+        plain: plain lines instead of a bar (``None``: when standard error is not a terminal).
+        logger_name: the logger of the plain lines.
         kwargs: ``ProgressBar``'s (e.g. ``persist``).
     """
 
+    def __init__(self, plain: bool | None = None, logger_name: str = LOGGER_NAME, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plain = plain
+        self.logger = logging.getLogger(logger_name)
+
     def attach(self, engine: Engine, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        plain = self.plain if self.plain is not None else not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        if plain:
+            from ignite.engine import Events
+
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._plain_line)
+            return
         kwargs.setdefault("output_transform", _batch_loss)
         super().attach(engine, *args, **kwargs)
+
+    def _plain_line(self, engine: Engine) -> None:
+        length = engine.state.epoch_length or 0
+        step = (engine.state.iteration - 1) % length + 1 if length else engine.state.iteration
+        quarter = max(1, length // 4)
+        if length < 4 or step % quarter or step >= length:
+            return  # a quarter of a longer epoch; the epoch's end has its own line
+        loss = _batch_loss(engine.state.output)
+        text = f"  loss {loss['loss']:.4f}" if loss else ""
+        self.logger.info(f"epoch {engine.state.epoch}/{engine.state.max_epochs}  {step}/{length} iterations{text}")
