@@ -32,6 +32,9 @@ __all__ = [
     "write_report",
 ]
 
+#: one marker per series of the accuracy plot, in order
+PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
 #: the metrics of the results table, with their column titles
 REPORTED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro AUC"}
 
@@ -185,7 +188,11 @@ def accuracy_figure(
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for backbone, method in dict.fromkeys((r.get("backbone"), r["method"]) for r in rows):
+    series = list(dict.fromkeys((r.get("backbone"), r["method"]) for r in rows))
+    # methods that score alike (zero-shot CLIP and CILMP at few shots) would hide one another: each series has its
+    # own marker and is shifted a little sideways
+    dodge = min(0.08, 0.4 / max(len(series), 1))
+    for index, (backbone, method) in enumerate(series):
         mine = sorted(
             (r for r in rows if r["method"] == method and r.get("backbone") == backbone), key=lambda r: x_of[r["shots"]]
         )
@@ -193,12 +200,14 @@ def accuracy_figure(
             mine = [r for r in mine if not math.isnan(r["hm"])]
             if not mine:
                 continue
-        x = [x_of[r["shots"]] for r in mine]
+        shift = (index - (len(series) - 1) / 2) * dodge
+        x = [x_of[r["shots"]] + shift for r in mine]
         y = [r["hm"] if b2n else r["accuracy_mean"] for r in mine]
         err = None if b2n else [r["accuracy_std"] for r in mine]
-        style = "-o" if get_method(method).needs_training else "--"
+        line = "-" if get_method(method).needs_training else "--"
+        marker = PLOT_MARKERS[index % len(PLOT_MARKERS)]
         label = f"{method} · {backbone}" if several else method
-        ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=label)
+        ax.errorbar(x, y, yerr=err, fmt=line, marker=marker, markersize=6, capsize=3, label=label)
     if n_classes and not b2n:
         ax.axhline(1.0 / n_classes, color="grey", linestyle=":", linewidth=1.2, label=f"chance (1/{n_classes})")
     ax.set_xticks(range(len(order)), [shots_label(k).replace("-shot", "") for k in order])
