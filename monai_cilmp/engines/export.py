@@ -106,6 +106,9 @@ def export_network(
                     "ONNX export needs the onnx package: `pip install onnx onnxruntime`, or export with "
                     "--format torchscript."
                 )
+            # torch warns that advanced indexing with negative indices would export wrongly; the command's parity
+            # check against PyTorch says whether that applies (the export command prints it beside the warning's gist)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
             torch.onnx.export(
                 module,
                 (example,),
