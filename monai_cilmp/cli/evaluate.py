@@ -43,11 +43,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run_configs(method: str | None) -> list[str]:
-    """The bundle configs that rebuild a run's network: ``train.json``, the overlay of the method it recorded
+def run_configs(method: str | None, preset: str | None = None) -> list[str]:
+    """The bundle configs that rebuild a run's network and evaluation transforms: ``train.json``, the overlay of the
+    modality preset it recorded (``configs/presets/<preset>.json``), the overlay of the method it recorded
     (``configs/methods/<method>.json``; none for runs from before methods were recorded: CILMP), ``evaluate.json``.
     """
-    return ["train.json", *([f"methods/{method}.json"] if method else []), "evaluate.json"]
+    from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
+
+    presets = [f"presets/{get_preset(preset).name}.json"] if preset else []
+    return ["train.json", *presets, *([f"methods/{method}.json"] if method else []), "evaluate.json"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     overrides["conformal#class_conditional"] = bool(args.class_conditional)
     overrides.update(apply_runtime(args))
     print(f"Evaluating {trained.checkpoint} on the {args.split} split of {overrides['datalist_file']}")
-    run_bundle(run_configs(trained.method), overrides)
+    run_bundle(run_configs(trained.method, overrides.get("preset")), overrides)
     prefix = trained.directory / args.split
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
     print(f"predictions: {prefix}_predictions.csv; reliability diagram: {prefix}_reliability.png;")

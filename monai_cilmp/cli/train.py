@@ -64,8 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -> list[str]:
-    """Fail early, in one sentence, on a missing or mismatched datalist or knowledge bank; return the classes."""
+def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -> tuple[list[str], str]:
+    """Fail early, in one sentence, on a missing or mismatched datalist or knowledge bank; return the classes and
+    the datalist's modality preset (dermoscopy when it names none, as train.json)."""
     from monai_cilmp.data import load_datalist
     from monai_cilmp.knowledge import KnowledgeBank
 
@@ -74,7 +75,7 @@ def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -
     if not data.get("training"):
         raise ValueError(f"Datalist '{datalist}' has no training images.")
     KnowledgeBank.load(knowledge).check_classes(names)
-    return names
+    return names, str(data.get("preset") or "dermoscopy")
 
 
 def warn_random_weights(pretrained: str, backbone: str = "") -> None:
@@ -93,7 +94,10 @@ def warn_random_weights(pretrained: str, backbone: str = "") -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     overrides = class_overrides(args)
-    names = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
+    names, preset = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
+    from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
+
+    preset = str(get_preset(overrides.get("preset") or preset).name)  # its overlay lists the modality's transforms
     pretrained = args.pretrained
     if Path(pretrained).expanduser().is_file():  # a weights file: recorded absolute, never relative to a cwd
         pretrained = str(Path(pretrained).expanduser().resolve())
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         f"{', '.join(names)}"
     )
     settings = config_settings(args)
-    run_bundle(["train.json"], {**overrides, **settings}, existing=settings)
+    run_bundle(["train.json", f"presets/{preset}.json"], {**overrides, **settings}, existing=settings)
     print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     print(f"Evaluate with: monai-cilmp evaluate --run {out}")
     return 0

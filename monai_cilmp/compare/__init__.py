@@ -3,6 +3,7 @@
 - :mod:`.cells`: one cell (method x shots x seed, on a backbone) under a protocol (few-shot or base-to-novel):
   few-shot subset, training, test evaluation, its record;
 - :mod:`.run`: the grid, run resumably (:func:`run_comparison`, behind ``monai-cilmp compare``);
+- :mod:`.benchmarks`: the published benchmarks' settings per method (``benchmarks.json``, ``--benchmark``);
 - :mod:`.report`: the papers' table (mean ± std over seeds; base / novel / HM for base-to-novel; a backbone column)
   as ``results.md`` / ``results.csv`` and a plot against shots.
 """

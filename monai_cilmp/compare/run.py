@@ -123,6 +123,8 @@ def run_comparison(
     num_workers: int = 0,
     protocol: str = Protocol.FEW_SHOT,
     sampler: str = "monai-cilmp",
+    benchmark: str | None = None,
+    recipe_given: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Compare ``methods`` over ``shots`` x ``seeds`` on one datalist; resume what a previous run left.
@@ -152,6 +154,10 @@ def run_comparison(
             ``ceil(C / 2)`` classes, report base, novel and harmonic-mean accuracy).
         sampler: how each cell's K-shot subset is drawn (:class:`~monai_cilmp.data.FewShotSampler`; ``"dassl"``:
             the subsets of CoOp's / BiomedCoOp's seeds on a datalist imported from their split file).
+        benchmark: a published benchmark's settings to apply per method (:mod:`.benchmarks`: ``"biomedcoop"``,
+            ``"coop"``, ``"cocoop"``, ``"maple"``, ``"promptsrc"``): network keywords, recipe, class names of the
+            prompts, Tip-Adapter's validation search; listed in ``results.md``. ``None``: this package's defaults.
+        recipe_given: recipe fields set explicitly (on the command line): they win over the benchmark's recipe.
         log: where progress lines go.
 
     Returns:
@@ -209,6 +215,14 @@ def run_comparison(
         bank.check_classes(names)
     recipe = recipe or TrainingRecipe()
     method_recipes = {k: dict(v) for k, v in (method_recipes or {}).items()}
+    bench: dict[str, Any] | None = None
+    if benchmark:
+        from .benchmarks import benchmark_settings
+
+        bench = benchmark_settings(benchmark, methods, dataset, names)
+        for method, applied in bench["methods"].items():
+            wanted = {k: v for k, v in applied.get("recipe", {}).items() if k not in recipe_given}
+            method_recipes[method] = {**wanted, **method_recipes.get(method, {})}
     pretrained = None if pretrained in (None, "", "none") else str(pretrained)
     label = backbone_label(backbone, pretrained)
     settings = {
@@ -225,6 +239,7 @@ def run_comparison(
         "dataset": dataset,
         "recipe": {k: v for k, v in recipe.to_dict().items() if k not in ("seed", "val_interval")},
         "method_recipes": method_recipes,
+        **({"benchmark": bench} if bench else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     backbones = _check_settings(out, settings)
@@ -274,6 +289,9 @@ def run_comparison(
             backbone_label=label,
             subset_loaders={k: (v, test_loader(v["test"])) for k, v in subsets.items()},
             sampler=sampler,
+            method_kwargs={m: a["network"] for m, a in (bench or {}).get("methods", {}).items() if "network" in a},
+            prompt_names=dict((bench or {}).get("class_names", {})),
+            searches={m: a["search"] for m, a in (bench or {}).get("methods", {}).items() if "search" in a},
         )
     for i, cell in enumerate(cells, 1):
         prefix = f"[{i}/{len(cells)}] {cell}:"
@@ -312,6 +330,14 @@ def run_comparison(
     ordered = [records[c] for c in cells]
     everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
     files = write_report(out, everything, methods, shot_list)
+    if bench:
+        from .benchmarks import benchmark_markdown
+
+        given = {k: getattr(recipe, k) for k in recipe_given}
+        section = benchmark_markdown(bench, given)
+        with open(files["markdown"], "a", encoding="utf-8") as report:
+            report.write("\n" + section)
+        log(section)
     log(f"Results: {files['markdown']}\n         {files['csv']}\n         {files['plot']}")
     log(f"Cells (checkpoints, predictions, confusion matrices): {out / 'cells'}")
     return {"records": ordered, "files": files, "ran": len(to_run), "skipped": len(done)}

@@ -18,8 +18,9 @@ from .evaluation import (
     write_predictions,
 )
 from .export import ExportNetwork, export_network, export_run
-from .features import cached_feature_loader, fit_training_features, training_features
+from .features import cached_feature_loader, fit_training_features, training_feature_dataset, training_features
 from .inference import ImagePredictions, inference_images, predict_images
+from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
@@ -31,8 +32,6 @@ from .trainer import (
     create_trainer,
     predict,
     scores_and_labels,
-    training_handlers,
-    validation_handlers,
 )
 from .training import TrainingSetup, amp_options, default_device, prepare_training, reseed
 
@@ -42,6 +41,7 @@ __all__ = [
     "ExportNetwork",
     "ImagePredictions",
     "LossProgressBar",
+    "ModelZooError",
     "RegularizedLoss",
     "RunCalibration",
     "RunFolderError",
@@ -75,6 +75,7 @@ __all__ = [
     "load_calibration",
     "load_checkpoint",
     "load_run",
+    "load_trained_state",
     "lr_factor",
     "predict",
     "predict_calibrated",
@@ -83,15 +84,16 @@ __all__ = [
     "record_eval_metrics",
     "prediction_set_names",
     "prepare_run_folder",
+    "pack_run",
     "prepare_training",
     "reseed",
     "run_lock",
     "save_calibration",
     "scores_and_labels",
     "split_at_first_random",
+    "training_feature_dataset",
     "training_features",
-    "training_handlers",
-    "validation_handlers",
+    "trained_state_file",
     "write_evaluation_report",
     "write_predictions",
     "write_run_metadata",

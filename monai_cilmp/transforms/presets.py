@@ -47,6 +47,7 @@ __all__ = [
     "PresetName",
     "PRESETS",
     "STAGES",
+    "check_preset_transforms",
     "RadiographyPreset",
     "UltrasoundPreset",
     "get_preset",
@@ -90,6 +91,33 @@ class _Steps:
             if cls is not None:
                 return cls(**kwargs) if self.keys is None else cls(keys=self.keys, **kwargs)
         raise AttributeError(f"No transform named {class_name}.")
+
+
+class _StepConfigs:
+    """Writes the dictionary transforms a preset lists as bundle config entries (``_target_`` and arguments) instead of
+    building them: the preset overlays ``configs/presets/<name>.json`` are these entries."""
+
+    def __init__(self, keys: str) -> None:
+        self.keys = keys
+
+    def __call__(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        class_name = f"{name}d"
+        local = next((m for m in _LOCAL_MODULES if hasattr(m, class_name)), None)
+        if local is None and not hasattr(monai.transforms, class_name):
+            raise AttributeError(f"No transform named {class_name}.")
+        target = f"monai_cilmp.transforms.{class_name}" if local is not None else class_name
+        return {"_target_": target, "keys": self.keys, **{k: _plain(v) for k, v in kwargs.items()}}
+
+
+def _plain(value: Any) -> Any:
+    """A transform argument as JSON data (tuples as lists, enum members as their values)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return str(value)
+    return value
 
 
 class Preset:
@@ -177,6 +205,18 @@ class Preset:
         if stage in AUGMENTATION_STAGES and not self.augment:
             return []
         return getattr(self, stage)(_Steps(keys))
+
+    def transform_configs(self, keys: str = "@image_key") -> dict[str, Any]:
+        """The preset as the ``transforms`` section of a bundle config: ``preset``, ``resize_mode`` and one list of
+        ``_target_`` entries per stage of :data:`STAGES` (what ``configs/presets/<name>.json`` holds; ``train.json``
+        places each list in its skeleton, so that ``--set transforms#<stage>#<i>#<argument>`` changes one step).
+
+        Args:
+            keys: the ``keys`` of every entry (a reference to the bundle's image key by default).
+        """
+        recorder = _StepConfigs(keys)
+        stages = {stage: getattr(self, stage)(recorder) for stage in STAGES}
+        return {"preset": str(self.name), "resize_mode": str(self.resize_mode), **stages}
 
     # the shared skeleton ---------------------------------------------------------------------------------------
     def _build(
@@ -615,3 +655,18 @@ def get_preset(name: str, **options: Any) -> Preset:
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     return PRESETS[look_up_option(key, PresetName)](**options)
+
+
+def check_preset_transforms(preset: str, transforms_preset: str) -> None:
+    """Refuse a run whose listed transforms (the ``transforms`` section of the bundle config) are another preset's
+    than its data's: a datalist of CT slices must not be read as dermoscopy photographs.
+
+    Raises:
+        ValueError: the two differ, naming the overlay to add.
+    """
+    preset, listed = str(get_preset(preset).name), str(transforms_preset)
+    if preset != listed:
+        raise ValueError(
+            f"The data's modality preset is '{preset}' but the config lists the transforms of '{listed}': add the "
+            f"overlay configs/presets/{preset}.json after train.json (monai-cilmp train does this for you)."
+        )
