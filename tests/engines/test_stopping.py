@@ -189,7 +189,9 @@ def test_two_ctrl_c_end_a_training_command_quickly(tmp_path):
         finally:
             os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
     text = (tmp_path / "train.log").read_text()
-    assert code == 130 and elapsed < 15, text[-2000:]
+    # 130: exited by the handlers; -SIGINT: the second one came while the interpreter was finalizing, after Python put
+    # the default action back; a shell shows 130 for both
+    assert code in (130, -signal.SIGINT) and elapsed < 15, text[-2000:]
     deadline = time.monotonic() + 30  # workers whose parent is gone exit by themselves (PyTorch's watchdog)
     while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
