@@ -39,7 +39,24 @@ __all__ = [
 ]
 
 SPLITS = ("training", "validation", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz")
+#: file types that are images (a folder's other files are not): what :class:`~monai_cilmp.transforms.LoadMedicalImage`
+#: reads, NumPy arrays included (so that a pickled ``.npy`` is refused by name, not silently left out)
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".dcm",
+    ".dicom",
+    ".dic",
+    ".ima",
+    ".nii",
+    ".nii.gz",
+    ".npy",
+    ".npz",
+)
 
 Item = tuple[str, int]
 
@@ -309,7 +326,7 @@ def load_datalist(
     Args:
         path: the JSON file.
         class_names: class names to use when the file has none (a plain MONAI datalist); when the file has some,
-            they must be the same names (the file's order stays: its labels index it).
+            they must be the same names in the same order (its labels index it).
         check_files: check that every image file exists (before any work starts, not mid-epoch).
 
     Raises:
@@ -328,6 +345,14 @@ def load_datalist(
         raise ValueError(
             f"The class names given ({', '.join(map(str, class_names))}) differ from those of datalist '{path}' "
             f"({', '.join(map(str, data['class_names']))}): drop --classes/--dataset, or give the datalist's names."
+        )
+    elif class_names is not None and [normalise_class_name(str(n)) for n in class_names] != [
+        normalise_class_name(str(n)) for n in data["class_names"]
+    ]:
+        raise ValueError(
+            f"The class names given ({', '.join(map(str, class_names))}) are those of datalist '{path}' in another "
+            f"order ({', '.join(map(str, data['class_names']))}), whose labels index its own order: give them in that "
+            "order or drop --classes."
         )
     base = path.resolve().parent
     for split in SPLITS:

@@ -2,7 +2,7 @@
 
 Every pipeline has the same skeleton, so that the modality-specific choices are the only differences::
 
-    load (LoadMedicalImage) -> volume/multi-frame to 2D (SelectSlice) -> modality intensity to [0, 1]
+    load (LoadMedicalImage) -> volume/multi-frame to 2D (SelectSlice, SquarePixels) -> modality intensity to [0, 1]
     -> modality geometry (e.g. fundus field of view) -> ClipResize to the backbone's size
     -> modality steps at that size (e.g. stain normalisation) -> [training: geometric augmentation]
     -> CenterSpatialCrop -> [training: intensity/colour augmentation]
@@ -129,9 +129,13 @@ class Preset:
         slice_strategy: how volumes and multi-frame files become 2D: ``"middle"``, ``"index"`` or
             ``"largest_foreground"`` (see :class:`~monai_cilmp.transforms.SelectSlice`).
         slice_index: the slice for ``"index"``.
-        slice_axis: the axis slices are taken along (-1: the last, axial for canonical NIfTI and frames for DICOM).
+        slice_axis: the axis slices are taken along: 0 sagittal, 1 coronal, 2 or -1 axial for volumes placed in the
+            patient (NIfTI, DICOM series, multi-frame DICOM with plane positions), shown as radiologists view them
+            whatever the file's orientation (docs/data.md); -1 is the frame axis of clips.
         context: 2.5D neighbours on each side of the slice as channels (1 gives three adjacent slices).
         augment: include the training augmentations in :meth:`train_transforms`.
+        numpy_axcodes: where the axes of 3-D ``.npy``/``.npz`` volumes run in the patient (e.g. ``"LPS"``, ``"RAS"``),
+            so that they are sliced like DICOM and NIfTI volumes (``None``: their axes are taken as stored).
     """
 
     name: ClassVar[str] = ""
@@ -146,7 +150,11 @@ class Preset:
         slice_axis: int = -1,
         context: int = 0,
         augment: bool = True,
+        numpy_axcodes: str | None = None,
     ) -> None:
+        self.numpy_axcodes = numpy_axcodes
+        if numpy_axcodes is not None:
+            readers.NumpyArrayReader(axcodes=numpy_axcodes)  # validate the codes now
         self.resize_mode = look_up_option(resize_mode, ResizeMode)
         self.slice = dict(
             strategy=look_up_option(slice_strategy, SliceStrategy),
@@ -159,12 +167,15 @@ class Preset:
         self.context, self.augment = int(context), augment
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(resize_mode={self.resize_mode!r}, slice={self.slice}, augment={self.augment})"
+        return (
+            f"{type(self).__name__}(resize_mode={self.resize_mode!r}, slice={self.slice}, augment={self.augment}, "
+            f"numpy_axcodes={self.numpy_axcodes!r})"
+        )
 
     # the parts subclasses change -------------------------------------------------------------------------------
     def load(self, t: _Steps) -> list:
         """The loader with this modality's reader options."""
-        return [t("LoadMedicalImage")]
+        return [t("LoadMedicalImage", numpy_axcodes=self.numpy_axcodes)]
 
     def intensity(self, t: _Steps) -> list:
         """Transforms mapping the modality's values to ``[0, 1]``."""
@@ -187,8 +198,9 @@ class Preset:
         return []
 
     def to_2d(self, t: _Steps) -> list:
-        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options."""
-        return [t("SelectSlice", **self.slice)]
+        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options, with square pixels
+        (DICOM pixel spacing, a volume's voxel sizes) so that anatomy keeps its shape through the CLIP resize."""
+        return [t("SelectSlice", **self.slice), t("SquarePixels")]
 
     def steps(self, stage: str, keys: KeysCollection | None = "image") -> list:
         """The transforms of one modality stage of the skeleton (one of :data:`STAGES`).
@@ -450,7 +462,9 @@ class RadiographyPreset(Preset):
         self.lower, self.upper, self.voi_lut, self.invert = lower, upper, voi_lut, invert
 
     def load(self, t: _Steps) -> list:
-        return [t("LoadMedicalImage", dicom_voi_lut=self.voi_lut, invert_monochrome1=True)]
+        return [
+            t("LoadMedicalImage", dicom_voi_lut=self.voi_lut, invert_monochrome1=True, numpy_axcodes=self.numpy_axcodes)
+        ]
 
     def intensity(self, t: _Steps) -> list:
         return [
@@ -545,7 +559,7 @@ class CTPreset(Preset):
         self.windows = windows
 
     def load(self, t: _Steps) -> list:
-        return [t("LoadMedicalImage", dicom_voi_lut=False)]
+        return [t("LoadMedicalImage", dicom_voi_lut=False, numpy_axcodes=self.numpy_axcodes)]
 
     def intensity(self, t: _Steps) -> list:
         return [t("CTWindow", windows=self.windows)]
