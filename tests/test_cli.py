@@ -111,3 +111,14 @@ def test_random_weights_are_announced_loudly(capsys):
     for pretrained, backbone in (("openai", "ViT-B-16"), ("openai", "hf-hub:org/model"), ("synthetic", "CILMP-Tiny")):
         warn_random_weights(pretrained, backbone)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate", "predict", "train"])
+def test_help_says_each_default_once(command):
+    from monai_cilmp.cli import build_parser
+
+    parser = build_parser([command])
+    text = " ".join(parser._subparsers._group_actions[0].choices[command].format_help().split())
+    assert "(default: None)" not in text and "model.onnx) (default" not in text
+    if command == "export":
+        assert text.count("(default:") == 5 and "(default: RUN/models/model.ts or model.onnx)" in text

@@ -4,6 +4,7 @@ nothing lost or half-written (the previous checkpoint loads, no temporary files,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -264,6 +265,17 @@ def test_run_folder_reuse_resume_and_lock(data, tmp_path, capsys):
     assert child.returncode == 2
     one_sentence(child.stderr, "is in use by another process")
     assert torch.load(out / "checkpoints" / "final.pt", weights_only=True)["metadata"]["recipe"]["seed"] == 7
+
+
+def test_a_released_run_lock_leaves_no_file(tmp_path):
+    from monai_cilmp.engines import run_lock
+
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
+    with run_lock(tmp_path):  # taken again
+        pass
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- faults ---------------------------------------------------------------------------------------------------------

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["COMMANDS", "UserError", "build_parser", "main", "plain_text", "user_message"]
+__all__ = ["COMMANDS", "DefaultsHelpFormatter", "UserError", "build_parser", "main", "plain_text", "user_message"]
 
 #: module name under monai_cilmp.cli -> one line for ``monai-cilmp --help``, in the order they are listed
 COMMANDS = {
@@ -39,6 +38,17 @@ COMMANDS = {
 def plain_text(doc: str) -> str:
     """A module docstring as ``--help`` text: reST's double back-quotes and ``::`` literal markers removed."""
     return doc.replace("``", "").replace("::\n", ":\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that shows each option's default, except where there is none to show (``None``) or the
+    help text already says it ("(default: ...)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "(default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):
@@ -130,18 +140,6 @@ def user_message(error: BaseException) -> tuple[str, bool]:
     return f"{type(chosen).__name__}: {text} (run with --debug for the traceback)", False
 
 
-def _terminate_on_sigterm() -> None:
-    """SIGTERM ends the command with status 143 by unwinding (``SystemExit``), as Ctrl-C does, so that every clean-up
-    runs: DataLoader workers are shut down, temporary files removed, the run folder's lock released. While an engine
-    runs, :class:`~monai_cilmp.engines.StopOnSignal` does the same and also logs where the run stopped."""
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise SystemExit(128 + signum)
-
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     # OpenMP threads that spin while they wait made training several times slower on a loaded small machine
@@ -156,9 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    _terminate_on_sigterm()
+    from monai_cilmp.utils.signals import process_signal_handlers
+
     try:
-        return int(args.func(args) or 0)
+        # the command owns the process: Ctrl-C and SIGTERM unwind once (DataLoader workers end, temporary files go,
+        # the run folder's lock is released), a second one ends the process at once; put back when it returns
+        with process_signal_handlers():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(
             f"monai-cilmp {args.command}: interrupted; a training run can be continued with --resume.", file=sys.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from monai_cilmp.cli._bundle import add_backbone_arguments, add_runtime_arguments, apply_runtime, quick_gelu_option
 
@@ -115,28 +117,43 @@ def run(args: argparse.Namespace) -> int:
     method_recipes = {}
     if args.lr_probe is not None:
         method_recipes = {s.name: {"lr": args.lr_probe} for s in map(get_method, args.methods) if s.cached_features}
-    run_comparison(
-        args.datalist,
-        args.methods,
-        args.shots,
-        args.seeds,
-        args.out,
-        class_names=args.classes,
-        dataset=args.dataset,
-        knowledge=args.knowledge,
-        descriptions=args.descriptions,
-        backbone=args.backbone,
-        pretrained=args.pretrained,
-        offline=args.offline,
-        quick_gelu=quick_gelu_option(args),
-        recipe=recipe,
-        method_recipes=method_recipes,
-        preset=args.preset,
-        device=runtime["device"],
-        num_workers=runtime["num_workers"],
-        protocol=args.protocol,
-        sampler=args.sampler,
-        benchmark=args.benchmark,
-        recipe_given=[field for field, value in given.items() if value is not None],
-    )
+    from monai_cilmp.compare.cells import CELL_FILE
+    from monai_cilmp.compare.run import SETTINGS_FILE
+
+    out = Path(args.out).expanduser()
+    existed = out.exists()
+    settings_existed = (out / SETTINGS_FILE).exists()
+    try:
+        run_comparison(
+            args.datalist,
+            args.methods,
+            args.shots,
+            args.seeds,
+            args.out,
+            class_names=args.classes,
+            dataset=args.dataset,
+            knowledge=args.knowledge,
+            descriptions=args.descriptions,
+            backbone=args.backbone,
+            pretrained=args.pretrained,
+            offline=args.offline,
+            quick_gelu=quick_gelu_option(args),
+            recipe=recipe,
+            method_recipes=method_recipes,
+            preset=args.preset,
+            device=runtime["device"],
+            num_workers=runtime["num_workers"],
+            protocol=args.protocol,
+            sampler=args.sampler,
+            benchmark=args.benchmark,
+            recipe_given=[field for field, value in given.items() if value is not None],
+            log=lambda line: print(line, flush=True),  # which cell runs and how far along, also in a log file
+        )
+    except BaseException:
+        # a comparison that fails before its first cell (e.g. backbone weights not available offline) leaves nothing
+        if not settings_existed and not any((out / "cells").rglob(CELL_FILE)):
+            (out / SETTINGS_FILE).unlink(missing_ok=True)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
     return 0

@@ -24,10 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images-per-class", type=int, help="synthetic images per class (demo.json: 100)")
     parser.add_argument("--pretrain-steps", type=int, help="pre-training steps of the tiny backbone (demo.json: 500)")
     parser.add_argument("--seed", type=int, help="seed of the data, the backbone and training (demo.json: 0)")
+    parser.add_argument(
+        "--threads", type=int, help="torch compute threads for the whole demo (demo.json: 1, the README's numbers)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, not {args.threads}.")
     out = Path(args.out).expanduser().resolve()
     overrides = {"dataset_dir": str(out / "data"), "output_dir": str(out / "run")}
     options = {
@@ -36,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         "demo#seed": args.seed,
         "demo#images_per_class": args.images_per_class,
         "demo#pretrain_steps": args.pretrain_steps,
+        "demo#num_threads": args.threads,
     }
     overrides.update({key: value for key, value in options.items() if value is not None})
     print(f"Running the offline CILMP demo in {out} (data in {out / 'data'}, run in {out / 'run'}).")

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, run_bundle
 
 CHECKPOINTS = ("final", "best", "last")
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "rebuilt from what the run recorded (backbone weights checked against their hash, random weights from "
             "their seed, the run's own copy of the knowledge bank), so the numbers are the same on any machine."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("--datalist", help="datalist to evaluate (default: the one the run was trained on)")

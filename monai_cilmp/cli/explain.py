@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.cli.predict import collect_images
+    from monai_cilmp.cli.predict import collect_images, warn_if_learned_nothing
     from monai_cilmp.engines import load_calibration, load_run
     from monai_cilmp.explain import explain_images, format_explanation
     from monai_cilmp.utils import write_json
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         images,
         parser.get_parsed_content("preprocessing"),
         out_dir,
-        calibration=load_calibration(run_dir),
+        calibration=(calibration := load_calibration(run_dir)),
         target_class=args.target_class,
         top_k=args.top_k,
         device=parser.get_parsed_content("device"),
@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for result in results:
         print(format_explanation(result, top_k=min(args.top_k, 5)))
+    probabilities = [[r["probabilities"][n] for n in trained.class_names] for r in results]
+    warn_if_learned_nothing(probabilities, trained.class_names, calibration)
     summary = write_json(
         out_dir / "explanations.json", [{k: v for k, v in r.items() if k != "saliency"} for r in results]
     )

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, parse_bundle
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
@@ -22,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "that cannot be read are reported one sentence each on standard error and the others are predicted; "
             "the exit status is then 1."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
@@ -55,6 +56,25 @@ def collect_images(inputs: list[str]) -> list[str]:
     return images
 
 
+def warn_if_learned_nothing(probabilities: list, class_names: list[str], calibration: object | None) -> None:
+    """Print to stderr what :func:`~monai_cilmp.metrics.learning_warnings` says of these predictions and the run's
+    calibration (``predict`` and ``explain``)."""
+    from monai_cilmp.metrics import learning_warnings
+
+    fitted = calibration is not None
+    warnings = learning_warnings(
+        probabilities if len(probabilities) else None,
+        None,
+        class_names,
+        "predicted",
+        temperature=getattr(calibration, "temperature", None),
+        n_calibration=getattr(calibration, "n", None) if fitted else None,
+        fitted_on=getattr(calibration, "fitted_on", None),
+    )
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from monai_cilmp.engines import load_calibration, load_run, predict_images
     from monai_cilmp.utils import atomic_write
@@ -76,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         parser.get_parsed_content("device"),
         batch_size=args.batch_size,
         num_workers=runtime["num_workers"],
-        calibration=load_calibration(trained.directory),  # the temperature and sets `evaluate` fitted, if any
+        calibration=(calibration := load_calibration(trained.directory)),  # the temperature and sets of `evaluate`
     )
     names = trained.class_names
     sets = predictions.sets or {}
@@ -98,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Predictions of {len(lines)} images written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    warn_if_learned_nothing([row for _, row in predictions.items()], names, calibration)
     for message in predictions.errors.values():
         print(f"monai-cilmp predict: skipped: {message}", file=sys.stderr)
     if predictions.errors:

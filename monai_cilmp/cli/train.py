@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli._bundle import (
     add_backbone_arguments,
     add_config_arguments,
@@ -41,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "The run folder (--out) records everything that rebuilds the network (run.json), a copy of the "
             "knowledge bank, checkpoints (last.pt every epoch, final.pt at the end) and TensorBoard logs."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--datalist", required=True, help="datalist JSON written by `monai-cilmp prepare`")
     parser.add_argument("--knowledge", required=True, help="knowledge bank from `monai-cilmp knowledge extract`")

@@ -376,6 +376,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         "backbone": context.backbone_label,
         "protocol": str(context.protocol),
         "metrics": _scalars(metrics),
+        "warnings": list(metrics.get("warnings") or []),  # learning_warnings: a cell that learned nothing
         **extra,
         "trainable_parameters": int(n_params),
         "trained": trained,

@@ -22,7 +22,18 @@ from monai_cilmp.utils.files import atomic_write
 
 from .cells import FULL, Protocol, harmonic_mean, shots_label
 
-__all__ = ["REPORTED_METRICS", "accuracy_figure", "plot_accuracy", "plot_base_novel", "summarise_cells", "write_report"]
+__all__ = [
+    "REPORTED_METRICS",
+    "accuracy_figure",
+    "plot_accuracy",
+    "plot_base_novel",
+    "summarise_cells",
+    "warnings_section",
+    "write_report",
+]
+
+#: one marker per series of the accuracy plot, in order
+PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 #: the metrics of the results table, with their column titles
 REPORTED_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "macro_auc": "macro AUC"}
@@ -177,7 +188,11 @@ def accuracy_figure(
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for backbone, method in dict.fromkeys((r.get("backbone"), r["method"]) for r in rows):
+    series = list(dict.fromkeys((r.get("backbone"), r["method"]) for r in rows))
+    # methods that score alike (zero-shot CLIP and CILMP at few shots) would hide one another: each series has its
+    # own marker and is shifted a little sideways
+    dodge = min(0.08, 0.4 / max(len(series), 1))
+    for index, (backbone, method) in enumerate(series):
         mine = sorted(
             (r for r in rows if r["method"] == method and r.get("backbone") == backbone), key=lambda r: x_of[r["shots"]]
         )
@@ -185,12 +200,14 @@ def accuracy_figure(
             mine = [r for r in mine if not math.isnan(r["hm"])]
             if not mine:
                 continue
-        x = [x_of[r["shots"]] for r in mine]
+        shift = (index - (len(series) - 1) / 2) * dodge
+        x = [x_of[r["shots"]] + shift for r in mine]
         y = [r["hm"] if b2n else r["accuracy_mean"] for r in mine]
         err = None if b2n else [r["accuracy_std"] for r in mine]
-        style = "-o" if get_method(method).needs_training else "--"
+        line = "-" if get_method(method).needs_training else "--"
+        marker = PLOT_MARKERS[index % len(PLOT_MARKERS)]
         label = f"{method} · {backbone}" if several else method
-        ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=label)
+        ax.errorbar(x, y, yerr=err, fmt=line, marker=marker, markersize=6, capsize=3, label=label)
     if n_classes and not b2n:
         ax.axhline(1.0 / n_classes, color="grey", linestyle=":", linewidth=1.2, label=f"chance (1/{n_classes})")
     ax.set_xticks(range(len(order)), [shots_label(k).replace("-shot", "") for k in order])
@@ -243,6 +260,25 @@ def plot_base_novel(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) 
     ax.legend(fontsize="small")
     figure.tight_layout()
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+
+
+def warnings_section(records: Sequence[Mapping[str, Any]]) -> str:
+    """The report's "Warnings" section: each cell whose model learned nothing
+    (:func:`~monai_cilmp.metrics.learning_warnings`), with what it says; empty when there is none."""
+    warned = [r for r in records if r.get("warnings")]
+    if not warned:
+        return ""
+    lines = [
+        "",
+        "## Warnings",
+        "",
+        f"{len(warned)} of {len(records)} cells learned nothing usable; their numbers above are not results:",
+        "",
+    ]
+    for r in sorted(warned, key=lambda r: (str(r.get("backbone")), r["method"], int(r["shots"]), int(r["seed"]))):
+        where = f"{r['method']}, {shots_label(int(r['shots']))}, seed {r['seed']}"
+        lines += [f"- {where}: {w}" for w in r["warnings"]]
+    return "\n".join(lines) + "\n"
 
 
 def write_report(
@@ -306,6 +342,7 @@ def write_report(
         text = text.replace(
             "\n## All metrics", f"\n![base, novel and HM at the largest shots]({bars.name})\n\n## All metrics", 1
         )
+    text += warnings_section(records)
     md_path = atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     files = {"markdown": md_path, "csv": csv_path, "plot": plot}
     return {**files, "bars": bars} if bars is not None else files

@@ -325,6 +325,8 @@ def run_comparison(
             f"{prefix} {scores}, {record['trainable_parameters']:,} trainable parameters, "
             f"trained in {record['train_seconds']:.1f} s"
         )
+        for warning in record.get("warnings") or []:
+            log(f"{prefix} WARNING: {warning}")
     ordered = [records[c] for c in cells]
     everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
     files = write_report(out, everything, methods, shot_list)

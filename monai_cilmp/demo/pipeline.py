@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,7 +82,13 @@ def prepare_demo(
         print(f"Demo data, backbone and knowledge already in {root} (made with the same settings): reusing them.")
         keep_backbone(paths["backbone"])
         return paths
-    manifest.unlink(missing_ok=True)  # a folder without its manifest is remade, whatever an interrupted run left
+    # complete or remade: without its manifest (written last) or with other settings, nothing of the folder's demo
+    # files is reused; images of an interrupted or larger run would otherwise join the new datalist
+    manifest.unlink(missing_ok=True)
+    shutil.rmtree(root / "images", ignore_errors=True)
+    shutil.rmtree(root / Path(BACKBONE_FILE).parent, ignore_errors=True)
+    for leftover in ("datalist", "descriptions", "knowledge"):
+        Path(paths[leftover]).unlink(missing_ok=True)
 
     previous_threads = torch.get_num_threads()
     if num_threads:

@@ -19,6 +19,7 @@ from monai_cilmp.engines.trainer import create_evaluator
 from monai_cilmp.metrics import classification_metrics, save_confusion_matrix, save_metrics
 from monai_cilmp.metrics.calibration import calibration_metrics, save_reliability_diagram
 from monai_cilmp.metrics.classification import figure_title, log_metrics_to_tensorboard
+from monai_cilmp.metrics.collapse import learning_warnings
 from monai_cilmp.metrics.conformal import coverage_curve, save_coverage_plot, set_coverage
 from monai_cilmp.metrics.temperature import softmax
 from monai_cilmp.utils import atomic_write
@@ -299,6 +300,16 @@ def write_evaluation_report(
                 chosen_alpha=predictor.alpha,
                 title=f"{predictor.method.upper()} sets on the {split} split",
             )
+    fitted = calibration is not None
+    metrics["warnings"] = learning_warnings(
+        probs,
+        labels,
+        class_names,
+        split,
+        temperature=calibration.temperature if fitted else None,
+        n_calibration=calibration.n if fitted else None,
+        fitted_on=calibration.fitted_on if fitted else None,
+    )
     names = list(names) if names is not None else list(range(len(probs)))
     files["metrics"] = out_dir / f"{split}_metrics.json"
     files["predictions"] = write_predictions(out_dir / f"{split}_predictions.csv", names, probs, class_names, sets)
@@ -314,7 +325,7 @@ def write_evaluation_report(
 
 
 #: the entries of a report too large for a console summary (the files hold them)
-DETAIL_KEYS = ("confusion_matrix", "per_class", "calibration", "conformal")
+DETAIL_KEYS = ("confusion_matrix", "per_class", "calibration", "conformal", "warnings")
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -354,4 +365,5 @@ def format_trust_summary(metrics: dict[str, Any]) -> str:
             f"{conformal['mean_set_size']:.2f} of {len(conformal['per_class'])} classes, "
             f"{100 * conformal['singleton']:.0f} % single-class, {100 * conformal['empty']:.0f} % empty"
         )
+    lines += [f"WARNING: {w}" for w in metrics.get("warnings") or []]
     return "\n".join(lines)

@@ -160,6 +160,9 @@ def export_network(
         )
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # see trace_network
+        # torch warns that advanced indexing with negative indices would export wrongly; the command's parity check
+        # against PyTorch says whether that applies (the export command prints its verdict)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             module,
             (example,),

@@ -110,21 +110,30 @@ def run_lock(directory: str | os.PathLike) -> Iterator[None]:
         RunFolderError: another process holds the folder, or it cannot be written.
     """
     directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 - held across the yield
-    except OSError as e:
-        raise _writable_error(directory, e) from e
-    try:
+    lock = directory / LOCK_FILE
+    while True:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a+")  # noqa: SIM115 - held across the yield
+        except OSError as e:
+            raise _writable_error(directory, e) from e
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
+            handle.close()
             raise RunFolderError(
                 f"Run folder '{directory}' is in use by another process (pid {owner}): wait for it to finish or "
                 "choose another --out."
             ) from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # the lock file in the folder, not one its previous holder removed after we opened it
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -132,8 +141,7 @@ def run_lock(directory: str | os.PathLike) -> Iterator[None]:
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
+            lock.unlink(missing_ok=True)  # while still held: a finished run folder keeps no lock file
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     finally:
         handle.close()

@@ -136,7 +136,7 @@ def create_evaluator(
         non_blocking=device.type == "cuda",
         compile=compile,
     )
-    StopOnSignal().attach(evaluator)  # SIGTERM ends the loader's workers too
+    StopOnSignal().attach(evaluator)  # Ctrl-C and SIGTERM go on up (Ignite swallows exceptions that have handlers)
     return evaluator
 
 
@@ -149,11 +149,12 @@ class RunFolderTrainer(SupervisedTrainer):
 
     Besides the handlers it is given, it keeps what the run's correctness rests on, which no config should turn off:
     it holds the run folder's lock while it runs; it reseeds Python, NumPy, torch and the training transforms at every
-    epoch start from (seed, epoch), so that a resumed run replays exactly what an uninterrupted one does; SIGTERM stops
-    it like Ctrl-C (:class:`~monai_cilmp.engines.StopOnSignal`); with ``setup.resume`` it restores ``last.pt`` into
-    the network, optimiser, schedule, GPA, engine position and the validation's best metric. A setup with nothing to
-    train (zero-shot CLIP) gets one epoch of one step that does nothing and reads no data, and only the
-    :class:`~monai_cilmp.handlers.RunCheckpointSaver` handlers run (``final.pt`` holds the metadata, as for any run).
+    epoch start from (seed, epoch), so that a resumed run replays exactly what an uninterrupted one does; it logs where
+    Ctrl-C or SIGTERM stopped it (:class:`~monai_cilmp.engines.StopOnSignal`; it installs no signal handler); with
+    ``setup.resume`` it restores ``last.pt`` into the network, optimiser, schedule, GPA, engine position and the
+    validation's best metric. A setup with nothing to train (zero-shot CLIP) gets one epoch of one step that does
+    nothing and reads no data, and only the :class:`~monai_cilmp.handlers.RunCheckpointSaver` handlers run
+    (``final.pt`` holds the metadata, as for any run).
 
     Args:
         setup: the run's :class:`~monai_cilmp.engines.TrainingSetup`.

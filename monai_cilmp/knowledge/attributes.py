@@ -289,14 +289,14 @@ class MaskedLMAttributes:
         Raises:
             ValueError: an unknown attribute or a template without exactly one mask.
         """
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # disable=None: no bar when stderr is not a terminal (logs)
 
         attributes = [look_up_option(a, tuple(self.templates)) for a in attributes]
         jobs = [(c, a) for c in class_names for a in attributes]
         texts = [self.templates[a].format(name=c.replace("_", " "), mask=self.tokenizer.mask_token) for c, a in jobs]
         device = next(self.model.parameters()).device
         out: dict[str, dict[str, list[AttributeValue]]] = {c: {} for c in class_names}
-        bar = tqdm(total=len(jobs), desc="fill-mask", unit="template", disable=not progress)
+        bar = tqdm(total=len(jobs), desc="fill-mask", unit="template", disable=None if progress else True)
         for start in range(0, len(jobs), batch_size):
             batch = self.tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt").to(device)
             is_mask = batch["input_ids"] == self.tokenizer.mask_token_id

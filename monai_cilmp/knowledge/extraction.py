@@ -209,14 +209,14 @@ class KnowledgeExtractor:
         desc: str,
     ) -> list[torch.Tensor]:
         """Run the model over right-padded batches (longest first); ``select(hidden_states, row, text_index)``."""
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # disable=None: no bar when stderr is not a terminal (logs)
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
         out: list[torch.Tensor | None] = [None] * len(encoded)
         device = self.device
-        with tqdm(total=len(encoded), desc=desc, unit="text", disable=not progress) as bar:
+        with tqdm(total=len(encoded), desc=desc, unit="text", disable=None if progress else True) as bar:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 width = max(len(encoded[i].ids) for i in rows)

@@ -13,6 +13,7 @@ from .calibration import (
     save_reliability_diagram,
 )
 from .classification import classification_metrics, save_confusion_matrix, save_metrics, summarise_seeds
+from .collapse import learning_warnings
 from .conformal import (
     ConformalScore,
     SplitConformal,
@@ -36,6 +37,7 @@ __all__ = [
     "conformal_scores",
     "coverage_curve",
     "fit_temperature",
+    "learning_warnings",
     "negative_log_likelihood",
     "reliability_bins",
     "save_confusion_matrix",

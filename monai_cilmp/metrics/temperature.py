@@ -12,7 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["fit_temperature", "softmax", "temperature_nll"]
+__all__ = ["TEMPERATURE_BOUNDS", "fit_temperature", "softmax", "temperature_nll"]
+
+#: the smallest and largest temperature :func:`fit_temperature` returns (a fit at a bound found no useful scale)
+TEMPERATURE_BOUNDS = (1e-2, 1e2)
 
 
 def softmax(logits: Sequence[Sequence[float]] | np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -36,7 +39,7 @@ def fit_temperature(
     logits: Sequence[Sequence[float]] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
     max_iter: int = 200,
-    bounds: tuple[float, float] = (1e-2, 1e2),
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
 ) -> float:
     """The temperature that minimises the NLL of ``labels`` under ``softmax(logits / T)``.
 

@@ -45,6 +45,8 @@ from typing import Any
 import open_clip
 import torch
 
+from monai_cilmp.utils.logs import drop_log_messages
+
 __all__ = [
     "DEFAULT_INIT_SEED",
     "PROJECT_PRETRAINED",
@@ -617,7 +619,9 @@ def load_backbone(
         elif checkpoint is not None:
             model = _create_from_checkpoint(source, checkpoint, create_kwargs)
         else:
-            with torch.random.fork_rng(devices=[]):
+            # random weights are what was asked for (their seed is recorded): open_clip's warning would say otherwise
+            random_init = drop_log_messages("", "No pretrained weights loaded for model")
+            with torch.random.fork_rng(devices=[]), random_init:
                 torch.manual_seed(init_seed)
                 model = open_clip.create_model(source, pretrained=None, **{**create_kwargs, "device": "cpu"})
             model = model.to(device)

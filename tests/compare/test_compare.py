@@ -193,3 +193,31 @@ def test_accuracy_plot_spans_zero_to_one_with_a_chance_line():
     assert ax.get_ylim() == (0.0, 1.0) and ax.get_title() == "toy: test split, n=30"
     chance = [line for line in ax.get_lines() if line.get_label() == "chance (1/3)"]
     assert len(chance) == 1 and list(chance[0].get_ydata()) == [1 / 3, 1 / 3]
+
+
+def test_readme_compare_offline_fails_fast_and_leaves_nothing(tiny_data, tmp_path, monkeypatch, capsys):
+    """The README's compare command (default backbone ViT-B-16/openai) on a machine without a network: one sentence
+    within seconds, and no comparison.json left behind."""
+    import socket
+    import time
+
+    from monai_cilmp.cli import main
+    from monai_cilmp.networks import backbones
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backbones._reachable.cache_clear()
+    out = tmp_path / "cmp"
+    start = time.monotonic()
+    code = main(
+        ["compare", "--datalist", tiny_data["datalist"], "--knowledge", tiny_data["knowledge"], "--methods"]
+        + ["zero-shot-name", "linear-probe", "cilmp", "--shots", "1", "--seeds", "1", "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - start < 60
+    assert err.count("\n") == 1 and "vit_base_patch16_clip_224.openai" in err and "download" in err
+    assert not out.exists()

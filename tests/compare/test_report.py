@@ -81,3 +81,18 @@ def test_table_is_methods_by_shots_with_mean_and_sample_std(tmp_path):
     assert "| backbone | method | 1-shot | 4-shot |" in text
     assert "| B | coop | 60.0 ± 14.1 | 85.0 ± 7.1 |" in text
     assert "n/a" in text  # the undefined AUC
+
+
+def test_series_with_equal_accuracy_stay_visible_in_the_plot():
+    from monai_cilmp.compare.report import PLOT_MARKERS, accuracy_figure
+
+    def row(method, shots):
+        return {"backbone": "b", "method": method, "shots": shots, "accuracy_mean": 0.4, "accuracy_std": 0.0}
+
+    rows = [row("zero-shot-template", 1), row("zero-shot-template", 2), row("cilmp", 1), row("cilmp", 2)]
+    ax = accuracy_figure(rows, [1, 2], n_classes=4).axes[0]
+    drawn = [line for line in ax.get_lines() if line.get_marker() in PLOT_MARKERS]  # the series, not chance or caps
+    assert len(drawn) == 2
+    (zs_x, cilmp_x) = (list(line.get_xdata()) for line in drawn)
+    assert all(a != b for a, b in zip(zs_x, cilmp_x))  # side by side, not on top of each other
+    assert drawn[0].get_marker() != drawn[1].get_marker()

@@ -30,6 +30,16 @@ def test_prepare_demo_reuses_a_folder_made_alike_and_remakes_otherwise(tmp_path,
     assert json.loads((tmp_path / MANIFEST_FILE).read_text())["settings"]["pretrain_steps"] == 3
 
 
+def test_an_interrupted_larger_preparation_is_not_reused(tmp_path, capsys):
+    prepare_demo(tmp_path, images_per_class=5, pretrain_steps=2)
+    (tmp_path / MANIFEST_FILE).unlink()  # interrupted before its manifest was written
+    paths = prepare_demo(tmp_path, images_per_class=3, pretrain_steps=2)
+    assert "Drawing 12 synthetic" in capsys.readouterr().out
+    datalist = json.loads(Path(paths["datalist"]).read_text())
+    assert sum(len(datalist[s]) for s in ("training", "validation", "test")) == 12
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 12
+
+
 def test_an_interrupted_preparation_is_remade(tmp_path):
     paths = prepare_demo(tmp_path, images_per_class=3, pretrain_steps=2)
     (tmp_path / MANIFEST_FILE).unlink()  # what a kill before the manifest is written leaves
