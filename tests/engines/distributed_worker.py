@@ -39,6 +39,12 @@ from monai_cilmp.networks.nets import LinearProbe, LPPlusPlus, TipAdapter
 
 CLASSES = ["bright", "dark"]
 GLOBAL_BATCH = 4
+#: ``cuda`` (``DISTRIBUTED_TEST_DEVICE``): one GPU per process, NCCL, fp32 (the GPU module's 2-GPU case)
+ON_GPU = os.environ.get("DISTRIBUTED_TEST_DEVICE", "cpu") == "cuda"
+
+
+def device() -> torch.device:
+    return torch.device(f"cuda:{os.environ['LOCAL_RANK']}") if ON_GPU else torch.device("cpu")
 
 
 def toy_data(n: int, seed: int = 0) -> list[dict]:
@@ -118,16 +124,17 @@ def equivalence(out: Path, methods: str = "cilmp,tip-adapter-f,lp++,linear-probe
             loader = train_loader(images)
         else:  # the methods of cached features: extracted from every rank's shard, gathered, sharded again
             sharded = DataLoader(images, batch_size=per_rank_batch(), sampler=ShardSampler(images), num_workers=0)
-            loader = cached_feature_loader(net, sharded, batch_size=per_rank_batch(), seed=7)
+            loader = cached_feature_loader(net.to(device()), sharded, batch_size=per_rank_batch(), seed=7)
+        validation = val_loader(Dataset(toy_data(5, 1)))
         trainer = create_trainer(
-            net, loader, out / method, recipe(), val_loader=val_loader(Dataset(toy_data(5, 1))), progress=False
+            net, loader, out / method, recipe(), val_loader=validation, device=device(), amp=False, progress=False
         )
         seen = record_losses(trainer)
         trainer.run()
         everyone: list = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, seen)
         if dist.get_rank() == 0:
-            state = {k: v.detach().clone() for k, v in net.trainable_state_dict().items()}
+            state = {k: v.detach().cpu().clone() for k, v in net.trainable_state_dict().items()}
             metrics = dict(trainer.evaluator.state.metrics)
             torch.save({"state": state, "losses": everyone, "val": metrics}, out / f"{method}.pt")
 
@@ -220,7 +227,9 @@ SCENARIOS = {
 
 if __name__ == "__main__":
     scenario, out, *options = sys.argv[1:]
-    dist.init_process_group("gloo")
+    if ON_GPU:
+        torch.cuda.set_device(device())
+    dist.init_process_group("nccl" if ON_GPU else "gloo")
     try:
         SCENARIOS[scenario](Path(out), *options)
     finally:
