@@ -177,3 +177,12 @@ def test_train_on_two_processes_through_torchrun(trained, tmp_path):
     assert len(training) == 12 and final["engine"]["epoch"] == 2 and final["engine"]["iteration"] == 2 * 3
     assert final["metadata"]["recipe"]["batch_size"] == 4
     assert not list(run.glob("*.tmp*"))  # one writer: nothing half-written
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_refuse_several_torchrun_processes(trained, command, monkeypatch, capsys):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = [command, "--run", str(trained / "run")] + ([str(trained)] if command == "predict" else [])
+    assert main(args) == 2
+    assert f"monai-cilmp {command} runs in one process" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TorchrunProcess", "add_launch_arguments", "relaunch", "torchrun_process"]
+__all__ = ["TorchrunProcess", "add_launch_arguments", "one_process_only", "relaunch", "torchrun_process"]
 
 #: the launcher's options (value-taking), removed from the command line the processes get
 LAUNCH_OPTIONS = ("--nproc-per-node", "--nnodes", "--rdzv-endpoint", "--rdzv-id", "--max-restarts")
@@ -65,6 +65,21 @@ def torchrun_process() -> TorchrunProcess | None:
         world_size=int(os.environ["WORLD_SIZE"]),
         restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
     )
+
+
+def one_process_only(command: str) -> None:
+    """Refuse to run ``command`` as one of several torchrun processes (each would evaluate the whole set and write
+    the same files).
+
+    Raises:
+        ValueError: this process is one of several of a torchrun launch.
+    """
+    process = torchrun_process()
+    if process is not None and process.world_size > 1:
+        raise ValueError(
+            f"monai-cilmp {command} runs in one process (it does not shard its images over {process.world_size} "
+            "processes yet): start it without torchrun."
+        )
 
 
 def _without_launch_options(argv: Sequence[str]) -> list[str]:

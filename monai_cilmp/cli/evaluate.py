@@ -50,6 +50,9 @@ def run_configs(method: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monai_cilmp.cli._launch import one_process_only
+
+    one_process_only("evaluate")
     from monai_cilmp.engines.runs import load_run
 
     trained = load_run(args.run, args.checkpoint)

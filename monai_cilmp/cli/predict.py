@@ -56,6 +56,9 @@ def collect_images(inputs: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monai_cilmp.cli._launch import one_process_only
+
+    one_process_only("predict")
     from monai_cilmp.engines import load_calibration, load_run, predict_images
     from monai_cilmp.utils import atomic_write
 
