@@ -24,7 +24,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CILMPClassification", "CILMPSaliency", "ImageInputError"]
+__all__ = ["CILMPClassification", "CILMPSaliency", "ImageInputError", "salient_region"]
 
 
 class ImageInputError(ValueError):
@@ -66,7 +66,7 @@ class CILMPClassification(BasicInferTask):
         ValueError: the checkpoint was not written by a CILMP training run.
     """
 
-    #: MONAI Label's kind of task (the saliency task below returns a label image instead)
+    #: MONAI Label's kind of task (the saliency task below returns a label image of one segment instead)
     task_type = InferType.CLASSIFICATION
 
     def __init__(
@@ -85,7 +85,7 @@ class CILMPClassification(BasicInferTask):
             path=str(self.checkpoint),
             network=None,
             type=self.task_type,
-            labels=self.class_names,
+            labels=self.task_labels(),
             dimension=2,
             description=description
             or f"CILMP classifier ({self.backbone}, {self.preset} preset) from {self.run_dir.name}",
@@ -94,6 +94,10 @@ class CILMPClassification(BasicInferTask):
             from monailabel.utils.others.generic import name_to_device
 
             self._load(name_to_device(None))
+
+    def task_labels(self) -> list[str] | dict[str, int]:
+        """The ``labels`` ``/info/`` lists: the class names (the saliency task has its one segment)."""
+        return self.class_names
 
     def info(self) -> dict[str, Any]:
         return {
@@ -179,11 +183,24 @@ class CILMPClassification(BasicInferTask):
 
 
 class CILMPSaliency(CILMPClassification):
-    """Where in the image the run looked: its saliency map (HiResCAM on the image tower's patch tokens, for the
-    predicted class or ``params={"class": NAME}``) as an 8-bit label image at the image's own size (0-255), the same
-    map as ``monai-cilmp explain``. Served beside each classifier as ``<model>_saliency``."""
+    """Where in the image the run looked, as one segment a MONAI Label client shows as what it is: the pixels whose
+    saliency (HiResCAM on the image tower's patch tokens, the map of ``monai-cilmp explain``, for the predicted class
+    or ``params={"class": NAME}``, named in the answer's ``class``) is at least :attr:`threshold` of the map's
+    maximum. Served beside each classifier as ``<model>_saliency``: a segmentation task with the single label
+    ``salient region`` (value 1 on 0), returned as an 8-bit PNG label image at the image's own pixel size.
+
+    A segmentation client (3D Slicer's MONAI Label module) imports every distinct value of a label image as one segment
+    named after ``label_names``, so a continuous heat map would arrive as up to 255 segments: the continuous map is
+    what ``monai-cilmp explain`` writes."""
 
     task_type = InferType.SEGMENTATION
+    #: the segment's name and its value in the label image
+    segment_name = "salient region"
+    #: fraction of the map's maximum from which a pixel belongs to the salient region
+    threshold = 0.5
+
+    def task_labels(self) -> dict[str, int]:
+        return {self.segment_name: 1}
 
     def pre_transforms(self, data: dict[str, Any] | None = None) -> list:
         return []  # the explanation reads the file itself (it maps the saliency back to the file's geometry)
@@ -201,24 +218,52 @@ class CILMPSaliency(CILMPClassification):
             raise ValueError(f"Class '{wanted}' is not one of this model's classes: {', '.join(self.class_names)}.")
         network, preprocessing = self._load(device)
         try:
+            if wanted is not None:
+                index = self.class_names.index(wanted)
+            else:
+                index = self._predicted(network, preprocessing, path)
             with torch.enable_grad():
-                heat = saliency_for_file(
-                    network, path, preprocessing, None if wanted is None else self.class_names.index(wanted)
-                )
+                heat = saliency_for_file(network, path, preprocessing, index)
         except Exception as e:
             cause = _image_error(e)
             if cause is None:
                 raise
             raise ImageInputError(str(cause), missing=isinstance(cause, FileNotFoundError)) from e
-        data[self.output_label_key] = heat
+        data[self.output_label_key] = salient_region(heat, self.threshold)
+        data["explained_class"] = self.class_names[index]
         return data
 
+    @staticmethod
+    def _predicted(network: Any, preprocessing: Any, path: str) -> int:
+        """The class the network predicts for the file (the one its saliency explains by default)."""
+        import torch
+
+        image = preprocessing({"image": path})["image"]
+        x = (image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image))[None]
+        with torch.no_grad():
+            return int(network(x.to(next(network.buffers()).device).float()).argmax())
+
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
-        """The map as a PNG label file (MONAI Label deletes it after sending) and what it shows."""
+        """The region as a PNG label image (MONAI Label deletes it after sending it) and what it shows."""
         import tempfile
 
         from PIL import Image
 
+        region = np.asarray(data[self.output_label_key], dtype=np.uint8)
         with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
-            Image.fromarray(np.asarray(data[self.output_label_key], dtype=np.uint8), mode="L").save(f, format="PNG")
-        return f.name, {"saliency": "8-bit map, 255 = most salient", "class": data.get("class") or "predicted"}
+            Image.fromarray(region, mode="L").save(f, format="PNG")
+        return f.name, {
+            "label_names": self.task_labels(),
+            "class": data["explained_class"],
+            "threshold": self.threshold,
+            "salient_fraction": float(region.mean()) if region.size else 0.0,
+        }
+
+
+def salient_region(saliency: np.ndarray, threshold: float) -> np.ndarray:
+    """``1`` where ``saliency`` reaches ``threshold`` of its maximum, ``0`` elsewhere (all ``0`` for an empty map)."""
+    saliency = np.asarray(saliency, dtype=np.float32)
+    peak = float(saliency.max()) if saliency.size else 0.0
+    if not peak > 0:
+        return np.zeros(saliency.shape, dtype=np.uint8)
+    return (saliency >= threshold * peak).astype(np.uint8)
