@@ -320,9 +320,14 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         trainer.run()
         train_seconds = time.perf_counter() - start
         n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
-    if rank_and_world_size()[1] > 1:  # a multi-GPU cell: every rank holds the trained network, rank 0 evaluates it
+    rank, world_size = rank_and_world_size()
+    if world_size > 1:  # a multi-GPU cell: every rank holds the trained network; rank 0 evaluates it on its own
         torch.distributed.barrier()
-        if rank_and_world_size()[0] != 0:
+        from ignite import distributed as idist
+
+        torch.distributed.destroy_process_group()  # the evaluation's metrics must not wait for the other ranks
+        idist.sync()  # and Ignite's (MONAI's metrics) must know the group is gone
+        if rank != 0:
             return {}
     start = time.perf_counter()
     loader = context.subset_loaders["base"][1] if b2n else context.test_loader

@@ -82,9 +82,9 @@ def run_cell_task(arguments: Mapping[str, Any], cell: Cell) -> str:
     try:
         run_comparison(**arguments, only=[cell], report=False)
     finally:
-        if environment is not None:
-            import torch.distributed as dist
+        import torch.distributed as dist
 
+        if environment is not None and dist.is_initialized():
             dist.destroy_process_group()
     return str(cell.record_path(arguments["out"]))
 
@@ -107,6 +107,17 @@ def _distributed_environment() -> Any | None:
         torch.cuda.set_device(exported.local_rank)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return exported
+
+
+def _last_error(error: BaseException) -> str:
+    """The last line of the task's own traceback in submitit's failure message (else the message's first line)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    separators = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]
+    if len(separators) >= 2:
+        inside = [line for line in lines[separators[0] + 1 : separators[1]] if line]
+        if inside:
+            return inside[-1]
+    return next((line for line in lines if line), type(error).__name__)
 
 
 def dispatch_cells(
@@ -134,9 +145,8 @@ def dispatch_cells(
     failures = []
     for cell, job in zip(cells, jobs):
         try:
-            job.result()
+            job.results()  # every task of the cell (one per GPU of a multi-GPU cell)
             log(f"{cell}: done (job {job.job_id})")
         except Exception as error:  # a failed task is reported; the others' records stand
-            first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            failures.append(f"{cell}: job {job.job_id} failed ({first}); its log: {job.paths.stderr}")
+            failures.append(f"{cell}: job {job.job_id} failed ({_last_error(error)}); its log: {job.paths.stderr}")
     return failures

@@ -41,6 +41,21 @@ def test_local_executor_gives_the_report_of_the_serial_run(tiny_data, tmp_path):
     assert _table(again["files"]["csv"]) == _table(serial["files"]["csv"])
 
 
+@pytest.mark.distributed
+def test_a_cell_of_two_tasks_trains_with_torch_distributed(tiny_data, tmp_path):
+    """tasks_per_node=2 (``--gpus-per-cell 2`` on SLURM): the two tasks of a cell join a gloo group, train, and rank 0
+    evaluates and writes the record."""
+    executor = cell_executor("local", tmp_path / "submitit" / "%j", timeout_min=20, tasks_per_node=2)
+    result = compare(tiny_data, tmp_path / "cmp", ["coop"], executor=executor)
+    (record,) = result["records"]
+    assert record["trained"] and record["n_train"] == 4 and 0.0 <= record["metrics"]["accuracy"] <= 1.0
+    assert len(list((tmp_path / "submitit").rglob("*_result.pkl"))) == 2  # one per task
+    (rank0,) = (tmp_path / "submitit").rglob("*_0_log.out")
+    (rank1,) = (tmp_path / "submitit").rglob("*_1_log.out")
+    assert "training and evaluating" in rank1.read_text()  # both tasks trained the cell,
+    assert "accuracy" in rank0.read_text() and "accuracy" not in rank1.read_text()  # one group: rank 0 evaluated
+
+
 def test_executor_kinds_and_a_failed_cell(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="serial executor runs the cells in this process"):
         cell_executor(ExecutorKind.SERIAL, tmp_path)
@@ -59,7 +74,7 @@ def test_executor_kinds_and_a_failed_cell(tiny_data, tmp_path):
                 class paths:  # noqa: N801 - mirrors submitit's job.paths
                     stderr = tmp_path / "7_0.err"
 
-                def result(self):
+                def results(self):
                     raise RuntimeError("out of memory")
 
             return [Job() for _ in arguments[0]]
