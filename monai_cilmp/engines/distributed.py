@@ -90,8 +90,7 @@ def reduce_logged_loss(engine: Any) -> None:
 
     Attached by :class:`~monai_cilmp.engines.RunFolderTrainer` to MONAI's ``IterationEvents.MODEL_COMPLETED``, after
     the optimiser step and before any ``ITERATION_COMPLETED`` handler: the backward pass used the local loss (DDP
-    averages the gradients), every handler that logs the loss sees the global one. Every rank runs it at every step,
-    so a non-finite loss on one rank is seen by all of them.
+    averages the gradients), every handler that logs the loss sees the global one. Every rank runs it at every step.
     """
     from ignite import distributed as idist
 
