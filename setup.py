@@ -1,9 +1,9 @@
 """Package layout that pyproject.toml cannot express: the CILMP bundle ships inside the package.
 
 ``bundles/cilmp`` stays the one copy of the bundle in the repository; a build maps it to the package
-``monai_cilmp.bundle`` (its configs, docs and licence as package data), so an installed wheel carries it. An
-editable install or a source checkout reads it from ``bundles/cilmp`` directly (see ``monai_cilmp/cli/_bundle.py``).
-Everything else is declared in pyproject.toml.
+``monai_cilmp.bundle`` (its configs, docs, licence and large_files.yml as package data), so an installed wheel
+carries it. An editable install or a source checkout reads it from ``bundles/cilmp`` directly (see
+``monai_cilmp/cli/_bundle.py``). Everything else is declared in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
@@ -24,6 +24,7 @@ setup(
         "monai_cilmp": ["**/*.json", "networks/model_configs/hf/*/vocab.txt"],
         BUNDLE: [
             "LICENSE",
+            "large_files.yml",
             "configs/*.json",
             "configs/*.conf",
             "configs/*/*.json",

@@ -173,7 +173,12 @@ def test_bundle_train_evaluate_and_inference(device, tmp_path):
         **TINY,
     )
     assert json.loads((out / "test_metrics.json").read_text())["n"] == 4
-    run(run_id="run", init_id="initialize", config_file=[str(CONFIGS / "inference.json")], **common)
+    run(
+        run_id="run",
+        init_id="initialize",
+        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+        **common,
+    )
     rows = list(csv.DictReader((out / "probabilities.csv").open()))
     assert len(rows) == 3 and all(
         abs(sum(float(v) for k, v in r.items() if k.startswith("p(")) - 1) < 1e-4 for r in rows

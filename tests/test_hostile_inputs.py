@@ -165,7 +165,7 @@ def test_bundle_inference_config_with_hostile_names(hostile, trained, tmp_path):
     run(
         run_id="run",
         init_id="initialize",
-        config_file=[bundle_config("inference.json")],
+        config_file=[bundle_config("inference.json"), bundle_config("from_run.json")],
         logging_file=bundle_config("logging.conf"),
         **literal_overrides({**settings, "probabilities_file": str(probabilities)}),
     )
@@ -173,6 +173,27 @@ def test_bundle_inference_config_with_hostile_names(hostile, trained, tmp_path):
     assert len(rows) == 3 and any(EVIL in row for row in rows)
     rows = probabilities.read_text(encoding="utf-8").splitlines()  # header, then one row per image
     assert len(rows) == 4 and EVIL in rows[0] + "".join(rows)
+    assert no_marker(hostile, tmp_path)
+
+
+def test_model_zoo_bundle_of_a_run_with_hostile_names(hostile, trained, tmp_path):
+    """``monai-cilmp export --format bundle`` writes the run's class names into ``inference.json`` as data: the
+    packed bundle's network has them, and nothing ran."""
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    from monai_cilmp.cli._bundle import BUNDLE_DIR
+
+    bundle = tmp_path / "cilmp"
+    shutil.copytree(BUNDLE_DIR, bundle, ignore=shutil.ignore_patterns("__pycache__", "models", "data", "runs"))
+    assert main(["export", "--run", str(trained), "--format", "bundle", "--out", str(bundle)]) == 0
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["device"] = "cpu"
+    assert parser.get_parsed_content("class_names") == sorted(CLASSES)
+    assert parser.get_parsed_content("network").class_names == sorted(CLASSES)
     assert no_marker(hostile, tmp_path)
 
 

@@ -60,7 +60,8 @@ def test_the_installed_wheel_trains_evaluates_predicts_and_runs_the_bundle(tmp_p
         shutil.copy2(REPO / name, source / name)
     no_cache = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "monai_cilmp", source / "monai_cilmp", ignore=no_cache)
-    for name in ("LICENSE", "configs", "docs"):  # the bundle's own files, not a user's data/ or runs/ in it
+    # the bundle's own files, not a user's data/, runs/ or models/ in it
+    for name in ("LICENSE", "large_files.yml", "configs", "docs"):
         copy = shutil.copytree if (REPO / "bundles" / "cilmp" / name).is_dir() else shutil.copy2
         (source / "bundles" / "cilmp").mkdir(parents=True, exist_ok=True)
         copy(REPO / "bundles" / "cilmp" / name, source / "bundles" / "cilmp" / name)

@@ -7,6 +7,14 @@ import argparse
 from monai_cilmp.cli._bundle import add_backbone_arguments, add_runtime_arguments, apply_runtime, quick_gelu_option
 
 
+def _benchmark_names() -> list[str]:
+    """The benchmarks of ``monai_cilmp/compare/benchmarks.json``, read without importing the comparison engine."""
+    import json
+    from pathlib import Path
+
+    return list(json.loads((Path(__file__).parents[1] / "compare" / "benchmarks.json").read_text()))
+
+
 class ListMethods(argparse.Action):
     """``--list-methods``: print the registered methods with their one-line summaries, then exit."""
 
@@ -50,6 +58,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="base-to-novel: train on the first ceil(C/2) classes, report base, novel and harmonic-mean accuracy",
     )
     parser.add_argument("--sampler", choices=["monai-cilmp", "dassl"], default="monai-cilmp", help="few-shot draw")
+    parser.add_argument(
+        "--benchmark",
+        default=None,
+        metavar="NAME",
+        help=f"one of {', '.join(_benchmark_names())}: apply that paper's released settings per method (tokens, "
+        "depths, loss weights, optimiser, schedule, epochs, batch size, class names); --epochs/--batch-size/--lr/"
+        "--warmup-epochs/--gpa-std given win",
+    )
     parser.add_argument("--knowledge", help="knowledge bank for CILMP (monai-cilmp knowledge extract)")
     parser.add_argument("--descriptions", help="class descriptions / attribute prompts for the zero-shot methods")
     parser.add_argument("--preset", help="modality preset (default: the dataset's or the datalist's)")
@@ -134,6 +150,13 @@ def run(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs,
         gpa_std=gpa_std,
     )
+    given = {
+        "max_epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_epochs": args.warmup_epochs,
+        "gpa_std": args.gpa_std,
+    }
     method_recipes = {}
     if args.lr_probe is not None:
         method_recipes = {s.name: {"lr": args.lr_probe} for s in map(get_method, args.methods) if s.cached_features}
@@ -160,5 +183,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         sampler=args.sampler,
         executor=executor,
+        benchmark=args.benchmark,
+        recipe_given=[field for field, value in given.items() if value is not None],
     )
     return 0

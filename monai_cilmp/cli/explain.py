@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).resolve() if args.out else run_dir / "explanations"
     print(f"Explaining {len(images)} images with {trained.checkpoint}", file=sys.stderr)
     parser = parse_bundle(
-        ["inference.json"],
+        ["inference.json", "from_run.json"],
         {"output_dir": str(run_dir), "checkpoint_name": args.checkpoint, "device": runtime["device"]},
     )
     network = parser.get_parsed_content("network")

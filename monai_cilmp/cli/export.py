@@ -7,7 +7,7 @@ import json
 
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "bundle")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,13 +20,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "takes normalised (B, 3, H, W) images (the run's configs/metadata.json gives H, W) and returns logits or "
             "probabilities. The export is then run on up to --check test images of the run's datalist (random images "
             "when there are none) and the largest probability difference from PyTorch is printed (ONNX needs "
-            "onnxruntime for this check)."
+            "onnxruntime for this check). --format bundle instead packs the run into a copy of the CILMP bundle "
+            "(--out, a MONAI model-zoo bundle): models/model.pt (the trained parameters only), "
+            "models/knowledge.safetensors, the network's values in configs/inference.json, the run's "
+            "configs/metadata.json and large_files.yml."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by `monai-cilmp train`")
     parser.add_argument("--format", default="torchscript", choices=FORMATS, help="file format")
-    parser.add_argument("--out", help="file to write (default: RUN/models/model.ts or model.onnx)")
+    parser.add_argument(
+        "--out",
+        help="file to write (default: RUN/models/model.ts or model.onnx); with --format bundle: the bundle folder",
+    )
+    parser.add_argument(
+        "--url-prefix", help="--format bundle: where the large files will be uploaded (their URLs in large_files.yml)"
+    )
     parser.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help="which checkpoint of the run")
     parser.add_argument(
         "--output", default="logits", choices=("logits", "probabilities"), help="what the exported network returns"
@@ -43,6 +52,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.check < 0:
         raise ValueError(f"--check must be 0 or more, not {args.check}.")
+    if args.format == "bundle":
+        from monai_cilmp.engines.model_zoo import pack_run
+
+        if not args.out:
+            raise ValueError(
+                "--format bundle needs --out: a copy of the CILMP bundle (e.g. `cp -r bundles/cilmp DIR`)."
+            )
+        print(json.dumps(pack_run(args.run, args.out, args.checkpoint, args.url_prefix), indent=2))
+        return 0
     path, module = export_run(args.run, args.format, args.checkpoint, args.output, args.out)
     report = {"file": str(path), "format": args.format, "checkpoint": args.checkpoint, "output": args.output}
     if args.check:

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = apply_runtime(args)
     print(f"Predicting {len(images)} images with {trained.checkpoint}", file=sys.stderr)
     parser = parse_bundle(
-        ["inference.json"],
+        ["inference.json", "from_run.json"],
         {"output_dir": str(trained.directory), "checkpoint_name": args.checkpoint, "device": runtime["device"]},
     )
     predictions = predict_images(

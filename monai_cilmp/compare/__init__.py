@@ -4,6 +4,7 @@
   few-shot subset, training, test evaluation, its record;
 - :mod:`.run`: the grid, run resumably (:func:`run_comparison`, behind ``monai-cilmp compare``);
 - :mod:`.cluster`: the grid's cells as a submitit job array (SLURM, or local processes) (:func:`dispatch_cells`);
+- :mod:`.benchmarks`: the published benchmarks' settings per method (``benchmarks.json``, ``--benchmark``);
 - :mod:`.report`: the papers' table (mean ± std over seeds; base / novel / HM for base-to-novel; a backbone column)
   as ``results.md`` / ``results.csv`` and a plot against shots.
 """

@@ -174,6 +174,11 @@ class CellContext:
             subset's datalist (relabelled ``0..n-1``) and a loader of its test split.
         sampler: the few-shot sampler (:class:`~monai_cilmp.data.FewShotSampler`); with ``"dassl"`` and
             base-to-novel the draw is over all classes, then the base ones are kept, as Dassl's code does.
+        method_kwargs: per method, network keywords over the registry's (a benchmark's, :mod:`.benchmarks`).
+        prompt_names: class name -> the name the text prompts read (a benchmark's spelling), for the methods
+            without a knowledge bank.
+        searches: per method, keywords of its ``search_alpha_beta`` run on the validation split after training
+            (Tip-Adapter), when the datalist has one.
     """
 
     datalist: Mapping[str, Any]
@@ -193,11 +198,20 @@ class CellContext:
     backbone_label: str = ""
     subset_loaders: Mapping[str, tuple[Mapping[str, Any], Any]] = dataclasses.field(default_factory=dict)
     sampler: str = "monai-cilmp"
+    method_kwargs: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    prompt_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    searches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def build(self, method: str, class_names: Sequence[str]):
         """The network of ``method`` for ``class_names`` on the shared backbone (knowledge bank restricted to them)."""
-        from monai_cilmp.networks.nets import build_method
+        from monai_cilmp.networks.nets import build_method, get_method, knowledge_prompts
 
+        spec, kwargs = get_method(method), dict(self.method_kwargs.get(method, {}))
+        if self.prompt_names and not spec.needs_knowledge:  # the benchmark's spelling of the class names
+            if spec.uses_descriptions and "prompts" not in kwargs:
+                texts = knowledge_prompts(list(class_names), self.descriptions, self.dataset, spec.knowledge_text)
+                kwargs["prompts"] = {self.prompt_names.get(k, k): v for k, v in texts.items()}
+            class_names = [self.prompt_names.get(n, n) for n in class_names]
         bank = self.knowledge
         if bank is not None and list(bank.class_names) != list(class_names):
             from monai_cilmp.knowledge import KnowledgeBank
@@ -211,6 +225,7 @@ class CellContext:
             knowledge=bank,
             descriptions=self.descriptions,
             dataset=self.dataset,
+            **kwargs,
         )
 
     def recipe_for(self, method: str, seed: int):
@@ -262,6 +277,19 @@ def _novel_network(cell: Cell, network: Any, context: CellContext) -> tuple[Any 
     return novel, "class-agnostic trained parameters loaded into the network rebuilt for the novel classes"
 
 
+def _search_on_validation(
+    network: Any, items: Sequence[Mapping[str, Any]], search: Mapping[str, Any], batch_size: int, context: CellContext
+) -> dict[str, float]:
+    """Tip-Adapter's alpha/beta search on the validation split's features (evaluation transforms), as the authors'
+    code does; sets the network's ``alpha`` and ``beta`` and returns the chosen pair."""
+    from monai_cilmp.networks.nets import extract_features
+
+    images = _loader(items, context.eval_transforms, batch_size, False, context.num_workers)
+    features, labels = extract_features(network, images, device=context.device)
+    device = next(iter(network.buffers())).device
+    return network.search_alpha_beta(features.to(device), torch.as_tensor(labels).to(device), **search)
+
+
 def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[str, Any]:
     """Train ``cell.method`` on its K-shot subset through :func:`~monai_cilmp.engines.create_trainer`, evaluate it
     on the test split with :func:`~monai_cilmp.engines.evaluate_split`, and write the cell's record last.
@@ -302,6 +330,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     network = context.build(spec.name, names)
     n_params = network.num_trainable_parameters()
     train_seconds = 0.0
+    extra_search: dict[str, float] | None = None
     # a method built from the training features (Tip-Adapter's cache) is fitted by the trainer, even with no parameters
     trained = spec.needs_training and (n_params > 0 or network.uses_training_features)
     if trained:
@@ -318,6 +347,9 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
             network, train_loader, directory, recipe, device=context.device, metadata=metadata, progress=False
         )
         trainer.run()
+        search = context.searches.get(spec.name)
+        if search is not None and data.get("validation") and callable(getattr(network, "search_alpha_beta", None)):
+            extra_search = _search_on_validation(network, data["validation"], search, recipe.batch_size, context)
         train_seconds = time.perf_counter() - start
         n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
     rank, world_size = rank_and_world_size()
@@ -334,7 +366,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     evaluate = dict(ordinal=context.ordinal, device=context.device)
     split = "test_base" if b2n else "test"
     metrics = evaluate_split(network, loader, names, directory, items=data["test"], split=split, **evaluate)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"alpha_beta_search": extra_search} if extra_search else {}
     if b2n:
         novel_data, novel_loader = context.subset_loaders["novel"]
         novel, how = _novel_network(cell, network, context)

@@ -124,6 +124,8 @@ def run_comparison(
     num_workers: int = 0,
     protocol: str = Protocol.FEW_SHOT,
     sampler: str = "monai-cilmp",
+    benchmark: str | None = None,
+    recipe_given: Sequence[str] = (),
     log: Callable[[str], None] = print,
     executor: Any = None,
     only: Sequence[Cell] | None = None,
@@ -156,6 +158,10 @@ def run_comparison(
             ``ceil(C / 2)`` classes, report base, novel and harmonic-mean accuracy).
         sampler: how each cell's K-shot subset is drawn (:class:`~monai_cilmp.data.FewShotSampler`; ``"dassl"``:
             the subsets of CoOp's / BiomedCoOp's seeds on a datalist imported from their split file).
+        benchmark: a published benchmark's settings to apply per method (:mod:`.benchmarks`: ``"biomedcoop"``,
+            ``"coop"``, ``"cocoop"``, ``"maple"``, ``"promptsrc"``): network keywords, recipe, class names of the
+            prompts, Tip-Adapter's validation search; listed in ``results.md``. ``None``: this package's defaults.
+        recipe_given: recipe fields set explicitly (on the command line): they win over the benchmark's recipe.
         log: where progress lines go.
         executor: a submitit executor (:func:`~monai_cilmp.compare.cluster.cell_executor`: a SLURM job array or
             local processes) that runs the cells still to run, one task each; ``None``: one after the other here.
@@ -178,6 +184,7 @@ def run_comparison(
         class_names=class_names, dataset=dataset, knowledge=knowledge, descriptions=descriptions, backbone=backbone,
         pretrained=pretrained, offline=offline, quick_gelu=quick_gelu, recipe=recipe, method_recipes=method_recipes,
         preset=preset, ordinal=ordinal, device=device, num_workers=num_workers, protocol=protocol, sampler=sampler,
+        benchmark=benchmark, recipe_given=list(recipe_given),
     )  # fmt: skip
     from monai_cilmp.data import FewShotSampler, get_dataset, load_datalist, subsample_classes
     from monai_cilmp.engines import TrainingRecipe, default_device
@@ -226,6 +233,14 @@ def run_comparison(
         bank.check_classes(names)
     recipe = recipe or TrainingRecipe()
     method_recipes = {k: dict(v) for k, v in (method_recipes or {}).items()}
+    bench: dict[str, Any] | None = None
+    if benchmark:
+        from .benchmarks import benchmark_settings
+
+        bench = benchmark_settings(benchmark, methods, dataset, names)
+        for method, applied in bench["methods"].items():
+            wanted = {k: v for k, v in applied.get("recipe", {}).items() if k not in recipe_given}
+            method_recipes[method] = {**wanted, **method_recipes.get(method, {})}
     pretrained = None if pretrained in (None, "", "none") else str(pretrained)
     label = backbone_label(backbone, pretrained)
     settings = {
@@ -242,6 +257,7 @@ def run_comparison(
         "dataset": dataset,
         "recipe": {k: v for k, v in recipe.to_dict().items() if k not in ("seed", "val_interval")},
         "method_recipes": method_recipes,
+        **({"benchmark": bench} if bench else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     backbones = _check_settings(out, settings)
@@ -299,6 +315,9 @@ def run_comparison(
             backbone_label=label,
             subset_loaders={k: (v, test_loader(v["test"])) for k, v in subsets.items()},
             sampler=sampler,
+            method_kwargs={m: a["network"] for m, a in (bench or {}).get("methods", {}).items() if "network" in a},
+            prompt_names=dict((bench or {}).get("class_names", {})),
+            searches={m: a["search"] for m, a in (bench or {}).get("methods", {}).items() if "search" in a},
         )
     for i, cell in enumerate(cells, 1):
         prefix = f"[{i}/{len(cells)}] {cell}:"
@@ -339,6 +358,14 @@ def run_comparison(
         return {"records": ordered, "files": {}, "ran": len(ran), "skipped": len(done)}
     everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
     files = write_report(out, everything, methods, shot_list)
+    if bench:
+        from .benchmarks import benchmark_markdown
+
+        given = {k: getattr(recipe, k) for k in recipe_given}
+        section = benchmark_markdown(bench, given)
+        with open(files["markdown"], "a", encoding="utf-8") as markdown:
+            markdown.write("\n" + section)
+        log(section)
     log(f"Results: {files['markdown']}\n         {files['csv']}\n         {files['plot']}")
     log(f"Cells (checkpoints, predictions, confusion matrices): {out / 'cells'}")
     return {"records": ordered, "files": files, "ran": len(ran), "skipped": len(done)}

@@ -21,6 +21,7 @@ from .evaluation import (
 from .export import ExportNetwork, export_network, export_run
 from .features import cached_feature_loader, fit_training_features, training_features
 from .inference import ImagePredictions, inference_images, predict_images
+from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
 from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
@@ -43,6 +44,7 @@ __all__ = [
     "ExportNetwork",
     "ImagePredictions",
     "LossProgressBar",
+    "ModelZooError",
     "RegularizedLoss",
     "RunCalibration",
     "RunFolderError",
@@ -79,6 +81,7 @@ __all__ = [
     "load_calibration",
     "load_checkpoint",
     "load_run",
+    "load_trained_state",
     "lr_factor",
     "per_process_batch",
     "predict",
@@ -88,6 +91,7 @@ __all__ = [
     "record_eval_metrics",
     "prediction_set_names",
     "prepare_run_folder",
+    "pack_run",
     "prepare_training",
     "rank_seed",
     "reseed",
@@ -96,6 +100,7 @@ __all__ = [
     "scores_and_labels",
     "split_at_first_random",
     "training_features",
+    "trained_state_file",
     "training_handlers",
     "validation_handlers",
     "write_evaluation_report",

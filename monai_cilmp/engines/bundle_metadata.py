@@ -3,7 +3,11 @@
 The bundle's ``configs/metadata.json`` is a template: its versions are those of the release and its network format
 that of one dataset. When a run starts, :func:`write_run_metadata` writes ``<run>/configs/metadata.json`` from it with
 
-- the versions of MONAI, PyTorch, NumPy and every package of ``required_packages_version`` that are installed,
+- the versions of MONAI, PyTorch, NumPy and every package of ``required_packages_version`` that are installed (the
+  ones that run, read from the packages themselves: PyTorch's local build tag such as ``+cu130`` is dropped, as
+  model-zoo's ``get_bundle_requirements.py`` pins ``torch==<pytorch_version>``), and ``monai_cilmp_version``: this
+  package is not on a public index, so it is recorded beside ``required_packages_version``, not in it (a pin there
+  would make model-zoo's requirements file uninstallable; see the bundle README, "MONAI model-zoo"),
 - ``network_data_format`` of the run's network: the image size of its backbone, one output channel per class (its
   ``channel_def`` maps each channel to the run's class name, as model-zoo classification bundles do), ``logits`` (the
   network returns scaled cosine logits; the probabilities are their softmax),
@@ -53,6 +57,13 @@ def _version(distribution: str) -> str | None:
         return importlib_metadata.version(distribution)
     except importlib_metadata.PackageNotFoundError:
         return None
+
+
+def _source_version() -> str:
+    """The version of this package when it runs from a source checkout that is not installed."""
+    import monai_cilmp
+
+    return str(getattr(monai_cilmp, "__version__", "unknown"))
 
 
 def network_data_format(
@@ -119,6 +130,7 @@ def bundle_metadata(
     meta["monai_version"] = monai.__version__
     meta["pytorch_version"] = str(torch.__version__).split("+")[0]
     meta["numpy_version"] = numpy.__version__
+    meta["monai_cilmp_version"] = _version("monai-cilmp") or _source_version()
     packages = {name: _version(name) for name in meta.get("required_packages_version", {})}
     meta["required_packages_version"] = {name: v for name, v in packages.items() if v is not None}
     meta["network_data_format"] = network_data_format(class_names, image_size, output, meta.get("network_data_format"))

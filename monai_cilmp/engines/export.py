@@ -2,8 +2,10 @@
 
 The networks are traced (``torch.jit.trace``) for the run's fixed class set, on a batch of two images so that the
 per-image text features of conditional methods are traced in their batched form; the traced module accepts any
-batch size. :class:`ExportNetwork` is also what MONAI's ``ckpt_export`` loads a checkpoint into: its
-``load_state_dict`` takes a run checkpoint's ``network`` entry, the trainable state only (see the bundle README).
+batch size. :class:`ExportNetwork` is also the bundle's ``network_def``, what MONAI's ``ckpt_export`` loads a
+checkpoint into: its ``load_state_dict`` takes the trainable state only (``models/model.pt``, or a run checkpoint's
+``network`` entry), and ``torch.jit.script`` (``ckpt_export``'s default, model-zoo's check) compiles it through
+TorchScript's ``__prepare_scriptable__`` hook as a scripted shell around the trace (see the bundle README).
 """
 
 from __future__ import annotations
@@ -52,14 +54,70 @@ class ExportNetwork(nn.Module):
         self.output = look_up_option(output, OUTPUTS)
         self.image_size = int(network.image_size)
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.network.class_names)
+
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        return tuple(self.network.image_mean)
+
+    @property
+    def image_std(self) -> tuple[float, ...]:
+        return tuple(self.network.image_std)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.network(images)
         return torch.softmax(logits, dim=-1) if self.output == "probabilities" else logits
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # noqa: ARG002
-        """Load a run checkpoint's ``network`` entry (the trainable state; the frozen towers come with the network)."""
+        """Load the trained parameters only (``models/model.pt``, or a run checkpoint's ``network`` entry); the frozen
+        towers come with the network. Always strict: every trained tensor must be there with its shape (the
+        network's own check names what differs)."""
         self.network.load_trainable_state_dict(state_dict)
         return nn.modules.module._IncompatibleKeys([], [])
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in place of this module (TorchScript's documented hook).
+
+        The CLIP towers, open_clip's and timm's code and the prompt assembly are not TorchScript-compilable, but the
+        forward is free of data-dependent control flow (its branches depend on the class set and the layout only,
+        fixed in the network), so the traced graph is the network: :func:`torch.jit.script` (MONAI's ``ckpt_export``
+        default, model-zoo's CI check) gets a scripted shell around the trace (batch-size free, see the module
+        docstring), and this eager module is left as it is.
+        """
+        return ScriptedExport(trace_network(self), self.output)
+
+
+class ScriptedExport(nn.Module):
+    """A scripted shell around a traced :class:`ExportNetwork` (see :meth:`ExportNetwork.__prepare_scriptable__`)."""
+
+    def __init__(self, traced: torch.jit.ScriptModule, output: str) -> None:
+        super().__init__()
+        self.network = traced
+        self.output = output
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+
+def trace_network(module: ExportNetwork) -> torch.jit.ScriptModule:
+    """``module`` traced on the CPU in eval mode (a batch of :data:`_TRACE_BATCH` random images of its size); the
+    module itself is put back in the training mode and on the device it had."""
+    parameter = next(module.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    training = module.training
+    size = module.image_size
+    example = torch.rand(_TRACE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    module.cpu().eval()
+    try:
+        # the tracer warns about every Python branch on a tensor value; those branches depend on the class set and
+        # the layout only (fixed in the export), and export_parity checks the result
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return torch.jit.trace(module, example, check_trace=False)
+    finally:
+        module.to(device).train(training)
 
 
 def export_network(
@@ -89,33 +147,29 @@ def export_network(
     path = Path(path)
     path = path if path.suffix else path.with_suffix(EXPORT_FORMATS[fmt])
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the tracer warns about every Python branch on a tensor value; those branches depend on the class set and the
-    # layout only (fixed in the export), and export_parity checks the result
+    if fmt == "torchscript":
+        from monai.data import save_net_with_metadata
+
+        save_net_with_metadata(trace_network(module), str(path), include_config_vals=False, meta_values=metadata)
+        return path, module
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise ValueError(
+            "ONNX export needs the onnx package: `pip install onnx onnxruntime`, or export with --format torchscript."
+        )
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        if fmt == "torchscript":
-            from monai.data import save_net_with_metadata
-
-            traced = torch.jit.trace(module, example, check_trace=False)
-            save_net_with_metadata(traced, str(path), include_config_vals=False, meta_values=metadata)
-        else:
-            import importlib.util
-
-            if importlib.util.find_spec("onnx") is None:
-                raise ValueError(
-                    "ONNX export needs the onnx package: `pip install onnx onnxruntime`, or export with "
-                    "--format torchscript."
-                )
-            torch.onnx.export(
-                module,
-                (example,),
-                str(path),
-                input_names=["image"],
-                output_names=["pred"],
-                dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # see trace_network
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return path, module
 
 

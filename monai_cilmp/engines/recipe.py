@@ -16,9 +16,9 @@ class TrainingRecipe:
     """Hyper-parameters of CILMP training; the defaults are the paper's code.
 
     Attributes:
-        lr: base learning rate (SGD).
+        lr: base learning rate.
         momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        weight_decay: weight decay (SGD's L2 term; AdamW's decoupled decay).
         max_epochs: training epochs.
         warmup_epochs: epochs at the constant ``warmup_lr`` before the cosine schedule starts.
         warmup_lr: learning rate during warm-up.
@@ -27,6 +27,8 @@ class TrainingRecipe:
         gpa_mean: its centre (``None``: the last epoch).
         val_interval: validate every this many epochs (0: never).
         seed: random seed of the run.
+        optimizer: ``"sgd"`` (the prompt learners' papers) or ``"adamw"`` (Tip-Adapter-F's code).
+        eps: AdamW's epsilon (Tip-Adapter-F's code uses 1e-4).
     """
 
     lr: float = 0.0025
@@ -40,16 +42,23 @@ class TrainingRecipe:
     gpa_mean: float | None = None
     val_interval: int = 1
     seed: int = 1
+    optimizer: str = "sgd"
+    eps: float = 1e-8
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def build_optimizer(network: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
-    """SGD over the network's trainable parameters only (frozen CLIP weights are never handed to it)."""
+    """SGD (or AdamW, ``recipe.optimizer``) over the network's trainable parameters only (frozen CLIP weights are never
+    handed to it)."""
     params = [p for p in network.parameters() if p.requires_grad]
     if not params:
         raise ValueError("The network has no trainable parameters.")
+    if str(recipe.optimizer).lower() == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.eps)
+    if str(recipe.optimizer).lower() != "sgd":
+        raise ValueError(f"recipe optimizer must be 'sgd' or 'adamw', got '{recipe.optimizer}'.")
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 

@@ -158,7 +158,7 @@ def test_inference_writes_monai_predictions_and_our_probabilities(trained_bundle
     run(
         run_id="run",
         init_id="initialize",
-        config_file=[str(CONFIGS / "inference.json")],
+        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
         bundle_root=str(trained_bundle),
         dataset_name="toy",
     )
@@ -172,7 +172,7 @@ def test_inference_writes_monai_predictions_and_our_probabilities(trained_bundle
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
     assert [int(float(r[1])) for r in monai_rows] == probs.argmax(1).tolist()
     assert [r["predicted"] for r in rows] == [sorted(CLASSES)[i] for i in probs.argmax(1)]
-    parser = parse_bundle(["inference.json"], {"output_dir": str(out), "device": "cpu"})
+    parser = parse_bundle(["inference.json", "from_run.json"], {"output_dir": str(out), "device": "cpu"})
     reference = predict_images(
         parser.get_parsed_content("network"),
         [r["image"] for r in rows],
@@ -304,7 +304,9 @@ def test_run_metadata_records_what_the_run_used(trained_bundle):
     out = trained_bundle / "runs" / "toy"
     meta = json.loads((out / "configs" / "metadata.json").read_text())
     assert meta["monai_version"] == monai.__version__ and torch.__version__.startswith(meta["pytorch_version"])
-    assert meta["numpy_version"] == np.__version__ and "monai-cilmp" in meta["required_packages_version"]
+    assert meta["numpy_version"] == np.__version__ and meta["required_packages_version"]["open_clip_torch"]
+    # not on a public index: recorded beside the pins model-zoo's get_bundle_requirements.py installs
+    assert "monai-cilmp" not in meta["required_packages_version"] and meta["monai_cilmp_version"]
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert pred["type"] == "logits" and pred["num_channels"] == 2
     assert [pred["channel_def"][str(i)] for i in range(2)] == sorted(CLASSES)
@@ -319,7 +321,7 @@ def test_run_metadata_verifies_the_network_in_and_out(trained_bundle):
     verify_net_in_out(
         net_id="network_def",
         meta_file=str(trained_bundle / "runs" / "toy" / "configs" / "metadata.json"),
-        config_file=str(CONFIGS / "inference.json"),
+        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
         bundle_root=str(trained_bundle),
         dataset_name="toy",
         device="cpu",
@@ -337,8 +339,8 @@ def _probabilities(module, images):
     "checkpoint, key, which", [("checkpoints/final.pt", "network", "final"), ("models/model.pt", "", "best")]
 )
 def test_ckpt_export_gives_the_same_probabilities(trained_bundle, checkpoint, key, which):
-    """``python -m monai.bundle ckpt_export`` on a run: the run's checkpoint (or the model-zoo ``models/model.pt``,
-    a plain state dict: no ``--key_in_ckpt``), the whole network traced."""
+    """``python -m monai.bundle ckpt_export`` on a run (``from_run.json``): the run's checkpoint (or the model-zoo
+    ``models/model.pt``, a plain state dict: no ``--key_in_ckpt``), scripted as model-zoo's CI does (the default)."""
     import torch
     from monai.bundle import ckpt_export
 
@@ -346,16 +348,14 @@ def test_ckpt_export_gives_the_same_probabilities(trained_bundle, checkpoint, ke
     ts = out / "models" / f"model_{which}.ts"
     ts.parent.mkdir(exist_ok=True)  # ckpt_export does not create it
     ckpt_export(
-        net_id="export_network",
+        net_id="network_def",
         filepath=str(ts),
         ckpt_file=str(out / checkpoint),
         key_in_ckpt=key,
         meta_file=str(out / "configs" / "metadata.json"),
-        config_file=str(CONFIGS / "inference.json"),
+        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
         bundle_root=str(trained_bundle),
         dataset_name="toy",
-        use_trace=True,
-        input_shape=[2, 3, 64, 64],
     )
     from monai_cilmp.engines import load_run
 
@@ -385,7 +385,7 @@ def test_inference_with_an_empty_input_folder_is_one_sentence(trained_bundle, tm
     with pytest.raises(Exception) as info:
         run(
             run_id="run",
-            config_file=[str(CONFIGS / "inference.json")],
+            config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
             bundle_root=str(trained_bundle),
             dataset_name="toy",
             input_dir=str(tmp_path),
@@ -414,7 +414,7 @@ def test_inference_needs_only_the_run_folder(trained_bundle, tmp_path):
     try:
         run(
             run_id="run",
-            config_file=[str(CONFIGS / "inference.json")],
+            config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
             bundle_root=str(tmp_path / "nowhere"),
             output_dir=str(run_copy),
             input_dir=str(images),
@@ -438,8 +438,9 @@ def test_monai_required_bundle_properties_are_present(trained_bundle, tmp_path, 
         config, settings = "train.json", {**TINY, "bundle_root": str(tmp_path), "train#trainer#max_epochs": 1}
     else:
         config, settings = "inference.json", {"bundle_root": str(trained_bundle)}
+    configs = [str(CONFIGS / config)] + ([str(CONFIGS / "from_run.json")] if workflow_type == "infer" else [])
     workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / config), meta_file=str(CONFIGS / "metadata.json"), workflow_type=workflow_type
+        config_file=configs, meta_file=str(CONFIGS / "metadata.json"), workflow_type=workflow_type
     )
     for key, value in {**settings, "dataset_name": "toy"}.items():
         workflow.parser[key] = value

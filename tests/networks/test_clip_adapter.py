@@ -30,3 +30,12 @@ def test_ratio_zero_is_zero_shot_clip_and_images_work(shared_backbone):
         CLIPAdapter(CLASSES, shared_backbone, None, ratio=1.5)
     with pytest.raises(ValueError, match=r"Cached features must be \(B, 64\)"):
         net(torch.randn(2, 7))
+
+
+def test_biomedcoop_reading_mixes_without_renormalising(shared_backbone):
+    """BiomedCoOp's CLIP-Adapter (its benchmark: alpha 0.5) classifies the unnormalised mix."""
+    net = CLIPAdapter(CLASSES, shared_backbone, None, ratio=0.5, renormalize=False).eval()
+    f = F.normalize(torch.randn(3, net.feature_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    adapted = torch.relu(torch.relu(f @ net.adapter[0].weight.T) @ net.adapter[2].weight.T)
+    mixed = 0.5 * adapted + 0.5 * f
+    torch.testing.assert_close(net(f), net.logit_scale.exp() * mixed @ net.text_weights.T)

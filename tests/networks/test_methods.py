@@ -51,7 +51,10 @@ OWN_PARAMETERS: dict[str, set[str]] = {
     "promptsrc": {"text_prompts", "vision_prompts"},
 }
 # what a checkpoint keeps besides the trained parameters: the state a method fits from the training set
-FITTED_STATE: dict[str, set[str]] = {"tip-adapter": {"cache_keys", "cache_values"}, "tip-adapter-f": {"cache_values"}}
+FITTED_STATE: dict[str, set[str]] = {
+    "tip-adapter": {"cache_keys", "cache_values", "alpha_beta"},
+    "tip-adapter-f": {"cache_values", "alpha_beta"},
+}
 
 
 def build(name: str, backbone, fit: bool = True, **kwargs) -> CLIPClassifier:

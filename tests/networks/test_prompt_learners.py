@@ -72,7 +72,7 @@ def test_ctx_init_must_match_n_ctx(shared_backbone):
 def test_kgcoop_regulariser_is_zero_at_init_and_grows_after_a_step(shared_backbone):
     torch.manual_seed(0)
     net = KgCoOp(CLASSES, shared_backbone).train()
-    assert net.regularization_loss().item() == 0.0
+    assert net.regularization_loss().item() == pytest.approx(0.0, abs=1e-6)
     optimizer = torch.optim.SGD([net.ctx], lr=0.5)
     loss = F.cross_entropy(net(images(4)), torch.arange(4)) + net.regularization_loss()
     loss.backward()
@@ -81,8 +81,16 @@ def test_kgcoop_regulariser_is_zero_at_init_and_grows_after_a_step(shared_backbo
     assert reg.item() > 0 and reg.requires_grad
     with torch.no_grad():
         w = net.text_features()[0]
-    expected = net.kg_weight * (w - net.handcrafted_embeddings).pow(2).sum(-1).mean()
-    torch.testing.assert_close(reg.detach(), expected)
+    # the authors' code: W * (1 - mean cosine), with torch's own CosineSimilarity as their code uses it
+    cosine = torch.nn.CosineSimilarity(dim=1, eps=1e-07)(w, net.handcrafted_embeddings)
+    torch.testing.assert_close(reg.detach(), net.kg_weight * (1.0 - cosine.mean()))
+    # the paper's equation, kept as an option, is twice that for unit vectors
+    net.distance = "squared"
+    squared = net.regularization_loss().detach()
+    torch.testing.assert_close(squared, net.kg_weight * (w - net.handcrafted_embeddings).pow(2).sum(-1).mean())
+    torch.testing.assert_close(squared, 2 * reg.detach(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="l1"):
+        KgCoOp(CLASSES, shared_backbone, distance="l1")
 
 
 def test_kgcoop_reuses_the_features_of_the_forward_it_follows(shared_backbone, monkeypatch):

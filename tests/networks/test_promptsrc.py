@@ -37,3 +37,21 @@ def test_frozen_text_features_are_the_template_ensemble(shared_backbone):
     spec = get_method("promptsrc")
     assert spec.gpa and spec.recipe_overrides == {"gpa_std": 1.0}
     assert net.prompt_parameter_names() == ["text_prompts", "vision_prompts"]
+
+
+def test_frozen_text_target_is_the_normalised_mean_of_raw_template_embeddings(shared_backbone):
+    """The authors' code averages the templates' raw text embeddings, then normalises (not the mean of unit vectors)."""
+    templates = ["a photo of {}.", "{}", "an image showing {} here."]
+    kw = {"text_prompt_depth": 1, "vision_prompt_depth": 1, "templates": templates}
+    net = PromptSRC(CLASSES, shared_backbone, None, **kw)
+    with torch.no_grad():
+        raw = torch.stack([net_text_embeddings(shared_backbone, [t.format(c) for t in templates]) for c in CLASSES])
+    torch.testing.assert_close(net.frozen_text_features, F.normalize(raw.mean(dim=1), dim=-1))
+    unit_mean = PromptSRC(CLASSES, shared_backbone, None, normalize_templates=True, **kw).frozen_text_features
+    torch.testing.assert_close(unit_mean, F.normalize(F.normalize(raw, dim=-1).mean(dim=1), dim=-1))
+    assert (unit_mean - net.frozen_text_features).abs().max() > 1e-4  # the two readings differ
+
+
+def net_text_embeddings(backbone, texts):
+    """Raw (unnormalised) text embeddings of open_clip's own encode_text."""
+    return backbone.model.encode_text(backbone.tokenizer(texts)).float()

@@ -245,7 +245,11 @@ class CLIPClassifier(nn.Module):
 
     @torch.no_grad()
     def _class_text_embeddings(
-        self, prompts: Mapping[str, Sequence[str]], tower: nn.Module | None = None, ensemble: bool = True
+        self,
+        prompts: Mapping[str, Sequence[str]],
+        tower: nn.Module | None = None,
+        ensemble: bool = True,
+        normalize_texts: bool = True,
     ) -> torch.Tensor | list[torch.Tensor]:
         """``(C, e)`` frozen class embeddings: per class, the normalised mean of its texts' normalised embeddings.
 
@@ -256,6 +260,8 @@ class CLIPClassifier(nn.Module):
             tower: the text tower to use (default ``self.text_tower``).
             ensemble: average each class's texts (``False``: return the list of ``(P_c, e)`` normalised embeddings
                 of every class instead, e.g. for a method that weighs or prunes them).
+            normalize_texts: normalise each text's embedding before the mean (``False``: the normalised mean of the
+                raw embeddings, as PromptSRC's code builds its frozen text target).
 
         Raises:
             ValueError: a class of ``class_names`` without texts.
@@ -269,13 +275,16 @@ class CLIPClassifier(nn.Module):
             texts += [str(v) for v in variants]
             counts.append(len(variants))
         tower = tower if tower is not None else self.text_tower
-        features = F.normalize(tower.encode_texts(texts).float(), dim=-1)
+        features = tower.encode_texts(texts).float()
+        if normalize_texts or not ensemble:
+            features = F.normalize(features, dim=-1)
         if not ensemble:
             return [chunk.cpu() for chunk in features.split(counts)]
         # a single text is used as it is (renormalising would move its last bits: KgCoOp's regulariser is exactly
         # zero at initialisation because the learned and hand-crafted features are then bitwise equal)
         rows = [
-            chunk[0] if len(chunk) == 1 else F.normalize(chunk.mean(dim=0), dim=-1) for chunk in features.split(counts)
+            chunk[0] if len(chunk) == 1 and normalize_texts else F.normalize(chunk.mean(dim=0), dim=-1)
+            for chunk in features.split(counts)
         ]
         return torch.stack(rows).cpu()
 

@@ -69,6 +69,9 @@ class CILMP(CLIPClassifier):
 
     prompt_parameters = ("text_prompts", "vision_prompts")
 
+    #: fixed words between the context tokens and the class name (MaPLe's code keeps the rest of its ``ctx_init``)
+    words_before_class: str = ""
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -108,7 +111,7 @@ class CILMP(CLIPClassifier):
         self._check_depths(n_ctx_vision)
 
         width = self.text_tower.width
-        texts = [f"{name.replace('_', ' ')}." for name in class_names]
+        texts = [f"{self.words_before_class}{name.replace('_', ' ')}." for name in class_names]
         if bank is not None:
             padded, lengths = bank.padded(class_names)
         else:

@@ -10,7 +10,10 @@ little without overwriting it::
 
 Only ``W_1`` and ``W_2`` train (``2 D^2 / r`` scalars: 131,072 for ViT-B/16). The image encoder is frozen, so the
 engine trains on cached image features (as for a linear probe; the paper's random augmentation of the training
-images is therefore not applied). The adapter works on the normalised feature ``f``.
+images is therefore not applied). The adapter works on the normalised feature ``f``. The mixed feature is
+normalised again before the cosine, as gaopengcuhk/CLIP-Adapter's code does; BiomedCoOp's CLIP-Adapter
+(HealthX-Lab/BiomedCoOp, ``trainers/ClipAdapter``, its benchmark: alpha 0.5) leaves it unnormalised
+(``renormalize=False``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ class CLIPAdapter(FrozenFeatureClassifier):
         offline: never download backbone weights.
         cache_dir: where backbone weights are cached.
         reduction: ``r``, the bottleneck is ``D // r`` wide (4 in the paper).
-        ratio: ``alpha``, the weight of the adapted feature (0.2 in the paper).
+        ratio: ``alpha``, the weight of the adapted feature (0.2 in the paper, 0.5 in BiomedCoOp's benchmark).
+        renormalize: normalise the mixed feature before the cosine (the original code); ``False``: BiomedCoOp's.
         text: zero-shot text kind of the class embeddings.
         template: the template of ``text="template"``.
         templates: the templates of ``text="ensemble"``.
@@ -61,6 +65,7 @@ class CLIPAdapter(FrozenFeatureClassifier):
         cache_dir: str | os.PathLike | None = None,
         reduction: int = 4,
         ratio: float = 0.2,
+        renormalize: bool = True,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
@@ -70,7 +75,7 @@ class CLIPAdapter(FrozenFeatureClassifier):
         if not 0.0 <= ratio <= 1.0 or reduction < 1:
             raise ValueError(f"CLIP-Adapter needs 0 <= ratio <= 1 and reduction >= 1, got {ratio} and {reduction}.")
         self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
-        self.ratio = float(ratio)
+        self.ratio, self.renormalize = float(ratio), bool(renormalize)
         hidden = max(1, self.feature_dim // int(reduction))
         self.adapter = nn.Sequential(
             nn.Linear(self.feature_dim, hidden, bias=False),
@@ -80,8 +85,9 @@ class CLIPAdapter(FrozenFeatureClassifier):
         )
 
     def adapt(self, f: torch.Tensor) -> torch.Tensor:
-        """The residual mix ``alpha * A(f) + (1 - alpha) * f``, normalised."""
-        return F.normalize(self.ratio * self.adapter(f) + (1.0 - self.ratio) * f, dim=-1)
+        """The residual mix ``alpha * A(f) + (1 - alpha) * f``, normalised with ``renormalize``."""
+        mixed = self.ratio * self.adapter(f) + (1.0 - self.ratio) * f
+        return F.normalize(mixed, dim=-1) if self.renormalize else mixed
 
     def classify(self, f: torch.Tensor) -> torch.Tensor:
         return self.zero_shot_logits(self.adapt(f))

@@ -3,12 +3,16 @@ Knowledge-guided Context Optimization", CVPR 2023).
 
 CoOp whose learned class text embeddings ``w_c`` are pulled toward the frozen embeddings ``w_c^clip`` of
 hand-crafted prompts ("a photo of a {class}.") so that the learned context does not forget CLIP's general
-knowledge::
+knowledge. The paper writes the term as a squared distance, its code (htyao89/KgCoOp, ``trainers/kgcoop.py``, which
+produced the published numbers with ``W = 8`` in its scripts) computes one minus the mean cosine::
 
-    L = CE(logits, y) + lambda * 1/C * sum_c || w_c - w_c^clip ||^2        (lambda = 8 in the paper)
+    paper:  L = CE(logits, y) + lambda * 1/C * sum_c || w_c - w_c^clip ||^2
+    code:   L = CE(logits, y) + W * (1 - 1/C * sum_c cos(w_c, w_c^clip))
 
-With normalised embeddings ``||w - w'||^2 = 2 - 2 cos(w, w')``. The network is CoOp; the extra term is
-:meth:`KgCoOp.regularization_loss`, which the engine adds to the classification loss.
+For unit vectors ``||w - w'||^2 = 2 - 2 cos(w, w')``, so the paper's term is twice the code's at the same weight.
+We follow the code (``distance="cosine"``, the default, with ``kg_weight = 8``); ``distance="squared"`` is the
+paper's equation. The network is CoOp; the extra term is :meth:`KgCoOp.regularization_loss`, which the engine adds
+to the classification loss.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ import torch
 
 from monai_cilmp.networks.backbones import Backbone
 
+from .base import look_up
 from .coop import CoOp
 
-__all__ = ["KgCoOp"]
+__all__ = ["KG_DISTANCES", "KgCoOp"]
+
+#: the regulariser's distance: the authors' code's (cosine) or the paper's equation (squared Euclidean).
+KG_DISTANCES = ("cosine", "squared")
 
 DEFAULT_HANDCRAFTED_TEMPLATE = "a photo of a {}."
 
@@ -51,12 +59,14 @@ class KgCoOp(CoOp):
         n_ctx: number of context tokens (4 in the paper).
         ctx_init: text initialising the context (the paper: ``"a photo of a"``).
         class_specific: one context per class.
-        kg_weight: ``lambda``, the weight of the regulariser (8.0 in the paper).
+        kg_weight: ``W`` (``lambda``), the weight of the regulariser (8.0 in the authors' scripts).
+        distance: ``"cosine"``: ``1 - mean_c cos(w_c, w_c^clip)``, what the authors' code computes (default);
+            ``"squared"``: ``mean_c ||w_c - w_c^clip||^2``, the paper's equation (twice the former).
         templates: hand-crafted template(s) with ``{}`` for the class name; several are averaged (normalised mean).
         truncate_context: run the text encoder only up to the longest prompt (exact).
 
     Raises:
-        ValueError: a template without ``{}``, or a negative ``kg_weight``.
+        ValueError: a template without ``{}``, a negative ``kg_weight``, or an unknown ``distance``.
     """
 
     def __init__(
@@ -72,6 +82,7 @@ class KgCoOp(CoOp):
         ctx_init: str | None = "a photo of a",
         class_specific: bool = False,
         kg_weight: float = 8.0,
+        distance: str = "cosine",
         templates: str | Sequence[str] = DEFAULT_HANDCRAFTED_TEMPLATE,
         truncate_context: bool = True,
     ) -> None:
@@ -81,6 +92,7 @@ class KgCoOp(CoOp):
         if kg_weight < 0:
             raise ValueError(f"kg_weight must be >= 0, got {kg_weight}.")
         self.templates, self.kg_weight = templates, float(kg_weight)
+        self.distance = str(look_up(distance, KG_DISTANCES))
         super().__init__(
             class_names,
             backbone,
@@ -106,7 +118,8 @@ class KgCoOp(CoOp):
         return features
 
     def regularization_loss(self) -> torch.Tensor:
-        """``kg_weight * mean_c ||w_c - w_c^clip||^2`` (a scalar with gradient to the context)."""
+        """``kg_weight * (1 - mean_c cos(w_c, w_c^clip))`` (``distance="squared"``: ``kg_weight * mean_c ||w_c -
+        w_c^clip||^2``), a scalar with gradient to the context."""
         last = self._last
         self._last = None
         if last is not None and last[1] == self.ctx._version and last[0].requires_grad == self.ctx.requires_grad:
@@ -114,4 +127,8 @@ class KgCoOp(CoOp):
         else:  # no forward since the context last changed: encode the prompts now
             features = self.text_features()
         target = self.handcrafted_embeddings.to(features.device)
-        return self.kg_weight * (features[0].float() - target).pow(2).sum(dim=-1).mean()
+        features = features[0].float()
+        if self.distance == "squared":
+            return self.kg_weight * (features - target).pow(2).sum(dim=-1).mean()
+        # both sides are unit vectors, so the cosine is their dot product (the code's CosineSimilarity)
+        return self.kg_weight * (1.0 - (features * target).sum(dim=-1).mean())

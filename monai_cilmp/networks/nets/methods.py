@@ -18,7 +18,7 @@ name                       network
 ``coop``                   :class:`CoOp`, 16 unified context tokens
 ``coop-csc``               :class:`CoOp`, 16 class-specific context tokens
 ``cocoop``                 :class:`CoCoOp`, 4 tokens from "a photo of a" + meta-network
-``kgcoop``                 :class:`KgCoOp`, 4 tokens from "a photo of a", lambda = 8
+``kgcoop``                 :class:`KgCoOp`, 4 tokens from "a photo of a", W = 8 (the code's 1 - cosine)
 ``ivlp``                   :class:`IVLP`, CILMP's deep V-L prompts without knowledge
 ``cilmp``                  :class:`CILMP`, the paper's defaults
 ``cilmp-uncond``           :class:`CILMP`, ``conditional=False``
@@ -105,10 +105,10 @@ METHODS: dict[str, MethodSpec] = {}
 # A head on unit-norm features barely moves at the prompt learners' lr of 0.0025 in a few-shot budget of steps;
 # from 0.3 to 10 the demo data's accuracy sits on a plateau, 1.0 is its middle (sweep in docs/compare.md).
 LINEAR_PROBE_RECIPE = {"lr": 1.0}
-# Tip-Adapter-F fine-tunes cache keys that start at the training features: at lr 1 and 10 it collapsed on the demo
-# data, 0.1 kept it above Tip-Adapter. CLIP-Adapter's residual adapter on unit-norm features (ratio 0.2) barely moves
-# below lr 1; from 3 to 100 the demo's 16-shot accuracy sits on a plateau (sweep in docs/compare.md).
-TIP_ADAPTER_F_RECIPE = {"lr": 0.1}
+# Tip-Adapter-F as the authors' code trains it: AdamW (lr 0.001, eps 1e-4, torch's default decay 0.01), no warm-up.
+# CLIP-Adapter's residual adapter on unit-norm features (ratio 0.2) barely moves below lr 1 with SGD; from 3 to 100
+# the demo's 16-shot accuracy sits on a plateau (sweep in docs/compare.md).
+TIP_ADAPTER_F_RECIPE = {"optimizer": "adamw", "lr": 0.001, "eps": 1e-4, "weight_decay": 0.01, "warmup_epochs": 0}
 CLIP_ADAPTER_RECIPE = {"lr": 10.0}
 
 

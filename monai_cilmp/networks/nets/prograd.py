@@ -11,6 +11,11 @@ that few-shot learning never pushes against the general knowledge. The KL term i
 In this package the network supplies the KL term through :meth:`ProGrad.guide_loss` and the engine's
 :class:`~monai_cilmp.handlers.GradientProjection` does the projection for every trained tensor, between the
 backward pass and the optimiser step. Only the context trains, as in CoOp.
+
+The authors' code (BiomedCoOp's ``trainers/ProGrad``, after ProGrad's own) computes the soft cross-entropy
+``-sum_c p_zs log p_model`` and logs it as ``kl_loss``; :meth:`ProGrad.guide_loss` is the true KL divergence, which
+differs from it by the teacher's entropy, a constant of the context: the gradients, and so the projected updates,
+are the same, only the number differs.
 """
 
 from __future__ import annotations
@@ -96,7 +101,8 @@ class ProGrad(CoOp):
         return logits
 
     def guide_loss(self) -> torch.Tensor | None:
-        """``T^2 KL(p_zero-shot || p_model)`` of the last training forward (``None`` without one)."""
+        """``T^2 KL(p_zero-shot || p_model)`` of the last training forward (``None`` without one): the true KL, not
+        the soft cross-entropy the authors' code logs under that name (same gradient)."""
         last, self._last = self._last, None
         if last is None:
             return None

@@ -6,7 +6,9 @@ the first 9 layers of each encoder) that are kept from forgetting frozen CLIP by
 the *same* model without prompts, added to the cross-entropy:
 
 - text: ``lambda_t * mean |w_c - w_c^0|`` (L1) between the prompted class features and frozen CLIP's features of
-  a hand-written template ensemble;
+  a hand-written template ensemble, ``w_c^0`` the normalised mean of the templates' *raw* text embeddings (as the
+  authors' code, muzairkhattak/PromptSRC, builds it: it averages before normalising, where a zero-shot ensemble
+  usually averages normalised embeddings; ``normalize_templates=True`` gives that reading);
 - image: ``lambda_i * mean |z - z^0|`` (L1) between the prompted and the frozen image features of the batch;
 - logits: ``KL(p^0 || p)`` summed and divided by the number of logits, between frozen CLIP's prediction
   (``z^0`` against ``w^0``) and the prompted one.
@@ -56,6 +58,8 @@ class PromptSRC(IVLP):
         image_weight: ``lambda_i``.
         logit_weight: weight of the KL term (1 in the paper).
         templates: the frozen text features' template ensemble (``{}`` is the class name).
+        normalize_templates: normalise each template's embedding before the ensemble mean (``False``, the authors'
+            code: the normalised mean of the raw embeddings).
         truncate_context: run the text encoder only up to the longest prompt (exact).
     """
 
@@ -76,6 +80,7 @@ class PromptSRC(IVLP):
         image_weight: float = 10.0,
         logit_weight: float = 1.0,
         templates: Sequence[str] = MEDICAL_TEMPLATES,
+        normalize_templates: bool = False,
         truncate_context: bool = True,
     ) -> None:
         if min(text_weight, image_weight, logit_weight) < 0:
@@ -101,7 +106,8 @@ class PromptSRC(IVLP):
         self.logit_weight = float(logit_weight)
         texts = zero_shot_texts(self.class_names, "ensemble", templates=list(templates))
         tower = build_text_tower(backbone.model, backbone.tokenizer)
-        self.register_buffer("frozen_text_features", self._class_text_embeddings(texts, tower), persistent=False)
+        frozen = self._class_text_embeddings(texts, tower, normalize_texts=normalize_templates)
+        self.register_buffer("frozen_text_features", frozen, persistent=False)
         self._last: tuple[torch.Tensor, ...] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,381 @@
+"""Run the baselines' original code on a tiny random CLIP and write its figures to the fidelity fixture.
+
+Usage (outside the test suite; needs local checkouts of the authors' repositories, never imported by the project)::
+
+    python scripts/fidelity.py --originals /work/orig [--methods coop kgcoop ...] \
+        [--out tests/networks/data/fidelity.json]
+
+``--originals`` holds the repositories under their GitHub names: ``CoOp`` (KaiyangZhou/CoOp: zero-shot CLIP, CoOp,
+CoCoOp), ``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
+(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp``), ``BiomedCoOp``
+(HealthX-Lab/BiomedCoOp: its CLIP trainer, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS` as its GPT
+descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each method runs
+in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package) and small
+stand-ins for the pieces of Dassl the trainers import (registry, optimiser
+and scheduler builders: nothing of Dassl computes a figure here). The trainer class of the original is used as it
+is: its ``build_model`` builds the network from a config, its ``forward_backward`` computes the loss and the
+gradients. What the stand-ins change: CUDA moves and float16 casts are no-ops (the check runs on CPU in float32),
+the optimiser step does nothing (gradients are read before any update), Tip-Adapter's ``cls_acc`` is replaced by the
+same percentage (theirs calls ``float`` on a one-element array, which NumPy 2 refuses), the weights come from
+:func:`scripts.fidelity_setup.openai_state_dict` instead of a download, and PromptSRC's ImageNet template list is
+replaced by :data:`scripts.fidelity_setup.TEMPLATES` (as is the template list of CoOp's zero-shot ensemble).
+
+For each method the fixture keeps the logits of the eval-mode forward, the training loss of one
+``forward_backward`` and the gradient of every trained tensor (whole when small, else norm, sum and 64 seeded
+entries), keyed by the original's parameter names, plus the commit of the repository that produced them.
+``tests/networks/test_fidelity.py`` compares this package's networks with those figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "tests" / "networks" / "data" / "fidelity.json"
+
+#: method -> (repository folder, trainer module, trainer class, config of the trainer)
+ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
+    "zero-shot-template": ("CoOp", "trainers.zsclip", "ZeroshotCLIP", {}),
+    "zero-shot-ensemble": ("CoOp", "trainers.zsclip", "ZeroshotCLIP2", {}),
+    "tip-adapter": (
+        "Tip-Adapter",
+        "utils",
+        "search_hp",
+        {"search_hp": True, "search_scale": [7, 3], "search_step": [40, 10]},
+    ),
+    "biomedcoop": (
+        "BiomedCoOp",
+        "trainers.BiomedCoOp.biomedcoop_clip",
+        "BiomedCoOp_CLIP",
+        {
+            "BIOMEDCOOP": {
+                "N_CTX": 4,
+                "CTX_INIT": "a photo of a",
+                "SCCM_LAMBDA": 0.75,
+                "KDSP_LAMBDA": 2.0,
+                "TAU": 1.5,
+                "N_PROMPTS": 4,
+            }
+        },
+    ),
+    "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
+    "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
+    "coop-init": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False}}),
+    "cocoop": ("CoOp", "trainers.cocoop", "CoCoOp", {"COCOOP": {"N_CTX": 4, "CTX_INIT": "a photo of a"}}),
+    "kgcoop": (
+        "KgCoOp/KgCoOp",
+        "trainers.kgcoop",
+        "KgCoOp",
+        {"COOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False, "W": 8.0}, "COCOOP": {}},
+    ),
+    "ivlp": (
+        "multimodal-prompt-learning",
+        "trainers.independentVL",
+        "IVLP",
+        {
+            "IVLP": {
+                "N_CTX_TEXT": 2,
+                "N_CTX_VISION": 2,
+                "CTX_INIT": "a photo",
+                "PROMPT_DEPTH_TEXT": 2,
+                "PROMPT_DEPTH_VISION": 2,
+            }
+        },
+    ),
+    "maple": (
+        "multimodal-prompt-learning",
+        "trainers.maple",
+        "MaPLe",
+        {"MAPLE": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PROMPT_DEPTH": 2}},
+    ),
+    "promptsrc": (
+        "PromptSRC",
+        "trainers.promptsrc",
+        "PromptSRC",
+        {
+            "PROMPTSRC": {
+                "N_CTX_TEXT": 4,
+                "N_CTX_VISION": 4,
+                "CTX_INIT": "a photo of a",
+                "PROMPT_DEPTH_TEXT": 2,
+                "PROMPT_DEPTH_VISION": 2,
+                "TEXT_LOSS_WEIGHT": 25.0,
+                "IMAGE_LOSS_WEIGHT": 10.0,
+                "GPA_MEAN": 15,
+                "GPA_STD": 1,
+            }
+        },
+    ),
+}
+
+
+class Config(dict):
+    """A nested dict read by attribute, as the originals read their yacs config."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error
+
+
+def as_config(value):
+    return Config({k: as_config(v) for k, v in value.items()}) if isinstance(value, dict) else value
+
+
+def install_dassl_stand_ins(torch) -> None:
+    """Modules named like Dassl's with the few names the trainers import (none of them computes a figure)."""
+
+    class Registry:
+        def register(self, *args, **kwargs):
+            return lambda cls: cls
+
+    class Optimiser:
+        def __init__(self, module):
+            self.params = [p for p in module.parameters()] if hasattr(module, "parameters") else []
+
+        def zero_grad(self):
+            for p in self.params:
+                p.grad = None
+
+        def step(self):  # gradients are read before any update
+            pass
+
+    class Scheduler:
+        def step(self):
+            pass
+
+    class TrainerX:
+        def register_model(self, *args, **kwargs):
+            pass
+
+        def model_backward_and_update(self, loss, names=None):
+            for p in self.model.parameters():
+                p.grad = None
+            loss.backward()
+
+        def update_lr(self, *args, **kwargs):
+            pass
+
+    modules = {
+        "dassl": {},
+        "dassl.engine": {"TRAINER_REGISTRY": Registry(), "TrainerX": TrainerX},
+        "dassl.metrics": {"compute_accuracy": lambda output, label, topk=(1,): [torch.zeros(())]},
+        "dassl.utils": {"load_pretrained_weights": lambda *a, **k: None, "load_checkpoint": lambda *a, **k: None},
+        "dassl.optim": {
+            "build_optimizer": lambda module, *a, **k: Optimiser(module),
+            "build_lr_scheduler": lambda *a, **k: Scheduler(),
+        },
+    }
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        sys.modules[name] = module
+
+
+def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """Tip-Adapter: its ``search_hp`` on the features of its own CLIP (``clip.model.build_model``), then the logits
+    of ``main.py``'s formula (inline there, so written out here) at the pair it chose."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, images, tip_search_images
+
+    torch.set_num_threads(1)
+    torch.Tensor.half = lambda self, *a, **k: self  # build_model stores float16 weights: keep them float32
+    torch.nn.Module.half = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    clip = importlib.import_module("clip")
+    utils = importlib.import_module("utils")
+    # their cls_acc does float() of a one-element array, which NumPy 2 refuses: the same percentage, as a float
+    utils.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
+    model = clip.model.build_model(torch.load(state_file)).float().eval()
+    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
+    with torch.no_grad():
+        keys = model.encode_image(images(len(cache_labels), "cache"))
+        keys = keys / keys.norm(dim=-1, keepdim=True)
+        features = model.encode_image(tip_search_images())
+        features = features / features.norm(dim=-1, keepdim=True)
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+    values = torch.nn.functional.one_hot(cache_labels, len(CLASS_NAMES)).float()
+    cfg = ORIGINALS["tip-adapter"][3]
+    beta, alpha = utils.search_hp(cfg, keys.t(), values, features, search_labels, weights)
+    affinity = features @ keys.t()
+    logits = 100.0 * features @ weights + alpha * ((-1) * (beta - beta * affinity)).exp() @ values
+    result = {"logits": logits.tolist(), "loss": None, "grads": {}, "shapes": {}, "alpha": alpha, "beta": beta}
+    Path(result_file).write_text(json.dumps(result))
+
+
+def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
+    """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
+    import importlib
+
+    import torch
+    import torch.nn.functional  # noqa: F401  (imported before the casts are patched)
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import (
+        BIOMEDCOOP_TEXTS,
+        CLASS_NAMES,
+        LABELS,
+        TEMPLATES,
+        gradient_summary,
+        images,
+        trained_value,
+    )
+
+    torch.set_num_threads(1)
+    install_dassl_stand_ins(torch)
+    # CPU, float32: CUDA moves and float16 casts become no-ops
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.Tensor.half = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    torch.nn.Module.half = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    if (repo / "trainers" / "prompt_templates.py").is_file():
+        # BiomedCoOp's trainers/__init__ imports every trainer (BiomedCLIP, PubMedCLIP...): a bare package instead
+        package = types.ModuleType("trainers")
+        package.__path__ = [str(repo / "trainers")]
+        sys.modules["trainers"] = package
+        templates = importlib.import_module("trainers.prompt_templates")
+        templates.BIOMEDCOOP_TEMPLATES = {n.replace("_", " "): v for n, v in BIOMEDCOOP_TEXTS.items()}
+    clip_module = importlib.import_module("clip.clip")
+    clip_module._MODELS["ViT-B/16"] = "fidelity://tiny"
+    clip_module._download = lambda *a, **k: state_file
+    folder, module_name, class_name, trainer_cfg = ORIGINALS[method]
+    module = importlib.import_module(module_name)
+    if hasattr(module, "IMAGENET_TEMPLATES"):
+        module.IMAGENET_TEMPLATES = list(TEMPLATES)
+    precision = {"PREC": "fp32", "CLASS_TOKEN_POSITION": "end"}
+    cfg = as_config(
+        {
+            "INPUT": {"SIZE": (32, 32)},
+            "MODEL": {"BACKBONE": {"NAME": "ViT-B/16"}, "INIT_WEIGHTS": ""},
+            "DATASET": {"NAME": "ImageNet"},  # KgCoOp's hand-crafted template: "a photo of a {}."
+            "OPTIM": {"MAX_EPOCH": 30},
+            "TRAINER": {key: {**precision, **value} for key, value in trainer_cfg.items()},
+        }
+    )
+    trainer_class = getattr(module, class_name)
+    if hasattr(trainer_class, "templates"):  # CoOp's zero-shot ensemble: our templates instead of ImageNet's
+        trainer_class.templates = list(TEMPLATES)
+    trainer = trainer_class.__new__(trainer_class)
+    trainer.cfg = cfg
+    trainer.dm = types.SimpleNamespace(dataset=types.SimpleNamespace(classnames=list(CLASS_NAMES)))
+    trainer.device = torch.device("cpu")
+    trainer.build_model()
+    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    if not hasattr(trainer, "model"):  # zero-shot CLIP: inference only, nothing trains
+        with torch.no_grad():
+            logits = trainer.model_inference(x)
+        result = {"logits": logits.tolist(), "loss": None, "grads": {}, "shapes": {}}
+        Path(result_file).write_text(json.dumps(result))
+        return
+    model = trainer.model
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for name, p in trained.items():
+            p.copy_(trained_value(name, p.shape))
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    model.train()
+    trainer.batch_idx, trainer.num_batches = 0, 2  # not the last batch: no scheduler step, no GPA update
+    summary = trainer.forward_backward({"img": x, "label": y})
+    result = {
+        "logits": logits.tolist(),
+        "loss": float(summary["loss"]),
+        "grads": {name: gradient_summary(p.grad, name) for name, p in trained.items()},
+        "shapes": {name: list(p.shape) for name, p in trained.items()},
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
+def _rounded(value):
+    """Floats to 9 significant digits (far below the 1e-4 compared), to keep the fixture small."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def commit_of(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--originals", type=Path, help="folder holding the original repositories")
+    parser.add_argument("--methods", nargs="+", default=list(ORIGINALS), choices=list(ORIGINALS))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "tip-adapter":
+        tip_adapter_worker(args.repo, args.state, args.result)
+        return 0
+    if args.worker:
+        worker(args.worker, args.repo, args.state, args.result)
+        return 0
+    if args.originals is None or not args.originals.is_dir():
+        parser.error("--originals must be a folder holding the original repositories (CoOp, KgCoOp, ...).")
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import CLASS_NAMES, LABELS, MODEL_CONFIG, SEED, openai_state_dict
+
+    fixture = json.loads(args.out.read_text()) if args.out.is_file() else {"methods": {}}
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        state_file = os.path.join(tmp, "tiny-clip.pt")
+        torch.save(openai_state_dict(), state_file)
+        for method in args.methods:
+            repo = args.originals / ORIGINALS[method][0]
+            result_file = os.path.join(tmp, f"{method}.json")
+            command = [sys.executable, __file__, "--worker", method, "--repo", str(repo), "--state", state_file,
+                       "--result", result_file]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, cwd=repo)
+            if done.returncode != 0:
+                print(f"{method}: the original code failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                failed.append(method)
+                continue
+            record = json.loads(Path(result_file).read_text())
+            repo_name = ORIGINALS[method][0].split("/")[0]
+            record["original"] = {"repository": repo_name, "commit": commit_of(repo), "trainer": ORIGINALS[method][2]}
+            fixture["methods"][method] = record
+            loss = "none (nothing trains)" if record["loss"] is None else f"{record['loss']:.6f}"
+            print(f"{method}: loss {loss} from {repo_name}@{record['original']['commit'][:10]}")
+    fixture["setup"] = {"seed": SEED, "model": MODEL_CONFIG, "class_names": CLASS_NAMES, "labels": LABELS}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(_rounded(fixture), sort_keys=True, separators=(",", ":")) + "\n")
+    tmp_out.replace(args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} kB)")
+    if failed:
+        print(f"not updated (the original code failed): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Each baseline against its authors' code: logits, loss and gradients on a tiny random CLIP (fixture of
+``scripts/fidelity.py``, which ran the original repositories; nothing of them is needed here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from monai_cilmp.networks import load_backbone
+from monai_cilmp.networks.nets import build_method
+from scripts.fidelity_setup import (
+    CLASS_NAMES,
+    FIDELITY_METHODS,
+    LABELS,
+    MODEL_CONFIG,
+    TEMPLATES,
+    TIP_LABELS,
+    gradient_summary,
+    images,
+    openai_state_dict,
+    tip_search_images,
+    trained_value,
+)
+
+FIXTURE = Path(__file__).parent / "data" / "fidelity.json"
+#: the agreement asked of every figure: ``max |ours - theirs| <= TOLERANCE * max(1, max |theirs|)``
+TOLERANCE = 1e-4
+MODEL_NAME = "CILMP-Fidelity-Tiny"
+
+
+def relative_error(ours, theirs) -> float:
+    ours, theirs = torch.as_tensor(ours, dtype=torch.float64), torch.as_tensor(theirs, dtype=torch.float64)
+    return ((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1.0)).item()
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fidelity")
+    (folder / f"{MODEL_NAME}.json").write_text(json.dumps(MODEL_CONFIG))
+    open_clip.add_model_config(folder)
+    weights = folder / "tiny-clip.pt"
+    torch.save(openai_state_dict(), weights)
+    return load_backbone(MODEL_NAME, str(weights), quick_gelu=True, offline=True)
+
+
+def set_trained_values(net, params: dict, shapes: dict) -> None:
+    """Every trained tensor set to the value the original's was set to (mapped by name and layer)."""
+    ours = dict(net.named_parameters())
+    with torch.no_grad():
+        for original, (name, index) in params.items():
+            value = trained_value(original, shapes[original])
+            target = ours[name] if index is None else ours[name][index]
+            target.copy_(value.view(target.shape))
+    trained = {n for n, p in ours.items() if p.requires_grad}
+    assert trained == {name for name, _ in params.values()}, "every trained tensor of ours has an original"
+
+
+def test_fixture_covers_the_methods_and_is_small(fixture):
+    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter"}
+    assert FIXTURE.stat().st_size < 1_000_000
+    assert fixture["setup"]["class_names"] == CLASS_NAMES and fixture["setup"]["labels"] == LABELS
+
+
+def run_ours(method: str, figures: dict, backbone, **options):
+    """Our network of ``method`` on the fixed inputs and trained values: logits (eval), loss (train), network."""
+    spec = FIDELITY_METHODS[method]
+    name, kwargs = spec["ours"]
+    torch.manual_seed(0)
+    net = build_method(name, CLASS_NAMES, backbone, **{**kwargs, **options})
+    set_trained_values(net, spec["params"], figures["shapes"])
+    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    with torch.no_grad():
+        logits = net.eval()(x)
+    net.train()
+    loss = F.cross_entropy(net(x), y)  # zero-shot CLIP too (no figure to compare)
+    extra = net.regularization_loss()
+    return logits, (loss if extra is None else loss + extra), net
+
+
+@pytest.mark.parametrize("method", sorted(FIDELITY_METHODS))
+def test_method_matches_its_original_code(method, fixture, backbone):
+    figures, spec = fixture["methods"][method], FIDELITY_METHODS[method]
+    logits, loss, net = run_ours(method, figures, backbone)
+    assert relative_error(logits, figures["logits"]) <= TOLERANCE, "logits"
+    if figures["loss"] is None:  # zero-shot CLIP: nothing trains
+        return
+    assert relative_error(loss.detach(), figures["loss"]) <= TOLERANCE, "loss"
+    loss.backward()
+    grads = dict(net.named_parameters())
+    for original, (ours, index) in spec["params"].items():
+        grad = grads[ours].grad if index is None else grads[ours].grad[index]
+        grad = grad.reshape(figures["shapes"][original])
+        error = relative_error(gradient_summary(grad, original), figures["grads"][original])
+        assert error <= TOLERANCE, f"gradient of {original}: {error:.2e}"
+
+
+@pytest.mark.parametrize(
+    "method, other_reading",
+    [
+        ("kgcoop", {"distance": "squared"}),  # the paper's equation: twice the code's regulariser
+        ("promptsrc", {"normalize_templates": True}),  # mean of unit template embeddings
+        ("maple", {"keep_init_words": False}),  # "[ctx ctx] {class}." without the code's "of a"
+    ],
+)
+def test_the_other_reading_does_not_match_the_code(method, other_reading, fixture, backbone):
+    """The comparison can fail: the readings the code does not compute are told apart from it."""
+    figures = fixture["methods"][method]
+    logits, loss, _ = run_ours(method, figures, backbone, **other_reading)
+    assert (
+        max(relative_error(logits, figures["logits"]), relative_error(loss.detach(), figures["loss"])) > 3 * TOLERANCE
+    )
+
+
+def test_tip_adapter_search_and_logits_match_the_original(fixture, backbone):
+    """Tip-Adapter's alpha/beta search (its ``search_hp``) and the logits at the chosen pair (fixed scale 100)."""
+    figures = fixture["methods"]["tip-adapter"]
+    net = build_method("tip-adapter", CLASS_NAMES, backbone, template=TEMPLATES[0]).eval()
+    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
+    with torch.no_grad():
+        net.fit_training_features(net.encode_image(images(len(cache_labels), "cache")), cache_labels)
+        search = tip_search_images()
+        found = net.search_alpha_beta(search, search_labels, beta_scale=7, alpha_scale=3, beta_steps=40, alpha_steps=10)
+        logits = net(search)
+    assert (found["alpha"], found["beta"]) == pytest.approx((figures["alpha"], figures["beta"]), rel=1e-9)
+    assert relative_error(logits, figures["logits"]) <= TOLERANCE
