@@ -3,7 +3,7 @@
 ``bundles/cilmp`` stays the one copy of the bundle in the repository; a build maps it to the package
 ``monai_cilmp.bundle`` (its configs, docs, licence and large_files.yml as package data), so an installed wheel
 carries it. An editable install or a source checkout reads it from ``bundles/cilmp`` directly (see
-``monai_cilmp/cli/_bundle.py``). Everything else is declared in pyproject.toml.
+``monai_cilmp/utils/bundle.py``). Everything else is declared in pyproject.toml.
 """
 
 from setuptools import find_packages, setup

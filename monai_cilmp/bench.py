@@ -30,15 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from monai_cilmp.bench_options import LEVERS, add_arguments
+
 __all__ = ["LEVERS", "README_MARKERS", "main", "markdown_table", "matmul_peak_gflops", "run_benchmark", "update_readme"]
 
 #: the lines between which :func:`update_readme` writes the benchmark table
 README_MARKERS = ("<!-- bench-table:begin (scripts/readme_table.py writes this) -->", "<!-- bench-table:end -->")
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-#: the speed levers ``--ablate`` can switch off one at a time (each variant is the main network minus one lever)
-from monai_cilmp.cli.bench import LEVERS  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -278,7 +277,7 @@ def _engine_iteration_s(step: _Steps, args: argparse.Namespace, device: torch.de
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark described by ``args`` (see :func:`monai_cilmp.cli.bench.add_arguments`) and return the report.
+    """Run the benchmark described by ``args`` (see :func:`monai_cilmp.bench_options.add_arguments`); the report.
 
     Timings alternate between the variants round by round and report medians, so that their ratios hold even on a
     machine whose speed drifts; the matmul peak is the best of a measurement before and after.
@@ -496,8 +495,6 @@ def update_readme(readme: str, reports: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from monai_cilmp.cli.bench import add_arguments
-
     args = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args(argv)
     return _run(args)
 

@@ -18,6 +18,56 @@ from monai_cilmp.knowledge import KnowledgeBank  # noqa: E402
 from monai_cilmp.networks import load_backbone  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+#: test modules that train, run the bundle, run notebooks or start processes: the slow tier. `pytest -m "not slow"`
+#: (the fast tier, README "Tests") leaves them out; the default run and CI run them (a test may also be marked itself)
+SLOW_MODULES = (
+    "test_tutorials.py",
+    "test_cli.py",
+    "test_cli_train.py",
+    "test_faults.py",
+    "test_hostile_inputs.py",
+    "bundle/test_cilmp_bundle.py",
+    "bundle/test_method_overlays.py",
+    "bundle/test_train_config.py",
+    "compare/test_cells.py",
+    "compare/test_compare.py",
+    "demo/test_demo_bundle.py",
+    "demo/test_pretrain.py",
+    "demo/test_quick_start.py",
+    "data/test_training.py",
+    "data/test_cli_prepare.py",
+    "engines/test_trainer.py",
+    "engines/test_method_training.py",
+    "engines/test_features.py",
+    "engines/test_progress.py",
+    "engines/test_stopping.py",
+    "engines/test_device_cache.py",
+    "engines/test_inference.py",
+    "engines/test_calibration.py",
+    "knowledge/test_cli_knowledge.py",
+    "knowledge/test_extraction.py",
+    "explain/test_saliency.py",
+    "explain/test_knowledge.py",
+    "networks/test_methods.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the modules of :data:`SLOW_MODULES` slow; leave the wheel test out unless ``-m`` names it (a ``-m`` on the
+    command line replaces pyproject's ``-m 'not wheel'``)."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        if Path(str(item.fspath)).resolve().relative_to(tests).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+    if "wheel" not in (config.option.markexpr or ""):
+        wheel = [item for item in items if item.get_closest_marker("wheel")]
+        if wheel:
+            config.hook.pytest_deselected(items=wheel)
+            items[:] = [item for item in items if not item.get_closest_marker("wheel")]
+
+
 CLASSES = ["normal lung", "bacterial pneumonia", "viral pneumonia", "covid"]
 
 

@@ -186,3 +186,53 @@ def test_evaluate_and_predict_refuse_several_torchrun_processes(trained, command
     args = [command, "--run", str(trained / "run")] + ([str(trained)] if command == "predict" else [])
     assert main(args) == 2
     assert f"monai-cilmp {command} runs in one process" in capsys.readouterr().err
+
+
+def _file_hashes(folder) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _epoch_lrs(log_dir) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    lrs: dict[int, float] = {}
+    for events in sorted(log_dir.glob("events.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        lrs.update({e.step: e.value for e in accumulator.Scalars("train/lr")})
+    return lrs
+
+
+def test_resume_of_a_finished_run_changes_nothing(trained, tmp_path, capsys):
+    """A run that trained all its epochs, resumed with the same settings, says so in one sentence, exits 0 and leaves
+    every file of its folder byte for byte; fewer epochs is one sentence (status 2); more epochs trains on, the added
+    epochs following the cosine of the new length (``lr_factor`` with the new ``max_epochs``)."""
+    from monai_cilmp.engines import TrainingRecipe, load_checkpoint
+    from monai_cilmp.engines.recipe import lr_factor
+
+    data = trained / "data" / "toy"
+    run, epochs = tmp_path / "run", 2
+    args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--out", str(run), "--backbone", "CILMP-Tiny", "--pretrained", "none", "--offline"]
+    args += ["--batch-size", "4", "--workers", "0", "--lr", "0.05"]
+    assert main([*args, "--epochs", str(epochs)]) == 0
+    before = _file_hashes(run)
+    capsys.readouterr()
+    assert main([*args, "--resume", "--epochs", str(epochs)]) == 0
+    out = capsys.readouterr().out
+    assert f"has already trained all its {epochs} epochs: nothing to resume, nothing changed" in out, out
+    assert _file_hashes(run) == before
+    assert main([*args, "--resume", "--epochs", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"has already trained {epochs} epochs, more than the 1 asked" in error, error
+    assert _file_hashes(run) == before
+    assert main([*args, "--resume", "--epochs", str(epochs + 2)]) == 0
+    assert load_checkpoint(run / "checkpoints" / "final.pt")["engine"]["epoch"] == epochs + 2
+    longer = TrainingRecipe(lr=0.05, max_epochs=epochs + 2)
+    lrs = _epoch_lrs(run / "tensorboard")
+    for epoch in (epochs + 1, epochs + 2):  # 1-based steps of the log, 0-based epochs of the schedule
+        assert lrs[epoch] == pytest.approx(0.05 * lr_factor(epoch - 1, longer), rel=1e-6), (epoch, lrs)

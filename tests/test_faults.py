@@ -324,3 +324,100 @@ def test_predict_reports_bad_files_and_predicts_the_rest(data, run, tmp_path, ca
     err = capsys.readouterr().err
     assert "broken.png" in err and "1 of 3 images could not be predicted" in err and "Traceback" not in err
     assert len(out.read_text().splitlines()) == 2
+
+
+# --- issue 21: sentences that name the file and the fix; evaluation reports all or nothing --------------------------
+
+
+def test_pickled_knowledge_bank_is_named_and_never_loaded(data, tmp_path, capsys):
+    import os
+    import pickle
+
+    marker = tmp_path / "PAYLOAD_RAN"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name, write in {
+        "pickle.safetensors": lambda p: p.write_bytes(pickle.dumps(Payload())),
+        "torch_save.safetensors": lambda p: torch.save({"knowledge": Payload()}, p),
+    }.items():
+        bank = tmp_path / name
+        write(bank)
+        args = train_args(data, tmp_path / "run")
+        args[args.index("--knowledge") + 1] = str(bank)
+        assert main(args) == 2
+        one_sentence(
+            capsys.readouterr().err,
+            f"'{bank}' is not a safetensors knowledge bank: it holds a Python pickle, which is never loaded",
+            "monai-cilmp knowledge extract ... --out FILE.safetensors",
+        )
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "state, key",
+    [
+        ({"temperature": "abc", "n": 3}, "'temperature' must be a positive number, not 'abc'"),
+        ({"temperature": 1.5, "n": "x"}, "'n' must be a whole number, not 'x'"),
+        ({"temperature": 1.5, "conformal": {"alpha": "x", "method": "lac"}}, "'conformal' is not a fitted conformal"),
+    ],
+)
+def test_malformed_calibration_names_file_and_key(data, run, tmp_path, capsys, state, key):
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    (out / "calibration.json").write_text(json.dumps(state))
+    image = next((data / "images" / CLASSES[0]).glob("*.png"))
+    assert main(["predict", "--run", str(out), str(image)]) == 2
+    one_sentence(
+        capsys.readouterr().err,
+        f"Calibration file '{out / 'calibration.json'}' is malformed ({key}",
+        f"run `monai-cilmp evaluate --run {out}` again to refit it",
+    )
+
+
+def _hashes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_evaluate_read_only_run_is_one_sentence_and_out_writes_elsewhere(run, tmp_path, capsys):
+    store = tmp_path / "store"
+    store.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(store)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root in a machine that allows mounts")
+    try:
+        shutil.copytree(run, store / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
+        before = _hashes(store / "run")
+        capsys.readouterr()
+        assert main(["evaluate", "--run", str(store / "run")]) == 2
+        one_sentence(
+            capsys.readouterr().err,
+            f"Cannot write the evaluation report into '{store / 'run'}' (read-only file system): pass --out DIR",
+        )
+        report = tmp_path / "report"
+        assert main(["evaluate", "--run", str(store / "run"), "--out", str(report)]) == 0
+        metrics = json.loads((report / "test_metrics.json").read_text())
+        assert metrics["files"]["metrics"] == str(report / "test_metrics.json")
+        assert all(Path(path).exists() for path in metrics["files"].values())
+        assert (report / "calibration.json").is_file() and (report / "metrics" / "test" / "metrics.csv").is_file()
+        assert not list(report.glob(".*")) and _hashes(store / "run") == before
+    finally:
+        subprocess.run(["umount", str(store)], check=False)
+
+
+def test_evaluate_on_a_full_disk_keeps_nothing_and_names_the_file(run, tiny_disk, capsys):
+    """The report (about 190 kB) does not fit in 256 kB beside the lock-free staging: nothing of it is kept (before,
+    calibration.json and metrics.csv were left without test_metrics.json), and the sentence names the file."""
+    (tiny_disk / "filler").write_bytes(b"\0" * 150_000)
+    report = tiny_disk / "report"
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--out", str(report)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in captured.out and "terminating due to exception" not in captured.out
+    one_sentence(err, "The evaluation report could not be written (no space left on device while writing", "nothing")
+    line = [line for line in err.splitlines() if line.startswith("monai-cilmp")][0]
+    assert f"while writing '{report}/" in line, line
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "report"] and not list(report.iterdir())

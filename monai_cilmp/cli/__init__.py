@@ -107,6 +107,11 @@ def user_message(error: BaseException) -> tuple[str, bool]:
     "Failed to evaluate ..."); the sentence is that of the innermost exception raised by this package, else of the
     innermost exception at all.
     """
+    from monai_cilmp.transforms.readers import ImageReadError, reader_error
+
+    image = reader_error(error)  # an image the readers refused, also from inside a DataLoader worker
+    if isinstance(image, ImageReadError) or (image is not None and _raised_in_project(image)):
+        return " ".join(str(image).split()), True
     chain = _chain(error)
     ours = [e for e in chain if isinstance(e, _USER_ERRORS) and _raised_in_project(e)]
     chosen = ours[-1] if ours else chain[-1]

@@ -8,9 +8,11 @@ MONAI's config parser through :func:`~monai_cilmp.utils.config.literal_overrides
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Collection, Mapping
-from pathlib import Path
 from typing import Any
+
+from monai_cilmp.utils.bundle import BUNDLE_DIR, bundle_config
 
 __all__ = [
     "BUNDLE_DIR",
@@ -25,28 +27,6 @@ __all__ = [
     "quick_gelu_option",
     "run_bundle",
 ]
-
-
-def _find_bundle() -> Path:
-    """The CILMP bundle: ``monai_cilmp/bundle`` of an installed wheel, else ``bundles/cilmp`` of a source checkout
-    (editable installs); ``setup.py`` maps the one onto the other at build time, so there is one copy of it."""
-    package = Path(__file__).resolve().parents[1]
-    candidates = (package / "bundle", package.parent / "bundles" / "cilmp")
-    return next((c for c in candidates if (c / "configs" / "train.json").is_file()), candidates[0])
-
-
-BUNDLE_DIR = _find_bundle()
-
-
-def bundle_config(name: str) -> str:
-    """Path of ``configs/<name>`` of the CILMP bundle, or a clear error when the bundle is not there."""
-    path = BUNDLE_DIR / "configs" / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"The CILMP bundle config '{path}' is missing: reinstall monai-cilmp (a wheel carries the bundle in "
-            "monai_cilmp/bundle; a source checkout has it in bundles/cilmp)."
-        )
-    return str(path)
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,14 +83,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID=VALUE",
         help="change one bundle config entry, e.g. --set train#handlers#6#_disabled_=true (no TensorBoard loss curve; "
         "see the bundle README's handler and transform tables); VALUE is read as JSON (true, 3, 0.1, [1, 2]), "
-        "anything else as text, and is always data, never an expression; repeat for several",
+        "anything else as text, of the type of the entry it replaces, and is always data, never an expression: "
+        "ids naming what code runs (_target_, _requires_, _mode_, _desc_) are refused, _disabled_ takes true/false; "
+        "repeat for several",
     )
 
 
 def config_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--set ID=VALUE`` entries as overrides (values parsed as JSON when they are JSON, else text)."""
-    import json
-
     settings: dict[str, Any] = {}
     for item in getattr(args, "set", None) or []:
         key, sep, text = item.partition("=")
@@ -177,6 +157,48 @@ def _check_ids(parser: Any, overrides: Mapping[str, Any], configs: list[str], ex
             f"Unknown bundle setting(s) {', '.join(unknown)} for configs {', '.join(configs)}: check each id against "
             f"those files in {BUNDLE_DIR / 'configs'}."
         )
+    for key in existing:
+        if key in overrides and key in parser and not key.endswith("#_disabled_"):  # a switch: true/false, checked
+            _check_setting(key, parser[key], overrides[key])
+
+
+def _is_expression(value: Any) -> bool:
+    """Whether a raw config value is (or holds) code or references that the config parser evaluates."""
+    if isinstance(value, str):
+        return value.startswith(("$", "@", "%"))
+    if isinstance(value, Mapping):
+        return "_target_" in value or any(_is_expression(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_is_expression(v) for v in value)
+    return False
+
+
+def _check_setting(key: str, current: Any, value: Any) -> None:
+    """A ``--set`` value must be of the type of the entry it replaces (a number for a number, true/false for a switch,
+    text for text), and may not replace an entry the bundle computes (an expression, a component): that would fail
+    later, deep in MONAI or torch, with a sentence that names neither the id nor the fix."""
+    if _is_expression(current):
+        raise ValueError(
+            f"--set {key} replaces an entry the bundle computes ({json.dumps(current)[:60]}): set a plain value inside "
+            "it instead (a component's argument, e.g. --set recipe#lr=0.001) or use the command's own option."
+        )
+    if current is None:
+        return
+    if isinstance(current, bool):
+        expected, example, fits = "true or false", "true", isinstance(value, bool)
+    elif isinstance(current, int):
+        expected, example, fits = "a whole number", str(current), isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        expected, example = "a number", str(current)
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(current, str):
+        expected, example, fits = "text", current, isinstance(value, str)
+    elif isinstance(current, (list, tuple)):
+        expected, example, fits = "a JSON list", json.dumps(current), isinstance(value, list)
+    else:
+        expected, example, fits = "a JSON object", json.dumps(current), isinstance(value, dict)
+    if not fits:
+        raise ValueError(f"--set {key} expects {expected}, not {json.dumps(value)}: e.g. --set {key}={example}.")
 
 
 def parse_bundle(configs: list[str], overrides: Mapping[str, Any]):

@@ -70,8 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -> list[str]:
-    """Fail early, in one sentence, on a missing or mismatched datalist or knowledge bank; return the classes."""
+def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -> tuple[list[str], str]:
+    """Fail early, in one sentence, on a missing or mismatched datalist or knowledge bank; return the classes and
+    the datalist's modality preset (dermoscopy when it names none, as train.json)."""
     from monai_cilmp.data import load_datalist
     from monai_cilmp.knowledge import KnowledgeBank
 
@@ -80,7 +81,7 @@ def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -
     if not data.get("training"):
         raise ValueError(f"Datalist '{datalist}' has no training images.")
     KnowledgeBank.load(knowledge).check_classes(names)
-    return names
+    return names, str(data.get("preset") or "dermoscopy")
 
 
 def warn_random_weights(pretrained: str, backbone: str = "") -> None:
@@ -112,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
             args.resume, args.overwrite = True, False  # restarted by torchrun: continue from the last complete epoch
     say = print if process is None or process.main else (lambda *a, **k: None)
     overrides = class_overrides(args)
-    names = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
+    names, preset = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
+    from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
+
+    preset = str(get_preset(overrides.get("preset") or preset).name)  # its overlay lists the modality's transforms
     pretrained = args.pretrained
     if Path(pretrained).expanduser().is_file():  # a weights file: recorded absolute, never relative to a cwd
         pretrained = str(Path(pretrained).expanduser().resolve())
@@ -142,12 +146,23 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
     if process is None or process.main:
         warn_random_weights(pretrained, args.backbone)
+    doing = "Resuming" if args.resume else "Training"
     say(
-        f"Training CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
+        f"{doing} CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
         f"{', '.join(names)}"
     )
     settings = config_settings(args)
-    run_bundle(configs, {**overrides, **settings}, existing=settings)
+    try:
+        run_bundle([configs[0], f"presets/{preset}.json", *configs[1:]], {**overrides, **settings}, existing=settings)
+    except Exception as e:
+        from monai_cilmp.cli import _chain
+        from monai_cilmp.engines.runs import RunFinished
+
+        finished = next((cause for cause in _chain(e) if isinstance(cause, RunFinished)), None)
+        if finished is None:
+            raise
+        print(finished)  # a finished run resumed as it is: said, nothing written, success
+        return 0
     say(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     say(f"Evaluate with: monai-cilmp evaluate --run {out}")
     return 0

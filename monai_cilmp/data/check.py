@@ -1,6 +1,6 @@
 """Open every image of a datalist once, before training, and report all the unusable ones together: files that
 cannot be read, and images that would poison or break training (NaN or infinite values, a single intensity, a few
-pixels, more dimensions than an image or a volume)."""
+pixels, more dimensions than an image or a volume: the rule of :mod:`monai_cilmp.transforms.checks`)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,18 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
+from monai_cilmp.transforms.checks import MIN_IMAGE_SIDE, image_problem
 from monai_cilmp.transforms.readers import LoadMedicalImage
 
 from .datalist import SPLITS
 
 __all__ = ["MIN_IMAGE_SIDE", "check_images", "image_problem", "raise_for_unreadable"]
 
-#: images with a side shorter than this many pixels are degenerate (a 1x1 file is no image to learn from)
-MIN_IMAGE_SIDE = 8
-
-
-def image_problem(array: np.ndarray, path: str) -> str | None:
-    """Why a loaded image (channels last, as read) cannot be used, in one sentence naming ``path``; ``None`` if fine.
-
-    Accepted: 2-D images, 2-D images with a last axis of 3 or 4 colour channels, and 3-D volumes or multi-frame
-    files (the presets take a slice).
-    """
-    shape = "x".join(str(s) for s in array.shape)
-    if array.ndim < 2 or array.ndim > 3:
-        return (
-            f"'{path}' has {array.ndim} dimensions ({shape}): only 2-D images and 3-D volumes are supported; "
-            "extract one image or volume from it."
-        )
-    if min(array.shape[:2]) < MIN_IMAGE_SIDE:
-        return f"'{path}' is a degenerate image of {shape} pixels (each side needs {MIN_IMAGE_SIDE} or more)."
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        return f"'{path}' holds NaN or infinite values: fix or remove it; it would turn training into NaN."
-    if array.size and array.min() == array.max():
-        return f"'{path}' has a single intensity value ({array.flat[0]}) everywhere: it is empty or blank."
-    return None
-
 
 def check_images(datalist: Mapping[str, Any], num_workers: int = 2) -> list[str]:
     """Read every image of every split with the readers the presets use; return one message per unusable image
-    (see :func:`image_problem`).
+    (the rule of :func:`monai_cilmp.transforms.checks.image_problem`, which the readers apply to every image, so
+    ``train``, ``evaluate``, ``predict`` and the MONAI Label app refuse the same images with the same sentence).
 
     Args:
         datalist: a datalist.
@@ -58,10 +34,10 @@ def check_images(datalist: Mapping[str, Any], num_workers: int = 2) -> list[str]
         # one loader per read: MONAI's NIfTI reader keeps the file name between read() and get_data()
         loader = LoadMedicalImage(image_only=True, dtype=None, ensure_channel_first=False)
         try:
-            image = loader(path)
+            loader(path)  # the loader applies the bad-image rule itself
         except Exception as e:  # every failure is reported, whatever its kind
             return str(e) if isinstance(e, (ValueError, FileNotFoundError)) else f"Cannot read '{path}': {e}."
-        return image_problem(np.asarray(image), path)
+        return None
 
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         results = list(pool.map(read, paths))

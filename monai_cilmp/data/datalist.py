@@ -39,7 +39,24 @@ __all__ = [
 ]
 
 SPLITS = ("training", "validation", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz")
+#: file types that are images (a folder's other files are not): what :class:`~monai_cilmp.transforms.LoadMedicalImage`
+#: reads, NumPy arrays included (so that a pickled ``.npy`` is refused by name, not silently left out)
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".dcm",
+    ".dicom",
+    ".dic",
+    ".ima",
+    ".nii",
+    ".nii.gz",
+    ".npy",
+    ".npz",
+)
 
 Item = tuple[str, int]
 
@@ -293,12 +310,25 @@ def summarize_datalist(datalist: Mapping[str, Any]) -> str:
 def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a validated datalist as JSON atomically: a temporary file in the same folder, then ``os.replace``.
 
-    Either the whole file is written or, on any error, nothing (an existing file is left as it was).
+    Either the whole file is written or, on any error, nothing (an existing file is left as it was). Image paths are
+    written absolute: a relative path held in memory is relative to the current directory, while :func:`load_datalist`
+    reads a relative path in a file against the file's folder, so every writer (a split file, a folder, a CSV, a
+    download given by relative paths, with ``--out`` anywhere) writes a datalist that reads back the same from any
+    directory.
 
     Returns:
         the path written.
     """
-    return write_json(path, validate_datalist(datalist, source=str(path)), indent=1)
+    checked = validate_datalist(datalist, source=str(path))
+    for split in SPLITS:
+        checked[split] = [_absolute_image(item) for item in checked[split]]
+    return write_json(path, checked, indent=1)
+
+
+def _absolute_image(item: Mapping[str, Any]) -> dict[str, Any]:
+    """``item`` with its image path made absolute against the current directory (not resolved: links are kept)."""
+    image = str(item["image"])
+    return {**item, "image": image if os.path.isabs(image) else os.path.join(os.getcwd(), image)}
 
 
 def load_datalist(
@@ -309,7 +339,7 @@ def load_datalist(
     Args:
         path: the JSON file.
         class_names: class names to use when the file has none (a plain MONAI datalist); when the file has some,
-            they must be the same names (the file's order stays: its labels index it).
+            they must be the same names in the same order (its labels index it).
         check_files: check that every image file exists (before any work starts, not mid-epoch).
 
     Raises:
@@ -328,6 +358,14 @@ def load_datalist(
         raise ValueError(
             f"The class names given ({', '.join(map(str, class_names))}) differ from those of datalist '{path}' "
             f"({', '.join(map(str, data['class_names']))}): drop --classes/--dataset, or give the datalist's names."
+        )
+    elif class_names is not None and [normalise_class_name(str(n)) for n in class_names] != [
+        normalise_class_name(str(n)) for n in data["class_names"]
+    ]:
+        raise ValueError(
+            f"The class names given ({', '.join(map(str, class_names))}) are those of datalist '{path}' in another "
+            f"order ({', '.join(map(str, data['class_names']))}), whose labels index its own order: give them in that "
+            "order or drop --classes."
         )
     base = path.resolve().parent
     for split in SPLITS:

@@ -5,7 +5,7 @@ registry (tried in order: the first whose anchor file or folders are found anywh
 download wins, so archives unpack with or without a top folder), reads the images and labels with the reader of
 that layout's kind, keeps the official split where the layout has one (carving a missing validation or test split
 out of the official training split, keeping each patient or lesion in one split where the layout names them) and
-otherwise makes a stratified seeded split, then writes the datalist atomically. ``get_dataset(name).prepare`` is the
+otherwise makes a stratified seeded split, then writes the datalist atomically. ``prepare_function(name)`` is the
 same routine bound to one dataset, documented with its layouts.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .layout import DatasetLayout, LabelRule, LayoutKind
@@ -50,14 +50,6 @@ class DatasetSpec:
     papers: tuple[str, ...] = ("cilmp",)
     curated_descriptions: bool = True
     notes: str = ""
-
-    @property
-    def prepare(self) -> Callable[..., dict]:
-        """``prepare(raw_dir, out, **kwargs)``: convert the public download into a MONAI datalist
-        (:func:`~monai_cilmp.data.prepare_dataset` bound to this dataset; imported on first use)."""
-        from .prepare import prepare_function
-
-        return prepare_function(self.name)
 
     @property
     def num_classes(self) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,11 +114,10 @@ def prepare_demo(
 def keep_backbone(path: str | os.PathLike) -> Path:
     """Keep the demo's pre-trained tiny CLIP as the named weights ``--backbone CILMP-Tiny --pretrained synthetic``
     (in :func:`~monai_cilmp.networks.backbones.project_weights_dir`), for training on your own data offline."""
-    from monai_cilmp.networks.backbones import PROJECT_PRETRAINED, project_weights_dir
-    from monai_cilmp.utils.files import atomic_write
+    from monai_cilmp.networks.backbones import keep_project_pretrained
 
-    target = project_weights_dir() / PROJECT_PRETRAINED[(TINY_BACKBONE, "synthetic")][0]
-    atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
+    # stored by content (never rewritten): runs trained on earlier weights of the name keep theirs
+    target = keep_project_pretrained(TINY_BACKBONE, "synthetic", path)
     print(f"      the pre-trained tiny CLIP is kept as --backbone {TINY_BACKBONE} --pretrained synthetic ({target})")
     return target
 

@@ -19,12 +19,12 @@ from .evaluation import (
     write_predictions,
 )
 from .export import ExportNetwork, export_network, export_run
-from .features import cached_feature_loader, fit_training_features, training_features
+from .features import cached_feature_loader, fit_training_features, training_feature_dataset, training_features
 from .inference import ImagePredictions, inference_images, predict_images
 from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
-from .runs import RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
+from .runs import RunFinished, RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated
 from .trainer import (
     RegularizedLoss,
@@ -33,8 +33,6 @@ from .trainer import (
     create_trainer,
     predict,
     scores_and_labels,
-    training_handlers,
-    validation_handlers,
 )
 from .training import TrainingSetup, amp_options, default_device, prepare_training, reseed
 
@@ -47,6 +45,7 @@ __all__ = [
     "ModelZooError",
     "RegularizedLoss",
     "RunCalibration",
+    "RunFinished",
     "RunFolderError",
     "RunFolderTrainer",
     "ShardSampler",
@@ -99,10 +98,9 @@ __all__ = [
     "save_calibration",
     "scores_and_labels",
     "split_at_first_random",
+    "training_feature_dataset",
     "training_features",
     "trained_state_file",
-    "training_handlers",
-    "validation_handlers",
     "write_evaluation_report",
     "write_predictions",
     "write_run_metadata",

@@ -27,6 +27,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from monai_cilmp.utils.bundle import bundle_config
 from monai_cilmp.utils.files import write_json
 
 __all__ = [
@@ -47,8 +48,6 @@ EVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "kappa
 
 def bundle_template() -> dict[str, Any]:
     """The CILMP bundle's ``configs/metadata.json`` (of the wheel or of the source checkout)."""
-    from monai_cilmp.cli._bundle import bundle_config
-
     return json.loads(Path(bundle_config("metadata.json")).read_text(encoding="utf-8"))
 
 

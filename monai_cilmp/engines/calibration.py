@@ -64,16 +64,37 @@ class RunCalibration:
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> RunCalibration:
-        temperature = float(state["temperature"])
-        if not np.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        """Rebuild from :meth:`to_dict`.
+
+        Raises:
+            ValueError: a key is missing or of the wrong type, naming the key.
+        """
+        if not isinstance(state, Mapping):
+            raise ValueError("it holds no JSON object")
+        temperature = state.get("temperature")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"'temperature' must be a positive number, not {temperature!r}")
+        if not np.isfinite(temperature):
+            raise ValueError(f"'temperature' must be finite, not {temperature!r}")
+        n = state.get("n", 0)
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ValueError(f"'n' must be a whole number, not {n!r}")
         conformal = state.get("conformal")
+        if conformal is not None and not isinstance(conformal, Mapping):
+            raise ValueError(f"'conformal' must be a JSON object or null, not {conformal!r}")
+        try:
+            predictor = SplitConformal.from_dict(conformal) if conformal else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"'conformal' is not a fitted conformal predictor ({type(e).__name__}: {e})") from None
+        details = state.get("details") or {}
+        if not isinstance(details, Mapping):
+            raise ValueError(f"'details' must be a JSON object, not {details!r}")
         return cls(
-            temperature=temperature,
-            conformal=SplitConformal.from_dict(conformal) if conformal else None,
+            temperature=float(temperature),
+            conformal=predictor,
             fitted_on=str(state.get("fitted_on", "validation")),
-            n=int(state.get("n", 0)),
-            details=dict(state.get("details") or {}),
+            n=n,
+            details=dict(details),
         )
 
 
@@ -128,6 +149,9 @@ def load_calibration(run_dir: str | os.PathLike) -> RunCalibration | None:
     try:
         return RunCalibration.from_dict(state)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(
-            f"Calibration file '{path}' is malformed ({e}): delete it and run `monai-cilmp evaluate` again to refit it."
-        ) from e
+        problem = str(e)
+    # raised outside the handler, so that this sentence (file, key, what to do) is the one shown
+    raise ValueError(
+        f"Calibration file '{path}' is malformed ({problem}): delete it and run `monai-cilmp evaluate --run "
+        f"{Path(run_dir)}` again to refit it."
+    )

@@ -174,6 +174,14 @@ class TrainingCheckpoint:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR) and self.optimizer is not None:
+                # the next epoch's rate from this run's schedule: an extended run (more epochs) continues on the cosine
+                # of its new length, not on the rate the shorter schedule had stored (the same value otherwise)
+                epoch = self.scheduler.last_epoch
+                rates = [base * fn(epoch) for base, fn in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+                for group, rate in zip(self.optimizer.param_groups, rates):
+                    group["lr"] = rate
+                self.scheduler._last_lr = rates
         if self.gpa is not None and state.get("gpa") is not None:
             self.gpa.load_state_dict(state["gpa"])
         self.best = state.get("best")

@@ -318,8 +318,9 @@ DETAIL_KEYS = ("confusion_matrix", "per_class", "calibration", "conformal")
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The report's metrics without its large entries (:data:`DETAIL_KEYS`), for a console summary."""
-    return {k: v for k, v in metrics.items() if k not in DETAIL_KEYS}
+    """The report's metrics without its large entries (:data:`DETAIL_KEYS`) and file list, for a console summary (the
+    command says where the files are)."""
+    return {k: v for k, v in metrics.items() if k not in (*DETAIL_KEYS, "files")}
 
 
 def format_trust_summary(metrics: dict[str, Any]) -> str:

@@ -18,15 +18,19 @@ seeded like the run), so the ranks train on disjoint parts of each global batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.data import DataLoader, Dataset
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from monai_cilmp.engines.distributed import gather_in_dataset_order
+from monai_cilmp.networks.nets.base import as_plain_tensor
+from monai_cilmp.networks.nets.linear_probe import extract_features, feature_items
 
-__all__ = ["cached_feature_loader", "fit_training_features", "training_features"]
+__all__ = ["cached_feature_loader", "fit_training_features", "training_feature_dataset", "training_features"]
 
 
 def cached_feature_loader(
@@ -55,10 +59,6 @@ def cached_feature_loader(
     Raises:
         ValueError: the image loader has no labelled batches.
     """
-    from monai.data import DataLoader
-
-    from monai_cilmp.networks.nets import extract_features, feature_items
-
     features, labels = extract_features(network, image_loader, device=device)
     if labels is None:
         raise ValueError("Training on cached features needs labels, but the image loader gave none.")
@@ -70,6 +70,40 @@ def cached_feature_loader(
         sampler = DistributedSampler(items, even_divisible=True, shuffle=shuffle, seed=int(seed))
         return DataLoader(items, batch_size=int(batch_size), sampler=sampler, num_workers=0)
     return DataLoader(items, batch_size=int(batch_size), shuffle=shuffle, num_workers=0)
+
+
+def training_feature_dataset(
+    network: nn.Module,
+    data: Sequence[Mapping[str, Any]],
+    transform: Callable | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+) -> Sequence[dict[str, Any]]:
+    """The training items of ``data`` as cached image features: ``train#dataset`` of the methods that train on them.
+
+    The images are read in ``data``'s order with ``transform`` (the evaluation transforms: no augmentation) and encoded
+    once by ``network.encode_image``; the trainer's loader (and its sampler, under DDP) then batches the features.
+
+    Args:
+        network: a network with ``encode_image`` that accepts ``(B, D)`` features in ``forward`` (a linear probe).
+        data: the training items (``{"image": file, "label": int}``).
+        transform: what reads and prepares an image.
+        batch_size: images encoded at once.
+        num_workers: image loading processes.
+        device: where the encoder runs (default: the network's device).
+
+    Returns:
+        ``{"image": (D,) feature, "label": label}`` items (features on the CPU, float32).
+
+    Raises:
+        ValueError: the items have no labels.
+    """
+    images = DataLoader(Dataset(list(data), transform=transform), batch_size=int(batch_size), num_workers=num_workers)
+    features, labels = extract_features(network, images, device=device)
+    if labels is None:
+        raise ValueError("Training on cached features needs labels, but the training items have none.")
+    return feature_items(features, labels)
 
 
 @torch.no_grad()
@@ -85,8 +119,6 @@ def training_features(
     Raises:
         ValueError: the loader gives no batches, or a batch without labels.
     """
-    from monai_cilmp.networks.nets.base import as_plain_tensor
-
     if device is None:
         device = next((t.device for t in (*network.parameters(), *network.buffers())), torch.device("cpu"))
     was_training = network.training
@@ -117,6 +149,8 @@ def fit_training_features(
     """
     if not getattr(network, "uses_training_features", False):
         return False
+    if isinstance(getattr(loader, "sampler", None), DistributedSampler):  # every process fits from the whole set
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False, num_workers=0)
     features, labels = training_features(network, loader, device)
     network.fit_training_features(features.to(device) if device is not None else features, labels)
     return True

@@ -31,7 +31,10 @@ class _ItemsOrErrors(torch.utils.data.Dataset):
         try:
             image = torch.as_tensor(self.transform({self.key: path})[self.key]).float()
         except Exception as e:  # any failure of this one file is reported, and the others go on
-            message = " ".join(str(e).split()) or type(e).__name__
+            from monai_cilmp.transforms.readers import reader_error
+
+            cause = reader_error(e) or e  # the reader's sentence, not MONAI's "applying transform <...>" wrapper
+            message = " ".join(str(cause).split()) or type(cause).__name__
             return index, None, message if path in message else f"'{path}': {message}"
         if not bool(torch.isfinite(image).all()):
             return index, None, f"'{path}' holds NaN or infinite values: fix or remove it."

@@ -34,6 +34,7 @@ from monai_cilmp.utils.files import atomic_write, write_json
 __all__ = [
     "KNOWLEDGE_COPY",
     "RUN_FILE",
+    "RunFinished",
     "RunFolderError",
     "TrainedRun",
     "file_sha256",
@@ -42,6 +43,7 @@ __all__ = [
     "record_run_inputs",
     "run_lock",
     "settings_differences",
+    "trained_epochs",
 ]
 
 RUN_FILE = "run.json"
@@ -71,6 +73,11 @@ _RESUME_FREE = {"datalist", "knowledge_source"}
 
 class RunFolderError(ValueError):
     """A run folder cannot be used as asked; the message says why and what to do."""
+
+
+class RunFinished(RunFolderError):
+    """A resume of a run that has already trained all its epochs: nothing to do, and nothing was written (the
+    command line says so and exits 0)."""
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -159,7 +166,8 @@ def record_run_inputs(metadata: Mapping[str, Any], directory: str | os.PathLike)
         meta["pretrained"] = "none"
         meta["backbone_init_seed"] = DEFAULT_INIT_SEED
     elif (made := project_pretrained_file(str(meta.get("backbone")), str(pretrained))) is not None:
-        # named weights of this project (e.g. the demo's): the name may be remade with other weights later
+        # named weights of this project (e.g. the demo's): the name may later stand for other weights, the content
+        # file it stands for now never changes (see keep_project_pretrained); the run is rebuilt from that file
         meta["pretrained_file"] = str(made)
         meta["pretrained_file_sha256"] = file_sha256(made)
     if isinstance(meta.get("backbone"), str) and Path(meta["backbone"]).is_dir():
@@ -214,9 +222,43 @@ def _remove_outputs(directory: Path) -> None:
 
 
 def _remove_temporaries(directory: Path) -> None:
-    """Temporary files of writes that were interrupted (``.<name>.<random>.tmp``, see ``atomic_write``)."""
+    """Temporary files of writes that were interrupted (``.<name>.<random>.tmp``, see ``atomic_write``) and staging
+    folders of reports that were (``.staged.<random>.tmp``, see ``staged_folder``)."""
     for path in list(directory.glob(".*.tmp")) + list(directory.glob("*/.*.tmp")):
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def trained_epochs(directory: str | os.PathLike) -> int | None:
+    """The epochs the run in ``directory`` has completed (from ``checkpoints/last.pt``; ``None``: no checkpoint)."""
+    from monai_cilmp.engines.checkpoint import load_checkpoint
+
+    path = Path(directory) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return None
+    engine = load_checkpoint(path).get("engine")
+    return int(engine["epoch"]) if isinstance(engine, Mapping) and "epoch" in engine else None
+
+
+def _check_epochs_left(directory: Path, settings: Mapping[str, Any]) -> None:
+    """A resume must have epochs left to train: a finished run is left as it is (MONAI's engine would start it over
+    from epoch 0 and replace its results), and a run cannot be shortened."""
+    done = trained_epochs(directory)
+    planned = settings.get("recipe", {}).get("max_epochs")
+    if done is None or not isinstance(planned, int):
+        return
+    if done > planned:
+        raise RunFolderError(
+            f"The run in '{directory}' has already trained {done} epochs, more than the {planned} asked: resume with "
+            f"at least {done + 1} epochs to train on, or start a new run in another --out."
+        )
+    if done == planned:
+        raise RunFinished(
+            f"The run in '{directory}' has already trained all its {done} epochs: nothing to resume, nothing changed "
+            f"(to train on, resume with more epochs, e.g. --epochs {2 * done})."
+        )
 
 
 def prepare_run_folder(
@@ -228,7 +270,8 @@ def prepare_run_folder(
         directory: the run folder.
         settings: the run's metadata (see :func:`record_run_inputs`); written to ``run.json``.
         resume: the run continues the one in the folder: its settings must be the same, except the number of
-            epochs (a run may be extended).
+            epochs (a run may be extended, not shortened); a run that has trained all its epochs is left unchanged
+            (:class:`RunFinished`).
         overwrite: replace a run of other settings.
 
     Returns:
@@ -236,8 +279,9 @@ def prepare_run_folder(
 
     Raises:
         FileNotFoundError: ``resume`` in a folder without a run.
+        RunFinished: ``resume`` of a run that has trained all its epochs (nothing was written).
         RunFolderError: the folder holds a run of other settings (without ``overwrite``), a resume whose settings
-            differ, or it cannot be written.
+            differ or that would shorten the run, or it cannot be written.
     """
     directory = Path(directory)
     old = _read_settings(directory)
@@ -255,6 +299,7 @@ def prepare_run_folder(
                 f"Cannot resume the run in '{directory}' with other settings ({'; '.join(differences)}): resume with "
                 "the run's own settings, or start a new run in another --out."
             )
+        _check_epochs_left(directory, new)
         action = "resumed"
     elif has_run:
         differences = settings_differences(old or {}, new)
@@ -320,6 +365,12 @@ class TrainedRun:
     def method(self) -> str | None:
         return self.metadata.get("method")
 
+    @property
+    def pretrained(self) -> str:
+        """The backbone weights the run was trained on: for the project's named weights (``synthetic``) the very file
+        it recorded (checked against its hash), not whatever the name stands for now."""
+        return self.metadata.get("pretrained_file") or self.metadata.get("pretrained") or "none"
+
     def build_network(self, device: Any = None, load_weights: bool = True) -> Any:
         """The run's network, rebuilt through the method registry from the checked metadata, with its trained state.
 
@@ -337,7 +388,7 @@ class TrainedRun:
             self.method or "cilmp",
             self.class_names,
             meta["backbone"],
-            meta.get("pretrained") or "none",
+            self.pretrained,
             knowledge=meta["knowledge"],
             dataset=dataset if dataset in list_datasets() else None,  # its curated descriptions, for zero-shot
             offline=True,
@@ -359,7 +410,7 @@ class TrainedRun:
             "ordinal": bool(meta.get("ordinal", False)),
             "knowledge_file": meta["knowledge"],
             "backbone": meta["backbone"],
-            "pretrained": meta.get("pretrained") or "none",
+            "pretrained": self.pretrained,
             "offline": True,
             "num_workers": 0,
         }

@@ -1,45 +1,51 @@
 """MONAI Ignite engines for CILMP and its baselines: a ``SupervisedTrainer`` with the paper's recipe and a
 ``SupervisedEvaluator``.
 
-A run is prepared by :func:`~monai_cilmp.engines.prepare_training` (folder, network, optimiser, schedule), then run by
-a :class:`RunFolderTrainer` with the handlers the bundle's ``train.json`` lists (``train#handlers``,
-``validate#handlers``); :func:`training_handlers` and :func:`validation_handlers` build the same lists in Python for
-:func:`create_trainer`. At the end of an epoch they run in this order: learning-rate schedule, validation (which
-writes ``best.pt`` and ``models/model.pt`` on a new best accuracy), GPA (accumulate; at the end install the
-aggregate), ``last.pt`` (and at the end ``final.pt``, which holds the aggregated prompts), TensorBoard, then one log
-line per epoch (:class:`~monai_cilmp.engines.progress.EpochSummary`).
+A run is declared by the bundle's ``train.json`` (and the overlays of the methods, ``multi_gpu_train.json``,
+``demo.json``): :func:`~monai_cilmp.engines.prepare_training` (folder, network, optimiser, schedule), the handlers
+(``train#handlers``, ``validate#handlers``) and a :class:`RunFolderTrainer`. :func:`create_trainer` builds that very
+trainer from those configs for code that brings its own network and loaders (``monai-cilmp compare``, ``bench``,
+notebooks, tests), so there is one recipe. At the end of an epoch the handlers run in this order: learning-rate
+schedule, validation (which writes ``best.pt`` and ``models/model.pt`` on a new best accuracy), GPA (accumulate; at
+the end install the aggregate), ``last.pt`` (and at the end ``final.pt``, which holds the aggregated prompts),
+TensorBoard, then one log line per epoch (:class:`~monai_cilmp.engines.progress.EpochSummary`).
 The loss is cross-entropy plus the network's ``regularization_loss()`` when it has one (KgCoOp). Two optional
 network hooks: ``uses_training_features`` (built from the training set's features before training: Tip-Adapter,
 LP++) and ``guide_loss()`` (gradients projected off its conflicting direction: ProGrad). A network with
 nothing to train (zero-shot CLIP) gets a trainer that takes no training step but still writes its checkpoints.
+
+This module imports no handler (MONAI's rule: handlers may import engines, not the other way): the handlers are
+components of the config, and the trainer recognises the two it needs to know by what they declare
+(``runs_without_training``, ``checkpointed_state``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Events
+from ignite.metrics import Accuracy, Loss
+from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
+from monai.handlers import ValidationHandler, from_engine
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.distributed import ShardedEvaluator, rank_seed, reduce_logged_loss
-from monai_cilmp.engines.progress import LOGGER_NAME, EpochSummary, LossProgressBar
+from monai_cilmp.engines.progress import LOGGER_NAME
 from monai_cilmp.engines.recipe import TrainingRecipe
 from monai_cilmp.engines.runs import run_lock
 from monai_cilmp.engines.stopping import StopOnSignal
-from monai_cilmp.engines.training import TrainingSetup, amp_options, default_device, prepare_training, reseed
-from monai_cilmp.handlers import (
-    BestCheckpointSaver,
-    GaussianPromptAggregation,
-    GradientProjection,
-    NonFiniteGuard,
-    RunCheckpointSaver,
-)
+from monai_cilmp.engines.training import TrainingSetup, amp_options, default_device, reseed
+from monai_cilmp.utils.bundle import bundle_config
+from monai_cilmp.utils.config import literal_overrides
 
 __all__ = [
     "RegularizedLoss",
@@ -50,8 +56,6 @@ __all__ = [
     "predict",
     "reseed",
     "scores_and_labels",
-    "training_handlers",
-    "validation_handlers",
 ]
 
 
@@ -90,8 +94,6 @@ def scores_and_labels(output: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor
     metrics would otherwise compare ``cuda`` scores with ``cpu`` labels. Scores are cast to float32 (under autocast
     they are bf16/fp16). Returning scores rather than argmax indices keeps Ignite in its multi-class case.
     """
-    from monai.handlers import from_engine
-
     pred, label = from_engine(["pred", "label"])(output)
     scores = torch.stack([torch.as_tensor(p) for p in pred]).float()
     labels = torch.stack([torch.as_tensor(t).reshape(()) for t in label]).to(device=scores.device, dtype=torch.long)
@@ -118,8 +120,6 @@ def create_evaluator(
         with_metric: compute the accuracy (needs labels); ``False`` for unlabelled data.
         compile: run the network through ``torch.compile`` (MONAI's ``compile`` option).
     """
-    from ignite.metrics import Accuracy, Loss
-
     device = torch.device(device) if device is not None else default_device()
     use_amp, amp_kwargs = amp_options(device, amp)
     metrics = None
@@ -170,12 +170,9 @@ class RunFolderTrainer(SupervisedTrainer):
     """
 
     def __init__(self, setup: TrainingSetup, checkpoint: TrainingCheckpoint | None = None, **kwargs: Any) -> None:
-        from ignite.engine import Events
-        from monai.handlers import ValidationHandler
-
         handlers = list(kwargs.pop("train_handlers", None) or [])
         if not setup.trains:
-            handlers = [h for h in handlers if isinstance(h, RunCheckpointSaver)]
+            handlers = [h for h in handlers if getattr(h, "runs_without_training", False)]
             no_training = dict(max_epochs=1, train_data_loader=[{}], epoch_length=1, optimizer=None, loss_function=None)
             kwargs.update(no_training, iteration_update=_no_step, decollate=False)
         super().__init__(train_handlers=handlers, **kwargs)
@@ -183,7 +180,7 @@ class RunFolderTrainer(SupervisedTrainer):
         self.run_folder = setup.out_dir if setup.main_process else None
         self.evaluator = next((h.validator for h in handlers if isinstance(h, ValidationHandler)), None)
         if checkpoint is not None and checkpoint.gpa is None:
-            checkpoint.gpa = next((h for h in handlers if isinstance(h, GaussianPromptAggregation)), None)
+            checkpoint.gpa = next((h for h in handlers if getattr(h, "checkpointed_state", False)), None)
         if self.trains:
             from monai.engines.utils import IterationEvents
 
@@ -209,58 +206,6 @@ class RunFolderTrainer(SupervisedTrainer):
             return super().run()
 
 
-def validation_handlers(setup: TrainingSetup, checkpoint: TrainingCheckpoint) -> list[Any]:
-    """The validation evaluator's handlers, as ``validate#handlers`` of the bundle's ``train.json`` lists them (MONAI's
-    ``StatsHandler`` is listed there but off: :class:`~monai_cilmp.engines.progress.EpochSummary` reports the
-    validation metrics in its line)."""
-    from monai.handlers import TensorBoardStatsHandler
-
-    handlers: list[Any] = []
-    if setup.summary_writer is not None:
-        handlers.append(TensorBoardStatsHandler(summary_writer=setup.summary_writer, iteration_log=False))
-    if setup.main_process:
-        handlers.append(BestCheckpointSaver(checkpoint))
-    return handlers
-
-
-def training_handlers(
-    setup: TrainingSetup, checkpoint: TrainingCheckpoint, evaluator: Any | None = None, progress: bool = True
-) -> list[Any]:
-    """The trainer's handlers, as ``train#handlers`` of the bundle's ``train.json`` lists them, in the order they run.
-
-    Args:
-        setup: the run's parts.
-        checkpoint: what the checkpoint handler writes.
-        evaluator: the validation evaluator (``None``: no validation).
-        progress: show a progress bar.
-    """
-    from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
-
-    recipe, handlers = setup.recipe, []
-    if setup.lr_scheduler is not None:
-        # the learning rate goes into the one line per epoch of EpochSummary, not into MONAI's own log lines
-        handlers.append(LrScheduleHandler(lr_scheduler=setup.lr_scheduler, print_lr=False, epoch_level=True))
-    if evaluator is not None:
-        handlers.append(ValidationHandler(validator=evaluator, interval=recipe.val_interval, epoch_level=True))
-    if setup.aggregates_prompts:
-        handlers.append(GaussianPromptAggregation(setup.network, mean=recipe.gpa_mean, std=recipe.gpa_std))
-    handlers.append(NonFiniteGuard())
-    if setup.projects_gradients:
-        handlers.append(GradientProjection(setup.network))
-    if setup.main_process:  # one writer of checkpoints and logs
-        handlers.append(RunCheckpointSaver(checkpoint))
-    if setup.summary_writer is not None:
-        loss = from_engine(["loss"], first=True)
-        handlers.append(
-            TensorBoardStatsHandler(summary_writer=setup.summary_writer, tag_name="train_loss", output_transform=loss)
-        )
-    if setup.main_process and progress:
-        handlers.append(LossProgressBar(persist=False))
-    if setup.main_process:  # after the progress bar, which clears its line at the end of an epoch
-        handlers.append(EpochSummary(setup.optimizer, evaluator, setup.summary_writer, checkpoint.directory))
-    return handlers
-
-
 def create_trainer(
     network: nn.Module,
     train_loader: Any,
@@ -277,11 +222,13 @@ def create_trainer(
     compile: bool = False,
     frozen_in_compute_dtype: bool = False,
 ) -> RunFolderTrainer:
-    """A trainer for ``network`` with the paper's recipe and the handlers of the bundle's ``train.json``, in Python.
+    """The trainer the bundle's ``train.json`` declares, for ``network`` and loaders built in Python.
 
-    :func:`~monai_cilmp.engines.prepare_training`, then the validation evaluator (:func:`create_evaluator` with
-    :func:`validation_handlers`), :func:`training_handlers` and a :class:`RunFolderTrainer`: what ``train.json``
-    declares, for code that builds its own loaders (``monai-cilmp compare``, notebooks, tests).
+    ``train.json`` is parsed with the given network, loaders and device in place of its own (``network``,
+    ``train#dataloader``, ``validate#dataloader``), the recipe's fields as ``recipe#<field>``, and the other arguments
+    as its entries (``output_dir``, ``mixed_precision``, ``resume``, ``overwrite``, ``compile``,
+    ``frozen_in_compute_dtype``, ``train#setup#metadata``); its ``train#trainer`` is returned. So ``monai-cilmp
+    compare``, ``bench``, notebooks and tests run the very recipe of the CLI and the bundle: one place to change it.
 
     The loss is cross-entropy plus ``network.regularization_loss()`` when that returns a tensor (see
     :class:`RegularizedLoss`). Gaussian prompt aggregation runs when ``recipe.gpa_std > 0`` and the network names
@@ -301,7 +248,7 @@ def create_trainer(
         val_loader: validation batches; validated every ``recipe.val_interval`` epochs.
         device: where to train (default: GPU if any).
         amp: ``None``/``True``: bf16 (or fp16) autocast on GPU; ``False``: fp32. CPU always trains in fp32.
-        metadata: facts stored in every checkpoint (class names, backbone, ...).
+        metadata: facts stored in every checkpoint (class names, backbone, ...); JSON data.
         progress: show a progress bar.
         resume: continue from ``out_dir/checkpoints/last.pt``; the run's recorded settings must be the same.
         max_epochs: overrides ``recipe.max_epochs``.
@@ -325,48 +272,53 @@ def create_trainer(
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
         RunFolderError: ``out_dir`` holds a run of other settings, is in use, or cannot be written.
     """
-    out_dir = Path(out_dir)
-    setup = prepare_training(
-        network,
-        train_loader,
-        out_dir,
-        recipe,
-        device,
-        amp,
-        metadata,
-        resume,
-        max_epochs,
-        overwrite,
-        frozen_in_compute_dtype,
+    recipe = recipe or TrainingRecipe()
+    if max_epochs is not None:
+        recipe = dataclasses.replace(recipe, max_epochs=int(max_epochs))
+    # the objects reach the parser as globals of our own expressions: it never walks into them (a batch may hold
+    # file names, which are data)
+    given = SimpleNamespace(
+        network=network,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        device=torch.device(device) if device is not None else default_device(),
     )
-    checkpoint = TrainingCheckpoint(
-        out_dir / "checkpoints",
-        setup.network,
-        setup.optimizer,
-        setup.lr_scheduler,
-        metadata=setup.settings,
-        model_file=out_dir / "models" / "model.pt",
+    parser = ConfigParser(globals={"given": given})
+    parser.read_config(bundle_config("train.json"))
+    parser.update(
+        {
+            "network": "$given.network",
+            "device": "$given.device",
+            "train#dataloader": "$given.train_loader",
+            "validate#dataloader": "$given.val_loader",
+        }
     )
-    evaluator = None
-    if val_loader is not None and setup.recipe.val_interval > 0 and setup.trains:
-        handlers = validation_handlers(setup, checkpoint)
-        evaluator = create_evaluator(setup.network, val_loader, setup.device, amp, handlers=handlers, compile=compile)
-    return RunFolderTrainer(
-        setup,
-        checkpoint,
-        device=setup.device,
-        max_epochs=setup.recipe.max_epochs,
-        train_data_loader=train_loader,
-        network=setup.engine_network,
-        optimizer=setup.optimizer,
-        loss_function=RegularizedLoss(setup.network),
-        train_handlers=training_handlers(setup, checkpoint, evaluator, progress),
-        amp=setup.amp,
-        amp_kwargs=setup.amp_kwargs,
-        optim_set_to_none=True,
-        non_blocking=setup.non_blocking,
-        compile=compile,
+    settings: dict[str, Any] = {f"recipe#{key}": value for key, value in recipe.to_dict().items()}
+    settings.update(
+        {
+            "output_dir": str(Path(out_dir)),
+            "mixed_precision": amp,
+            "resume": resume,
+            "overwrite": overwrite,
+            "compile": compile,
+            "frozen_in_compute_dtype": frozen_in_compute_dtype,
+            "train#setup#metadata": dict(metadata or {}),
+            "validate#enabled": val_loader is not None and recipe.val_interval > 0,
+        }
     )
+    if not progress:
+        targets = [str(handler.get("_target_", "")) for handler in parser["train#handlers"]]
+        settings[f"train#handlers#{targets.index('monai_cilmp.engines.LossProgressBar')}#_disabled_"] = True
+    parser.update(literal_overrides(settings))
+    try:
+        return parser.get_parsed_content("train#trainer")
+    except RuntimeError as wrapped:  # MONAI wraps what the config's code raised: raise that (a clear sentence)
+        error: BaseException = wrapped
+        while isinstance(error, RuntimeError) and str(error).startswith("Failed to") and error.__cause__ is not None:
+            error = error.__cause__
+        if error is wrapped:
+            raise
+        raise error from None
 
 
 def predict(
@@ -376,8 +328,6 @@ def predict(
 
     Runs a MONAI ``SupervisedEvaluator`` and collects its outputs.
     """
-    from ignite.engine import Events
-
     evaluator = create_evaluator(network, data_loader, device, amp, with_metric=False)
     probs: list[np.ndarray] = []
     labels: list[int] = []

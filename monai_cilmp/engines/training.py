@@ -5,8 +5,8 @@ fitted from the training features, the optimiser and schedule of the recipe, mix
 express (it depends on what the network turns out to have once fitted: Tip-Adapter-F creates its trained keys from
 the training set; a zero-shot network has nothing to train). It returns a :class:`TrainingSetup` whose parts the
 bundle's ``train.json`` hands to the handlers and the trainer it lists (``train#optimizer``, ``train#lr_scheduler``,
-``train#checkpoint``, ``train#handlers``, ``train#trainer``); :func:`~monai_cilmp.engines.create_trainer` assembles the
-same in Python.
+``train#checkpoint``, ``train#handlers``, ``train#trainer``); :func:`~monai_cilmp.engines.create_trainer` builds that
+trainer from ``train.json`` for a network and loaders made in Python.
 """
 
 from __future__ import annotations

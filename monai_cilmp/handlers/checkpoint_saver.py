@@ -25,6 +25,9 @@ class RunCheckpointSaver:
         checkpoint: the run's :class:`~monai_cilmp.engines.TrainingCheckpoint`.
     """
 
+    #: the trainer of a run with nothing to train keeps this handler (its checkpoints record the run)
+    runs_without_training = True
+
     def __init__(self, checkpoint: Any) -> None:
         self.checkpoint = checkpoint
 

@@ -47,6 +47,9 @@ class GaussianPromptAggregation:
         std: Gaussian standard deviation in epochs.
     """
 
+    #: the run's checkpoints save and restore this handler's state (``state_dict``)
+    checkpointed_state = True
+
     def __init__(
         self,
         network: nn.Module,

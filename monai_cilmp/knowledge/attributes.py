@@ -23,15 +23,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from monai.utils import StrEnum, look_up_option
 
 from monai_cilmp.utils.files import read_json, write_json
-
-if TYPE_CHECKING:
-    from .vqa import VQAAttributes
 
 __all__ = [
     "ATTRIBUTES",
@@ -50,6 +47,17 @@ __all__ = [
 ]
 
 ATTRIBUTE_PROMPTS_FORMAT = "monai_cilmp.attribute_prompts"
+
+
+class ImageAttributeSource(Protocol):
+    """What :func:`attribute_prompts` asks of a visual-question-answering source
+    (:class:`~monai_cilmp.knowledge.vqa.VQAAttributes`; a protocol, so that this module does not import it)."""
+
+    def describe(self, attributes: Sequence[str]) -> dict[str, Any]: ...
+
+    def image_attributes(
+        self, paths: Sequence[str], class_name: str, attributes: Sequence[str], progress: bool = False
+    ) -> Any: ...
 
 
 class Attribute(StrEnum):
@@ -330,7 +338,7 @@ def _pick(values: Sequence[AttributeValue], k: int) -> AttributeValue | None:
 def attribute_prompts(
     class_names: Sequence[str],
     mlm: MaskedLMAttributes | None = None,
-    vqa: VQAAttributes | None = None,
+    vqa: ImageAttributeSource | None = None,
     images: Mapping[str, Sequence[str | os.PathLike]] | None = None,
     *,
     top_k: int = 3,

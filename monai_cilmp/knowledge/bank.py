@@ -162,6 +162,15 @@ class KnowledgeBank:
                 f"Knowledge bank '{path}' does not exist: create it with `monai-cilmp knowledge extract ... "
                 f"--out {path}` or fix the path."
             )
+        with open(path, "rb") as f:
+            start = f.read(4)
+        if start[:1] == b"\x80" or start == b"PK\x03\x04":  # a pickle, or a torch.save archive (pickle in a zip)
+            raise ValueError(
+                f"'{path}' is not a safetensors knowledge bank: it holds a Python pickle, which is never loaded (it "
+                "could run code); make a bank with `monai-cilmp knowledge extract ... --out FILE.safetensors` (or "
+                "KnowledgeBank.from_tensors(...).save(FILE))."
+            )
+        problem = None
         try:
             with safe_open(str(path), framework="pt") as f:
                 header = f.metadata() or {}
@@ -171,9 +180,12 @@ class KnowledgeBank:
                 names = metadata["class_names"]
                 tensors = {name: f.get_tensor(f"knowledge.{i}") for i, name in enumerate(names)}
         except Exception as e:
+            problem = f"{e}"
+        if problem is not None:  # raised outside the handler: this sentence (file, what to do) is the one shown
             raise ValueError(
-                f"'{path}' is not a readable knowledge bank ({e}): re-create it with `monai-cilmp knowledge extract`."
-            ) from e
+                f"'{path}' is not a monai-cilmp knowledge bank in safetensors format ({problem}): make one with "
+                "`monai-cilmp knowledge extract ... --out FILE.safetensors`."
+            )
         metadata.pop("format_version", None)
         bank = cls(tensors, metadata)
         bank.metadata["path"] = str(path)

@@ -34,6 +34,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import urllib.parse
 import warnings
@@ -57,6 +58,7 @@ __all__ = [
     "TINY_TIMM_BACKBONE",
     "TINY_TIMM_VIT",
     "load_backbone",
+    "keep_project_pretrained",
     "project_pretrained_file",
     "project_weights_dir",
     "register_model_configs",
@@ -164,8 +166,44 @@ def project_weights_dir() -> Path:
     return Path(home).expanduser() / "backbones"
 
 
+def _name_pointer(file_name: str) -> Path:
+    """The file that says which content file a project weights name stands for (``<stem>.json``)."""
+    return project_weights_dir() / f"{Path(file_name).stem}.json"
+
+
+def keep_project_pretrained(name: str, tag: str, weights: str | os.PathLike) -> Path:
+    """Keep the file ``weights`` as the project's pretrained weights ``tag`` of model ``name``.
+
+    Weights are stored by content: ``<stem>-<first 16 hex digits of their SHA-256>.safetensors`` in
+    :func:`project_weights_dir`, written once and never rewritten; the name then points at that file (``<stem>.json``).
+    Weights made again with other settings get a file of their own and take the name over, while the file a run was
+    trained on stays as it was (the run records it and its hash, and is rebuilt from it).
+
+    Returns:
+        the content file.
+    """
+    import hashlib
+    import shutil
+
+    from monai_cilmp.utils.files import atomic_write, write_json
+
+    file_name = PROJECT_PRETRAINED[(name, tag)][0]
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    sha256 = digest.hexdigest()
+    target = project_weights_dir() / f"{Path(file_name).stem}-{sha256[:16]}{Path(file_name).suffix}"
+    if not target.is_file():  # same name, same content: an existing file is never written again
+        atomic_write(target, lambda tmp: shutil.copyfile(weights, tmp))
+    write_json(_name_pointer(file_name), {"model": name, "tag": tag, "file": target.name, "sha256": sha256})
+    return target
+
+
 def project_pretrained_file(name: str, tag: str, required: bool = False) -> Path | None:
-    """The file of the project's pretrained weights ``tag`` of model ``name`` (see :data:`PROJECT_PRETRAINED`).
+    """The file of the project's pretrained weights ``tag`` of model ``name`` (see :data:`PROJECT_PRETRAINED`): the
+    content file the name points at (:func:`keep_project_pretrained`), else a file of the name itself kept by earlier
+    versions.
 
     Args:
         name: model name.
@@ -179,6 +217,12 @@ def project_pretrained_file(name: str, tag: str, required: bool = False) -> Path
     if (name, tag) not in PROJECT_PRETRAINED:
         return None
     file_name, command = PROJECT_PRETRAINED[(name, tag)]
+    pointer = _name_pointer(file_name)
+    if pointer.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            target = json.loads(pointer.read_text(encoding="utf-8")).get("file")
+            if isinstance(target, str) and Path(target).name == target and (project_weights_dir() / target).is_file():
+                return project_weights_dir() / target
     path = project_weights_dir() / file_name
     if path.is_file():
         return path
@@ -603,16 +647,75 @@ def load_backbone(
     )
 
 
+def _torchscript_state_dict(checkpoint: str) -> dict[str, torch.Tensor]:
+    """The weights of a TorchScript archive (OpenAI's CLIP release format), read without Python's pickle.
+
+    ``torch.jit.load`` reads the archive's pickles with TorchScript's own unpickler (C++,
+    ``torch/csrc/jit/serialization/unpickler.cpp``), which only rebuilds tensors, containers, a fixed set of torch types
+    and the TorchScript classes compiled from the archive's code: a global such as ``posix.system`` is an "unknown type"
+    error, never a call. Nothing of the module is run here but its parameters read.
+    """
+    try:
+        scripted = torch.jit.load(checkpoint, map_location="cpu")
+    except Exception as e:
+        raise ValueError(
+            f"Checkpoint '{checkpoint}' looks like a TorchScript archive but could not be read as one ({e}): use the "
+            "archive as released, or a state dict saved with safetensors."
+        ) from None
+    state = {k: v.detach().clone() for k, v in scripted.state_dict().items()}
+    for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archives keep these as buffers
+        state.pop(key, None)
+    return state
+
+
+def _check_weights_only(checkpoint: str) -> None:
+    """Refuse a checkpoint whose pickle holds anything but tensors and plain containers, before open_clip reads it
+    (open_clip before 3.x reads with ``torch.load`` without ``weights_only``): what passes torch's ``weights_only``
+    unpickler calls only torch's allow-listed functions however it is read again."""
+    import pickle
+
+    try:
+        torch.load(checkpoint, map_location="meta", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = next(iter(re.findall(r"GLOBAL ([\w.]+)", str(e))), "")
+        raise ValueError(
+            f"Checkpoint '{checkpoint}' holds Python objects besides tensors{f' ({found})' if found else ''}, which "
+            "are never loaded (unpickling them could run code): save the weights as a state dict, with safetensors "
+            "or torch.save(model.state_dict())."
+        ) from None
+    except Exception:  # not a pickle at all (a truncated or foreign file): open_clip's own error says so
+        return
+
+
 def _create_from_checkpoint(name: str, checkpoint: str, create_kwargs: dict[str, Any]) -> torch.nn.Module:
-    """Build ``name`` with the weights in ``checkpoint``; OpenAI's TorchScript archives are converted by open_clip."""
+    """Build ``name`` with the weights in ``checkpoint``: a state dict (safetensors, or a ``torch.save`` file of
+    tensors only, read by open_clip) or a TorchScript archive as OpenAI released CLIP (its weights read without
+    Python's pickle, see :func:`_torchscript_state_dict`, into ``name`` built by open_clip)."""
+    if _is_torchscript(checkpoint):
+        from open_clip.model import convert_to_custom_text_state_dict
+
+        state = _torchscript_state_dict(checkpoint)
+        model = open_clip.create_model(name, pretrained=None, **create_kwargs)
+        if hasattr(model, "text"):  # a model with its own text tower names the text weights text.*
+            state = convert_to_custom_text_state_dict(state)
+        # buffers open_clip recomputes (the causal attention mask) are not weights, whatever the archive kept
+        computed = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+        state = {k: v for k, v in state.items() if k not in computed}
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"The TorchScript archive '{checkpoint}' holds weights of another architecture than {name} "
+                f"({' '.join(str(e).split())[:300]}): give the model name the archive was released for."
+            ) from None
+        return model
+    if not checkpoint.endswith(".safetensors"):
+        _check_weights_only(checkpoint)
     try:
         return open_clip.create_model(name, pretrained=checkpoint, **create_kwargs)
-    except Exception as first_error:
-        try:  # the original OpenAI release is a TorchScript archive that a plain state-dict load cannot read
-            model = open_clip.load_openai_model(checkpoint, device=create_kwargs["device"], jit=False)
-        except Exception:
-            raise ValueError(
-                f"Checkpoint '{checkpoint}' could not be loaded into {name} ({first_error}): check that it is an "
-                f"open_clip or OpenAI CLIP checkpoint of the {name} architecture."
-            ) from first_error
-        return model.float() if create_kwargs.get("precision", "fp32") == "fp32" else model
+    except Exception as error:
+        problem = f"{error}"
+    raise ValueError(
+        f"Checkpoint '{checkpoint}' could not be loaded into {name} ({problem}): check that it is an open_clip or "
+        f"OpenAI CLIP checkpoint of the {name} architecture."
+    )

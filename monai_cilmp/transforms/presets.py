@@ -2,7 +2,7 @@
 
 Every pipeline has the same skeleton, so that the modality-specific choices are the only differences::
 
-    load (LoadMedicalImage) -> volume/multi-frame to 2D (SelectSlice) -> modality intensity to [0, 1]
+    load (LoadMedicalImage) -> volume/multi-frame to 2D (SelectSlice, SquarePixels) -> modality intensity to [0, 1]
     -> modality geometry (e.g. fundus field of view) -> ClipResize to the backbone's size
     -> modality steps at that size (e.g. stain normalisation) -> [training: geometric augmentation]
     -> CenterSpatialCrop -> [training: intensity/colour augmentation]
@@ -47,6 +47,7 @@ __all__ = [
     "PresetName",
     "PRESETS",
     "STAGES",
+    "check_preset_transforms",
     "RadiographyPreset",
     "UltrasoundPreset",
     "get_preset",
@@ -92,6 +93,33 @@ class _Steps:
         raise AttributeError(f"No transform named {class_name}.")
 
 
+class _StepConfigs:
+    """Writes the dictionary transforms a preset lists as bundle config entries (``_target_`` and arguments) instead of
+    building them: the preset overlays ``configs/presets/<name>.json`` are these entries."""
+
+    def __init__(self, keys: str) -> None:
+        self.keys = keys
+
+    def __call__(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        class_name = f"{name}d"
+        local = next((m for m in _LOCAL_MODULES if hasattr(m, class_name)), None)
+        if local is None and not hasattr(monai.transforms, class_name):
+            raise AttributeError(f"No transform named {class_name}.")
+        target = f"monai_cilmp.transforms.{class_name}" if local is not None else class_name
+        return {"_target_": target, "keys": self.keys, **{k: _plain(v) for k, v in kwargs.items()}}
+
+
+def _plain(value: Any) -> Any:
+    """A transform argument as JSON data (tuples as lists, enum members as their values)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
 class Preset:
     """Base of the modality presets: the shared pipeline skeleton (see the module docstring) and its options.
 
@@ -101,9 +129,13 @@ class Preset:
         slice_strategy: how volumes and multi-frame files become 2D: ``"middle"``, ``"index"`` or
             ``"largest_foreground"`` (see :class:`~monai_cilmp.transforms.SelectSlice`).
         slice_index: the slice for ``"index"``.
-        slice_axis: the axis slices are taken along (-1: the last, axial for canonical NIfTI and frames for DICOM).
+        slice_axis: the axis slices are taken along: 0 sagittal, 1 coronal, 2 or -1 axial for volumes placed in the
+            patient (NIfTI, DICOM series, multi-frame DICOM with plane positions), shown as radiologists view them
+            whatever the file's orientation (docs/data.md); -1 is the frame axis of clips.
         context: 2.5D neighbours on each side of the slice as channels (1 gives three adjacent slices).
         augment: include the training augmentations in :meth:`train_transforms`.
+        numpy_axcodes: where the axes of 3-D ``.npy``/``.npz`` volumes run in the patient (e.g. ``"LPS"``, ``"RAS"``),
+            so that they are sliced like DICOM and NIfTI volumes (``None``: their axes are taken as stored).
     """
 
     name: ClassVar[str] = ""
@@ -118,7 +150,11 @@ class Preset:
         slice_axis: int = -1,
         context: int = 0,
         augment: bool = True,
+        numpy_axcodes: str | None = None,
     ) -> None:
+        self.numpy_axcodes = numpy_axcodes
+        if numpy_axcodes is not None:
+            readers.NumpyArrayReader(axcodes=numpy_axcodes)  # validate the codes now
         self.resize_mode = look_up_option(resize_mode, ResizeMode)
         self.slice = dict(
             strategy=look_up_option(slice_strategy, SliceStrategy),
@@ -131,12 +167,15 @@ class Preset:
         self.context, self.augment = int(context), augment
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(resize_mode={self.resize_mode!r}, slice={self.slice}, augment={self.augment})"
+        return (
+            f"{type(self).__name__}(resize_mode={self.resize_mode!r}, slice={self.slice}, augment={self.augment}, "
+            f"numpy_axcodes={self.numpy_axcodes!r})"
+        )
 
     # the parts subclasses change -------------------------------------------------------------------------------
     def load(self, t: _Steps) -> list:
         """The loader with this modality's reader options."""
-        return [t("LoadMedicalImage")]
+        return [t("LoadMedicalImage", numpy_axcodes=self.numpy_axcodes)]
 
     def intensity(self, t: _Steps) -> list:
         """Transforms mapping the modality's values to ``[0, 1]``."""
@@ -159,8 +198,9 @@ class Preset:
         return []
 
     def to_2d(self, t: _Steps) -> list:
-        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options."""
-        return [t("SelectSlice", **self.slice)]
+        """Volumes and multi-frame files to one 2D image (channel-first), per the slice options, with square pixels
+        (DICOM pixel spacing, a volume's voxel sizes) so that anatomy keeps its shape through the CLIP resize."""
+        return [t("SelectSlice", **self.slice), t("SquarePixels")]
 
     def steps(self, stage: str, keys: KeysCollection | None = "image") -> list:
         """The transforms of one modality stage of the skeleton (one of :data:`STAGES`).
@@ -177,6 +217,18 @@ class Preset:
         if stage in AUGMENTATION_STAGES and not self.augment:
             return []
         return getattr(self, stage)(_Steps(keys))
+
+    def transform_configs(self, keys: str = "@image_key") -> dict[str, Any]:
+        """The preset as the ``transforms`` section of a bundle config: ``preset``, ``resize_mode`` and one list of
+        ``_target_`` entries per stage of :data:`STAGES` (what ``configs/presets/<name>.json`` holds; ``train.json``
+        places each list in its skeleton, so that ``--set transforms#<stage>#<i>#<argument>`` changes one step).
+
+        Args:
+            keys: the ``keys`` of every entry (a reference to the bundle's image key by default).
+        """
+        recorder = _StepConfigs(keys)
+        stages = {stage: getattr(self, stage)(recorder) for stage in STAGES}
+        return {"preset": str(self.name), "resize_mode": str(self.resize_mode), **stages}
 
     # the shared skeleton ---------------------------------------------------------------------------------------
     def _build(
@@ -410,7 +462,9 @@ class RadiographyPreset(Preset):
         self.lower, self.upper, self.voi_lut, self.invert = lower, upper, voi_lut, invert
 
     def load(self, t: _Steps) -> list:
-        return [t("LoadMedicalImage", dicom_voi_lut=self.voi_lut, invert_monochrome1=True)]
+        return [
+            t("LoadMedicalImage", dicom_voi_lut=self.voi_lut, invert_monochrome1=True, numpy_axcodes=self.numpy_axcodes)
+        ]
 
     def intensity(self, t: _Steps) -> list:
         return [
@@ -505,7 +559,7 @@ class CTPreset(Preset):
         self.windows = windows
 
     def load(self, t: _Steps) -> list:
-        return [t("LoadMedicalImage", dicom_voi_lut=False)]
+        return [t("LoadMedicalImage", dicom_voi_lut=False, numpy_axcodes=self.numpy_axcodes)]
 
     def intensity(self, t: _Steps) -> list:
         return [t("CTWindow", windows=self.windows)]
@@ -615,3 +669,18 @@ def get_preset(name: str, **options: Any) -> Preset:
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     return PRESETS[look_up_option(key, PresetName)](**options)
+
+
+def check_preset_transforms(preset: str, transforms_preset: str) -> None:
+    """Refuse a run whose listed transforms (the ``transforms`` section of the bundle config) are another preset's
+    than its data's: a datalist of CT slices must not be read as dermoscopy photographs.
+
+    Raises:
+        ValueError: the two differ, naming the overlay to add.
+    """
+    preset, listed = str(get_preset(preset).name), str(transforms_preset)
+    if preset != listed:
+        raise ValueError(
+            f"The data's modality preset is '{preset}' but the config lists the transforms of '{listed}': add the "
+            f"overlay configs/presets/{preset}.json after train.json (monai-cilmp train does this for you)."
+        )

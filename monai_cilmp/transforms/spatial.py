@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import CropForeground, Resize, SpatialPad, Transform
+from monai.transforms import CropForeground, Orientation, Resize, SpatialPad, Transform
 from monai.utils import StrEnum, TransformBackends, convert_to_dst_type, convert_to_tensor, look_up_option
 
 from ._base import KeysTransform
+from .checks import MIN_IMAGE_SIDE
+from .orientation import ANATOMICAL, VOLUME_AXCODES, display_slice
 
 __all__ = [
     "ClipResize",
@@ -34,6 +36,10 @@ __all__ = [
     "SelectSliceDict",
     "SelectSliced",
     "SliceStrategy",
+    "SquarePixels",
+    "SquarePixelsD",
+    "SquarePixelsDict",
+    "SquarePixelsd",
 ]
 
 
@@ -163,15 +169,19 @@ class FieldOfViewCrop(Transform):
 class SelectSlice(Transform):
     """Reduce a volume ``(C, X, Y, Z)`` to a 2D image: one slice, or adjacent slices as channels (2.5D).
 
-    2D images pass through (with ``context`` their channels are repeated, so that the output has the same number of
-    channels either way). Multi-frame DICOM files (ultrasound clips, endoscopy videos) are volumes whose last axis
-    is the frame axis.
+    Volumes placed in the patient (NIfTI, DICOM series, multi-frame DICOM with plane positions, NumPy arrays with
+    declared axes: the readers mark them) are first reoriented to LPS with MONAI's ``Orientation``, so that ``axis``
+    0, 1 and 2 are sagittal, coronal and axial whatever the file's affine, and each slice is shown as radiologists
+    view it (see :mod:`monai_cilmp.transforms.orientation`). 2D images pass through (with ``context`` their channels
+    are repeated, so that the output has the same number of channels either way). Multi-frame files that do not say
+    where their frames lie (ultrasound clips, endoscopy videos) are volumes whose last axis is the frame axis.
 
     Args:
         strategy: ``"middle"``, ``"index"`` (``index``, negative counts from the end) or ``"largest_foreground"``
             (the slice with most voxels above ``threshold``, e.g. the widest section of an organ or a tumour).
         index: slice index for ``"index"``.
-        axis: spatial axis to slice (0, 1, 2 or -1; for canonically oriented NIfTI volumes -1 gives axial slices).
+        axis: spatial axis to slice (0, 1, 2 or -1): sagittal, coronal, axial (-1) for volumes placed in the patient,
+            the frame axis (-1) for clips.
         context: number of neighbours on each side taken as extra channels: ``context=1`` gives 2.5D input of three
             adjacent slices (clamped at the volume's ends); the output has ``C * (2 * context + 1)`` channels.
         threshold: foreground threshold for ``"largest_foreground"`` (``None``: the volume's mean intensity).
@@ -221,18 +231,86 @@ class SelectSlice(Transform):
             return img if repeats == 1 else convert_to_dst_type(torch.cat([convert_to_tensor(img)] * repeats), img)[0]
         if img.ndim != 4:
             raise ValueError(f"SelectSlice expects a 2D (C, H, W) or 3D (C, X, Y, Z) image, got {tuple(img.shape)}.")
+        anatomical = isinstance(img, MetaTensor) and bool(img.meta.get(ANATOMICAL, False))
+        if anatomical:  # one orientation whatever the container: LPS, then slices as radiologists view them
+            img = Orientation(axcodes=VOLUME_AXCODES)(img)
         volume = convert_to_tensor(img, track_meta=False)
         index = self.slice_index(volume)
         count = volume.shape[1 + self.axis]
         picks = [min(max(i, 0), count - 1) for i in range(index - self.context, index + self.context + 1)]
         slices = torch.movedim(volume, 1 + self.axis, 1)[:, picks]  # (C, 2k+1, a, b)
         out = slices.reshape(-1, *slices.shape[2:])
+        spacing = None
+        if anatomical:
+            out = display_slice(out, self.axis)
+            # the physical size of the displayed pixels (rows, columns), for SquarePixels
+            sizes = np.linalg.norm(np.asarray(img.affine, dtype=np.float64)[:3, :3], axis=0)
+            rows, columns = {0: (2, 1), 1: (2, 0), 2: (1, 0)}[self.axis]
+            spacing = (float(sizes[rows]), float(sizes[columns]))
         if not isinstance(img, MetaTensor):
             return convert_to_dst_type(out, img)[0]
         # the volume's 3D affine no longer describes the slice: keep the rest of the metadata and where it came from
         meta = {k: v for k, v in img.meta.items() if k not in ("affine", "original_affine", "spatial_shape")}
+        if min(out.shape[1:]) < MIN_IMAGE_SIDE:
+            source = img.meta.get("filename_or_obj", "the volume")
+            raise ValueError(
+                f"'{source}' gives a {out.shape[1]}x{out.shape[2]} slice along axis {self.axis} (volume "
+                f"{'x'.join(str(s) for s in volume.shape[1:])}): slice it along another axis (slice_axis)."
+            )
         meta.update({"SliceIndex": index, "SliceAxis": self.axis})
+        if spacing is not None:
+            meta["PixelSpacing"] = spacing
         return MetaTensor(out, meta=meta)
+
+
+class SquarePixels(Transform):
+    """Resample a 2D image ``(C, H, W)`` whose pixels are not square (its ``PixelSpacing`` metadata: DICOM's
+    ``PixelSpacing``/``ImagerPixelSpacing``, or the in-plane voxel sizes of a volume's slice) so that they are, before
+    the CLIP resize: anatomy keeps its shape. The coarser axis is resampled to the finer spacing, unless the image
+    would then exceed ``max_side`` pixels (the finer axis is then reduced instead). Images without a spacing, or with
+    square pixels, pass through.
+
+    Args:
+        max_side: the largest side the resampled image may have.
+        tolerance: relative spacing difference below which pixels count as square.
+    """
+
+    backend = Resize.backend
+
+    def __init__(self, max_side: int = 2048, tolerance: float = 0.01) -> None:
+        self.max_side, self.tolerance = int(max_side), float(tolerance)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        spacing = img.meta.get("PixelSpacing") if isinstance(img, MetaTensor) else None
+        if spacing is None or img.ndim != 3:
+            return img
+        try:
+            rows, columns = (float(s) for s in np.asarray(spacing, dtype=np.float64).reshape(-1)[:2])
+        except (TypeError, ValueError):
+            return img
+        if not (rows > 0 and columns > 0) or abs(rows - columns) <= self.tolerance * max(rows, columns):
+            return img
+        height, width = (int(s) for s in img.shape[1:])
+        extent = (height * rows, width * columns)
+        target = max(min(rows, columns), max(extent) / self.max_side)
+        size = (max(1, round(extent[0] / target)), max(1, round(extent[1] / target)))
+        shrink = size[0] <= height and size[1] <= width
+        out = Resize(size, mode="area" if shrink else "bilinear", anti_aliasing=False)(img)
+        if isinstance(out, MetaTensor):
+            out.meta["PixelSpacing"] = (extent[0] / size[0], extent[1] / size[1])
+        return out
+
+
+class SquarePixelsd(KeysTransform):
+    """Dictionary-based :class:`SquarePixels`."""
+
+    backend = SquarePixels.backend
+
+    def __init__(
+        self, keys: KeysCollection, max_side: int = 2048, tolerance: float = 0.01, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = SquarePixels(max_side, tolerance)
 
 
 class PadToSquared(KeysTransform):
@@ -297,3 +375,4 @@ PadToSquareD = PadToSquareDict = PadToSquared
 ClipResizeD = ClipResizeDict = ClipResized
 FieldOfViewCropD = FieldOfViewCropDict = FieldOfViewCropd
 SelectSliceD = SelectSliceDict = SelectSliced
+SquarePixelsD = SquarePixelsDict = SquarePixelsd

@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "read_json", "write_json"]
+__all__ = ["atomic_write", "read_json", "staged_folder", "write_json"]
 
 
 def _write_error(path: Path, error: OSError) -> OSError:
@@ -61,6 +63,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Write a set of files into ``target`` all or nothing.
+
+    The block writes into a temporary folder inside ``target`` (``.staged.<random>.tmp``); when it ends without error,
+    every file written there is moved into place by a rename (which needs no space, so a full disk cannot stop it half
+    way), replacing files of the same names; on any error the temporary folder is removed and ``target`` is left as it
+    was. A process killed outright can leave the temporary folder behind, which run folders clean up (see
+    :mod:`monai_cilmp.engines.runs`).
+
+    Raises:
+        OSError: ``target`` cannot be written (read-only, forbidden, full), in one sentence naming it.
+    """
+    target = Path(target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staged.", suffix=".tmp", dir=target))
+    except OSError as e:
+        raise _write_error(target / ".staged", e) from e
+    try:
+        yield staging
+        for file in sorted(staging.rglob("*")):
+            if file.is_file():
+                destination = target / file.relative_to(staging)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:

@@ -1,5 +1,5 @@
 """train.json reads like a model-zoo recipe: its handlers and preprocessing are listed in the config, each can be
-turned off or changed on its own, and they build the very training that ``create_trainer`` builds in Python."""
+turned off or changed on its own; ``create_trainer`` builds its trainer from this very config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run
 
-from monai_cilmp.engines import load_checkpoint, training_handlers, validation_handlers
+from monai_cilmp.engines import TrainingRecipe, create_trainer, load_checkpoint
 from monai_cilmp.transforms import PresetName, get_preset
 from tests.bundle.test_cilmp_bundle import BUNDLE, CONFIGS, TINY, _tiny_dataset
 
@@ -38,21 +38,36 @@ def _scalar_tags(log_dir) -> set[str]:
     return tags
 
 
-def test_listed_handlers_are_the_ones_create_trainer_builds(tmp_path):
-    """The config's handler lists, once resolved (the ones that do not apply are off), are the lists
-    :func:`training_handlers` / :func:`validation_handlers` build in Python, in the same order."""
+def test_listed_handlers_run_in_order_and_gpa_state_is_checkpointed(tmp_path):
+    """The config's handler lists, once resolved (the ones that do not apply are off), start with the schedule and
+    the validation; the trainer hands the listed GPA to the checkpoint (its state resumes)."""
     _tiny_dataset(tmp_path)
     parser = _parser(tmp_path, **{"train#trainer#max_epochs": 1})
     trainer = parser.get_parsed_content("train#trainer")
-    setup, checkpoint = parser.get_parsed_content("train#setup"), parser.get_parsed_content("train#checkpoint")
-    listed = [type(h) for h in parser.get_parsed_content("train#handlers")]
-    assert listed == [type(h) for h in training_handlers(setup, checkpoint, trainer.evaluator)]
-    validate = [type(h) for h in parser.get_parsed_content("validate#handlers")]
-    assert validate == [type(h) for h in validation_handlers(setup, checkpoint)]
-    names = [t.__name__ for t in listed]
+    names = [type(h).__name__ for h in parser.get_parsed_content("train#handlers")]
     assert names[:2] == ["LrScheduleHandler", "ValidationHandler"] and "GaussianPromptAggregation" in names
     assert trainer.evaluator is parser.get_parsed_content("validate#evaluator")
-    assert checkpoint.gpa is not None  # the trainer handed the listed GPA to the checkpoint (its state resumes)
+    assert trainer.checkpoint.gpa is not None
+
+
+def test_create_trainer_builds_the_configs_trainer(tmp_path):
+    """``create_trainer`` (compare, bench, notebooks) is train.json with the given network and loaders: a change
+    of the config (here: one handler off) changes its trainer too."""
+    from tests.engines.test_trainer import loaders, make_net
+
+    train, val = loaders()
+    recipe = TrainingRecipe(max_epochs=1, batch_size=4, warmup_epochs=0)
+    trainer = create_trainer(make_net(), train, tmp_path / "run", recipe, val_loader=val, device="cpu", progress=False)
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    listed = [h["_target_"].rsplit(".", 1)[-1] for h in parser["train#handlers"]]
+    attached = {type(h).__name__ for handlers in trainer._event_handlers.values() for h, *_ in handlers}
+    attached |= {type(getattr(h, "__self__", None)).__name__ for hs in trainer._event_handlers.values() for h, *_ in hs}
+    assert {"ValidationHandler", "GaussianPromptAggregation", "RunCheckpointSaver", "EpochSummary"} <= set(listed)
+    assert trainer.evaluator is not None and trainer.checkpoint.gpa is not None
+    assert "LossProgressBar" not in attached  # progress=False turns the listed bar off
+    trainer.run()
+    assert (tmp_path / "run" / "checkpoints" / "final.pt").is_file()
 
 
 def test_a_handler_is_turned_off_from_the_command_line(tmp_path):
@@ -144,12 +159,15 @@ def test_model_file_without_validation_is_the_final_state(tmp_path):
 @pytest.mark.parametrize("section", ["train", "validate"])
 @pytest.mark.parametrize("preset", [p.value for p in PresetName])
 def test_listed_preprocessing_is_the_presets_pipeline(tmp_path, section, preset):
-    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing``, flattened, are the modality
-    preset's pipeline: the same transforms in the same order, giving the same tensor for the same random state."""
+    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing`` with the preset's overlay
+    (``configs/presets/<preset>.json``), flattened, are the modality preset's pipeline: the same transforms in the
+    same order, giving the same tensor for the same random state."""
     from monai.data import MetaTensor
 
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
-    parser = _parser(tmp_path, preset=preset, image_size=32, image_mean=mean, image_std=std)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
+    parser.update({"preset": preset, "image_size": 32, "image_mean": mean, "image_std": std})
     listed = parser.get_parsed_content(f"{section}#preprocessing").flatten()
     build = get_preset(preset).train_transforms if section == "train" else get_preset(preset).eval_transforms
     expected = build(keys="image", image_size=32, mean=mean, std=std)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from monai_cilmp.data import DATASETS, get_dataset, prepare_dataset
+from monai_cilmp.data.prepare import prepare_function
 
 from .conftest import only_these_files, touch_images
 
@@ -19,7 +20,7 @@ SPLITS = ("training", "validation", "test")
 
 def run(name: str, raw: Path, tmp_path: Path, **kwargs) -> dict:
     out = tmp_path / "out" / f"{name}.json"
-    datalist = get_dataset(name).prepare(raw, out, **kwargs)
+    datalist = prepare_function(name)(raw, out, **kwargs)
     spec = get_dataset(name)
     assert json.loads(out.read_text()) == datalist
     assert datalist["name"] == spec.name and datalist["preset"] == spec.preset
@@ -40,7 +41,7 @@ def counts(datalist: dict, split: str) -> Counter:
 
 
 def test_every_dataset_has_a_prepare_function():
-    assert all(spec.prepare is not None for spec in DATASETS.values())
+    assert all(callable(prepare_function(name)) for name in DATASETS)
     assert len(DATASETS) == 23  # 15 of CILMP, 11 of BiomedCoOp, 3 shared
 
 
@@ -94,7 +95,7 @@ def test_medmnist(tmp_path, name, classes):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     with pytest.raises(ValueError, match="exists and was not written by prepare"):
-        get_dataset(name).prepare(raw, tmp_path / "x.json", image_dir=foreign)
+        prepare_function(name)(raw, tmp_path / "x.json", image_dir=foreign)
     assert not (tmp_path / "x.json").exists()
 
 
@@ -315,7 +316,7 @@ def test_every_layout_is_described_and_marked_checked_or_not():
             layout.expected in text.replace("\n    ", " ") or layout.expected[:40] in text for layout in spec.layouts
         )
         assert text.count("UNCHECKED") == sum(not layout.checked for layout in spec.layouts), name
-        assert get_dataset(name).prepare.__doc__.startswith(text)
+        assert prepare_function(name).__doc__.startswith(text)
 
 
 def test_wrong_download_and_missing_images_write_nothing(tmp_path):

@@ -18,7 +18,7 @@ from monai_cilmp.data import (
     safe_join,
 )
 
-from .conftest import only_these_files, touch_images
+from .conftest import class_tree, only_these_files, touch_images
 
 # BiomedCoOp's BUSI: its class folders and names, in its label order (not ours: normal, malignant, benign)
 BUSI = [("benign_tumor", "benign tumor"), ("malignant_tumor", "malignant tumor"), ("normal_scan", "normal scan")]
@@ -203,3 +203,25 @@ def test_a_coop_split_file_with_its_image_folder(tmp_path):
     assert as_file_lists(datalist, images) == split
     with pytest.raises(FileNotFoundError, match="6 image files listed in split file"):
         datalist_from_split_file(split_file)  # the default folder (the file's own) does not hold them
+
+
+def test_datalists_from_relative_paths_load_from_any_directory(tmp_path, monkeypatch):
+    """Issue 21: ``prepare split-file`` (and every other writer) given relative paths, with ``--out`` in another
+    folder, writes image paths that ``load_datalist`` finds from any working directory (they are written absolute)."""
+    biomedcoop_tree(tmp_path / "data")
+    class_tree(tmp_path / "data" / "tree", {"normal": 6, "pneumonia": 6})
+    monkeypatch.chdir(tmp_path)
+    commands = {
+        "split.json": ["split-file", "data/BUSI/split_BUSI.json", "--dataset", "busi"],
+        "folder.json": ["folder", "data/tree"],
+    }
+    for name, command in commands.items():
+        assert main(["prepare", *command, "--out", f"lists/elsewhere/{name}"]) == 0
+    for cwd in (tmp_path, tmp_path / "lists", tmp_path / "data" / "BUSI", Path("/")):
+        monkeypatch.chdir(cwd)
+        for name in commands:
+            path = tmp_path / "lists" / "elsewhere" / name
+            written = json.loads(path.read_text())
+            assert all(Path(i["image"]).is_absolute() for s in ("training", "validation", "test") for i in written[s])
+            datalist = load_datalist(path)  # checks that every image exists
+            assert all(str(tmp_path) in i["image"] for i in datalist["training"])

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from monai.bundle import run
 
 from monai_cilmp.cli import main
@@ -127,3 +128,36 @@ def test_compare_on_the_demo_data(default_demo, tmp_path):
     bare = float(rows[("zero-shot-name", "16")]["accuracy_mean"])
     for method in ("linear-probe", "coop", "cilmp"):
         assert float(rows[(method, "16")]["accuracy_mean"]) > bare, method
+
+
+def test_a_runs_named_backbone_survives_the_demo_made_again_with_other_settings(tmp_path, monkeypatch):
+    """Issue 21: ``--pretrained synthetic`` names the demo's tiny CLIP; preparing the demo again with other settings
+    makes other weights under the name, but never rewrites the file a run was trained on: the run still verifies and
+    is rebuilt on its own weights, while a new run gets the new ones."""
+    from safetensors.torch import load_file
+
+    from monai_cilmp.engines import load_run
+    from monai_cilmp.networks.backbones import project_pretrained_file, project_weights_dir
+
+    monkeypatch.setenv("MONAI_CILMP_HOME", str(tmp_path / "home"))
+    paths = prepare_demo(tmp_path / "demo", images_per_class=3, pretrain_steps=1)
+    first = project_pretrained_file("CILMP-Tiny", "synthetic")
+    first_bytes = first.read_bytes()
+    args = ["train", "--datalist", paths["datalist"], "--knowledge", paths["knowledge"], "--out", str(tmp_path / "run")]
+    args += ["--backbone", "CILMP-Tiny", "--pretrained", "synthetic", "--offline", "--epochs", "1"]
+    assert main([*args, "--batch-size", "4", "--workers", "0"]) == 0
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["pretrained"] == "synthetic" and recorded["pretrained_file"] == str(first)
+
+    prepare_demo(tmp_path / "other", images_per_class=3, pretrain_steps=2, seed=1)  # other settings, other weights
+    second = project_pretrained_file("CILMP-Tiny", "synthetic")
+    assert second != first and second.read_bytes() != first_bytes
+    assert first.read_bytes() == first_bytes  # the run's file is never rewritten
+    assert sorted(p.name for p in project_weights_dir().glob("*.safetensors")) == sorted([first.name, second.name])
+
+    trained = load_run(tmp_path / "run")  # verifies the recorded hash
+    tensors = list(trained.build_network().state_dict().values())
+    for weights, expected in ((load_file(str(first)), True), (load_file(str(second)), False)):
+        for key in ("visual.conv1.weight", "positional_embedding"):  # frozen tensors the towers hold as they are
+            assert any(t.shape == weights[key].shape and torch.equal(t, weights[key]) for t in tensors) == expected
+    assert main(["evaluate", "--run", str(tmp_path / "run")]) == 0

@@ -74,7 +74,7 @@ def test_missing_and_corrupt_files_are_explained(tmp_path):
         KnowledgeBank.load(tmp_path / "nope.safetensors")
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="is not a readable knowledge bank"):
+    with pytest.raises(ValueError, match="is not a monai-cilmp knowledge bank in safetensors format"):
         KnowledgeBank.load(corrupt)
     from safetensors.torch import save_file
 

@@ -350,3 +350,80 @@ def test_project_weights_by_name(tmp_path, monkeypatch):
     assert kept.parent == tmp_path / "home" / "backbones"
     loaded = load_backbone("CILMP-Tiny", "synthetic").model.state_dict()
     assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+
+class _Payload:
+    """What a hostile checkpoint holds: unpickling it calls ``os.system`` (here: creates a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _tiny_archive(path, seed=3):
+    """A TorchScript archive of a traced tiny CLIP, as OpenAI released theirs (``torch.jit.save``)."""
+    model = load_backbone(TINY_BACKBONE, None, init_seed=seed).model.eval()
+    images = torch.zeros(1, 3, model.visual.image_size[0], model.visual.image_size[0])
+    tokens = torch.zeros(1, model.context_length, dtype=torch.long)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (images, tokens), strict=False, check_trace=False)
+    torch.jit.save(traced, str(path))
+    return model.state_dict()
+
+
+def test_a_torchscript_archive_loads_its_exact_weights(tmp_path):
+    """Issue 21: OpenAI's release format (a TorchScript archive) is read with ``torch.jit.load`` (no Python pickle)
+    and its weights go into the model open_clip builds; no ``load_openai_model`` (a TypeError on open_clip 3)."""
+    original = _tiny_archive(tmp_path / "tiny.pt")
+    assert backbones._is_torchscript(str(tmp_path / "tiny.pt"))
+    loaded = load_backbone(TINY_BACKBONE, str(tmp_path / "tiny.pt")).model.state_dict()
+    assert set(loaded) == set(original)
+    assert all(torch.equal(loaded[k], original[k]) for k in original)
+    other = load_backbone(TINY_BACKBONE, None, init_seed=4).model.state_dict()
+    assert not torch.equal(other["visual.conv1.weight"], loaded["visual.conv1.weight"])
+
+
+def test_a_torchscript_archive_with_a_pickle_payload_never_runs_it(tmp_path):
+    """TorchScript's unpickler resolves only tensors, torch types and the archive's own TorchScript classes: a
+    ``posix.system`` global put into the archive's data.pkl is an error, and the payload never runs."""
+    import pickle
+    import zipfile
+
+    _tiny_archive(tmp_path / "tiny.pt")
+    marker = tmp_path / "PAYLOAD_RAN"
+    with zipfile.ZipFile(tmp_path / "tiny.pt") as source, zipfile.ZipFile(tmp_path / "evil.pt", "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith("/data.pkl"):
+                data = pickle.dumps(_Payload(marker), protocol=2)
+            target.writestr(item, data)
+    assert backbones._is_torchscript(str(tmp_path / "evil.pt"))
+    with pytest.raises(ValueError, match="looks like a TorchScript archive but could not be read as one"):
+        load_backbone(TINY_BACKBONE, str(tmp_path / "evil.pt"))
+    with pytest.raises(Exception, match="posix.system|unknown type"):  # torch's own refusal, checked directly
+        torch.jit.load(str(tmp_path / "evil.pt"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_a_pickle_handed_as_a_checkpoint_is_refused_unrun(tmp_path, how):
+    import pickle
+
+    marker = tmp_path / "PAYLOAD_RAN"
+    path = tmp_path / "weights.pt"
+    if how == "pickle":
+        path.write_bytes(pickle.dumps({"visual.conv1.weight": _Payload(marker)}, protocol=2))
+    else:
+        torch.save({"state_dict": _Payload(marker)}, path)
+    with pytest.raises(ValueError) as error:
+        load_backbone(TINY_BACKBONE, str(path), quick_gelu=True)
+    assert str(error.value) == (
+        f"Checkpoint '{path}' holds Python objects besides tensors (posix.system), which are never loaded "
+        "(unpickling them could run code): save the weights as a state dict, with safetensors or "
+        "torch.save(model.state_dict())."
+    )
+    assert not marker.exists()

@@ -102,7 +102,7 @@ def test_select_slice_of_a_real_mri_volume():
     index = picked.meta["SliceIndex"]
     area = (volume[0] > volume.mean()).sum(dim=(0, 1))
     assert int(area[index]) == int(area.max())
-    assert picked.shape == (1, 33, 41)
+    assert picked.shape == (1, 41, 33)  # axial, displayed: rows run anterior to posterior (docs/data.md)
     # the volume's affine does not describe a slice: it is dropped (MONAI then assumes the identity)
     assert not torch.equal(volume.affine, picked.affine) and torch.equal(
         picked.affine, torch.eye(4, dtype=torch.float64)

@@ -197,12 +197,12 @@ def test_nifti_3d_4d_and_2d(tmp_path, load):
     np.testing.assert_allclose(
         anatomical[0].numpy(), np.asanyarray(nib.as_closest_canonical(nib.load(nibabel_file("anatomical.nii"))).dataobj)
     )
-    four_d = load(nibabel_file("example4d.nii.gz"))
-    assert four_d.shape == (2, 128, 96, 24)  # the time axis becomes channels
-    flat = np.arange(30, dtype=np.float32).reshape(5, 6)
+    with pytest.raises(ImageReadError, match=r"example4d.nii.gz' has 4 dimensions .*2 channels or volumes"):
+        load(nibabel_file("example4d.nii.gz"))  # a time series: the one rule for bad images refuses it
+    flat = np.arange(72, dtype=np.float32).reshape(8, 9)
     nib.save(nib.Nifti1Image(flat, np.eye(4)), tmp_path / "flat.nii.gz")
     image = load(str(tmp_path / "flat.nii.gz"))
-    assert image.squeeze().shape == (5, 6)
+    assert image.squeeze().shape == (8, 9)
     np.testing.assert_allclose(image.squeeze().numpy(), flat)
 
 
@@ -280,3 +280,28 @@ def test_nifti_missing_and_unsupported_failures(tmp_path, load):
     text.write_text("not an image")
     with pytest.raises(ImageReadError, match=r"^Cannot read '.*notes\.txt': unsupported file type '\.txt' \("):
         load(str(text))
+
+
+def test_large_images_are_read_at_a_reduced_scale(tmp_path, monkeypatch):
+    from PIL import Image, JpegImagePlugin
+
+    from monai_cilmp.transforms.readers import PhotoReader
+
+    rng = np.random.default_rng(0)
+    photo = np.kron(rng.integers(0, 255, (45, 40, 3), dtype=np.uint8), np.ones((64, 64, 1), np.uint8))  # 2880x2560
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(photo[..., 0]).save(tmp_path / "big.png")
+    opened = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def draft(self, mode, size):
+        opened.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+    jpeg = LoadMedicalImage()(str(tmp_path / "big.jpg"))
+    assert jpeg.shape == (3, 1440, 1280) and opened == [(1280, 1440)]  # decoded at half scale by the JPEG decoder
+    np.testing.assert_allclose(jpeg[:, 64:96, 64:96].mean().item(), photo[128:192, 128:192].mean(), atol=3)
+    png = LoadMedicalImage()(str(tmp_path / "big.png"))
+    assert png.shape == (1, 1440, 1280)
+    assert PhotoReader(reduce_to=None)._reduction((2880, 2560)) == 1  # full resolution when asked
