@@ -7,12 +7,13 @@ Usage (outside the test suite; needs local checkouts of the authors' repositorie
 
 ``--originals`` holds the repositories under their GitHub names: ``CoOp`` (KaiyangZhou/CoOp: zero-shot CLIP, CoOp,
 CoCoOp), ``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
-(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp``), ``BiomedCoOp``
-(HealthX-Lab/BiomedCoOp: its CLIP trainer, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS` as its GPT
-descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each method runs
-in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package) and small
-stand-ins for the pieces of Dassl the trainers import (registry, optimiser
-and scheduler builders: nothing of Dassl computes a figure here). The trainer class of the original is used as it
+(muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp`` and Tip-Adapter-F's
+``run_tip_adapter_F``), ``CLIP-Adapter`` (gaopengcuhk/CLIP-Adapter, run with CoOp's ``clip``), ``BiomedCoOp``
+(HealthX-Lab/BiomedCoOp: its CLIP and CLIP-Adapter trainers, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS`
+as its GPT descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each
+method runs in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package)
+and small stand-ins for the pieces of Dassl the trainers import (registry, optimiser and scheduler builders:
+nothing of Dassl computes a figure here). The trainer class of the original is used as it
 is: its ``build_model`` builds the network from a config, its ``forward_backward`` computes the loss and the
 gradients. What the stand-ins change: CUDA moves and float16 casts are no-ops (the check runs on CPU in float32),
 the optimiser step does nothing (gradients are read before any update), Tip-Adapter's ``cls_acc`` is replaced by the
@@ -50,6 +51,14 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
         "search_hp",
         {"search_hp": True, "search_scale": [7, 3], "search_step": [40, 10]},
     ),
+    "tip-adapter-f": ("Tip-Adapter", "main", "run_tip_adapter_F", {}),
+    "clip-adapter": ("CLIP-Adapter", "clip_adapter", "CLIP_Adapter", {}),
+    "clip-adapter-biomedcoop": (
+        "BiomedCoOp",
+        "trainers.ClipAdapter.clip_adapter_clip",
+        "ClipAdapter_CLIP",
+        {"lr": 0.001, "alpha_ca": 0.5, "search_alpha_ca": False, "WARMUP_EPOCH": 1, "WARMUP_CONS_LR": 1e-5},
+    ),
     "biomedcoop": (
         "BiomedCoOp",
         "trainers.BiomedCoOp.biomedcoop_clip",
@@ -64,6 +73,13 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
                 "N_PROMPTS": 4,
             }
         },
+    ),
+    "lp++": ("BiomedCoOp", "trainers.LP2.linear_probe_p2_clip", "LinearProbe_P2_CLIP", {}),
+    "prograd": (
+        "BiomedCoOp",
+        "trainers.ProGrad.prograd_clip",
+        "ProGrad_CLIP",
+        {"PROGRAD": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False, "NAME": "prograd", "T": 1.0, "LAMBDA": 1.0}},
     ),
     "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
     "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
@@ -153,8 +169,9 @@ def install_dassl_stand_ins(torch) -> None:
             pass
 
     class TrainerX:
-        def register_model(self, *args, **kwargs):
-            pass
+        def register_model(self, name="model", model=None, optim=None, sched=None):
+            self.__dict__.setdefault("_models", {})[name] = model
+            self.__dict__.setdefault("_optims", {})[name] = optim
 
         def model_backward_and_update(self, loss, names=None):
             for p in self.model.parameters():
@@ -178,6 +195,24 @@ def install_dassl_stand_ins(torch) -> None:
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
         sys.modules[name] = module
+
+
+#: the methods of BiomedCoOp's modified Dassl trainer that its ProGrad update runs (Dassl itself needs its whole
+#: dependency set to import: these are compiled from the checkout's file and bound to the stand-in trainer)
+DASSL_UPDATE_METHODS = ("prograd_backward_and_update", "model_zero_grad", "get_model_names", "detect_anomaly")
+
+
+def bind_dassl_methods(trainer_class, trainer_file: Path, torch) -> None:
+    """Bind :data:`DASSL_UPDATE_METHODS`, as the checkout's ``dassl/engine/trainer.py`` defines them, to
+    ``trainer_class`` (the stand-in TrainerX keeps ``_models``/``_optims`` as Dassl's ``register_model`` does)."""
+    import ast
+
+    tree = ast.parse(trainer_file.read_text())
+    namespace = {"torch": torch, "tolist_if_not": lambda x: x if isinstance(x, list) else [x]}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in DASSL_UPDATE_METHODS:
+            exec(compile(ast.Module(body=[node], type_ignores=[]), str(trainer_file), "exec"), namespace)
+            setattr(trainer_class, node.name, namespace[node.name])
 
 
 def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
@@ -217,6 +252,224 @@ def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
     Path(result_file).write_text(json.dumps(result))
 
 
+def tip_adapter_f_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """Tip-Adapter-F: ``main.py``'s ``run_tip_adapter_F`` itself for one epoch of one batch (the fixed images and
+    labels) with the dtd config's ``init_alpha``/``init_beta``/``lr``; the loss, the gradient of the cache keys and
+    their AdamW update are read as they pass (a recording AdamW subclass and cross-entropy wrapper: nothing of the
+    computation changes)."""
+    import importlib
+
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import (
+        CLASS_NAMES,
+        LABELS,
+        TEMPLATES,
+        TIP_ADAPTER_F_SETTINGS,
+        TIP_LABELS,
+        gradient_summary,
+        images,
+        tip_search_images,
+    )
+
+    torch.set_num_threads(1)
+    torch.Tensor.half = lambda self, *a, **k: self
+    torch.nn.Module.half = lambda self, *a, **k: self
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    clip = importlib.import_module("clip")
+    utils = importlib.import_module("utils")
+    utils.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
+    # main.py imports its dataset package (which needs gdown) for loaders this check replaces by one fixed batch
+    for name, attrs in (("datasets", {"build_dataset": None}), ("datasets.utils", {"build_data_loader": None})):
+        sys.modules[name] = types.ModuleType(name)
+        sys.modules[name].__dict__.update(attrs)
+    main_module = importlib.import_module("main")
+    main_module.cls_acc = utils.cls_acc
+    recorded: dict = {"losses": [], "steps": []}
+    cross_entropy = F.cross_entropy
+
+    def recording_cross_entropy(*args, **kwargs):
+        loss = cross_entropy(*args, **kwargs)
+        recorded["losses"].append(float(loss))
+        return loss
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            (param,) = self.param_groups[0]["params"]
+            before, grad = param.detach().clone(), param.grad.detach().clone()
+            out = super().step(closure)
+            recorded["steps"].append((grad, param.detach() - before, dict(self.param_groups[0])))
+            return out
+
+    main_module.F.cross_entropy = recording_cross_entropy
+    main_module.torch.optim.AdamW = RecordingAdamW
+    model = clip.model.build_model(torch.load(state_file)).float().eval()
+    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
+    with torch.no_grad():
+        keys = model.encode_image(images(len(cache_labels), "cache"))
+        keys = keys / keys.norm(dim=-1, keepdim=True)
+        features = model.encode_image(tip_search_images())
+        features = features / features.norm(dim=-1, keepdim=True)
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+    values = torch.nn.functional.one_hot(cache_labels, len(CLASS_NAMES)).float()
+    train_loader = [(images(len(LABELS)), torch.tensor(LABELS))]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cfg = {**ORIGINALS["tip-adapter"][3], **TIP_ADAPTER_F_SETTINGS, "train_epoch": 1, "cache_dir": cache_dir}
+        cfg["shots"] = 2
+        main_module.run_tip_adapter_F(
+            cfg, keys.t(), values, features, search_labels, features, search_labels, weights, model, train_loader
+        )
+    (grad, update, group) = recorded["steps"][0]
+    result = {
+        "logits": None,
+        "loss": recorded["losses"][0],
+        "grads": {"adapter.weight": gradient_summary(grad, "adapter.weight")},
+        "update_over_lr": gradient_summary(update / group["lr"], "adapter.weight"),
+        "shapes": {"adapter.weight": list(grad.shape)},
+        "optimizer": {k: group[k] for k in ("lr", "eps", "weight_decay", "betas", "amsgrad")},
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
+def clip_adapter_biomedcoop_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """BiomedCoOp's CLIP-Adapter: its trainer's ``forward`` (the training loop of ``ClipAdapter_CLIP``) for one
+    epoch of one batch, alpha 0.5 without search; its adapter set to the fixed trained values, the loss, logits and
+    the adapter's gradients read as they pass (a recording SGD subclass and cross-entropy wrapper)."""
+    import importlib
+
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import (
+        CLASS_NAMES,
+        LABELS,
+        MODEL_CONFIG,
+        TEMPLATES,
+        gradient_summary,
+        images,
+        trained_value,
+    )
+
+    torch.set_num_threads(1)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    package = types.ModuleType("trainers")  # its trainers/__init__ imports every backbone's trainer
+    package.__path__ = [str(repo / "trainers")]
+    sys.modules["trainers"] = package
+    clip = importlib.import_module("clip.clip")
+    module = importlib.import_module(ORIGINALS["clip-adapter-biomedcoop"][1])
+    recorded: dict = {"calls": [], "steps": []}
+    cross_entropy = F.cross_entropy
+
+    def recording_cross_entropy(logits, target, *args, **kwargs):
+        loss = cross_entropy(logits, target, *args, **kwargs)
+        recorded["calls"].append((logits.detach().clone(), float(loss)))
+        return loss
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            recorded["steps"].append(
+                {n: p.grad.detach().clone() for n, p in zip(names, self.param_groups[0]["params"])}
+            )
+            return super().step(closure)
+
+    custom_clip = module.CustomCLIP
+
+    class FixedCustomCLIP(custom_clip):  # the adapter starts from the fixed trained values (theirs: random)
+        def __init__(self, clip_model):
+            super().__init__(clip_model)
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    if "adapter" in name:
+                        p.copy_(trained_value(name, p.shape))
+
+    module.CustomCLIP = FixedCustomCLIP
+    # its cls_acc calls float() on a one-element array, which NumPy 2 refuses: the same percentage, as a float
+    module.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
+    module.F.cross_entropy = recording_cross_entropy
+    module.torch.optim.SGD = RecordingSGD
+    names = [f"adapter.{n}" for n, _ in module.Adapter(MODEL_CONFIG["embed_dim"], 4).named_parameters()]
+    # its warm-up scheduler passes torch < 2.2's ``verbose`` positionally, which torch 2.2+ refuses; it only sets the
+    # rate of the steps after the one read here: a stand-in that does nothing
+    module.ConstantWarmupScheduler = lambda *a, **k: types.SimpleNamespace(step=lambda: None, get_last_lr=lambda: [0.0])
+    model = clip.build_model(torch.load(state_file)).float().eval()
+    with torch.no_grad():
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+        features = model.encode_image(images(len(LABELS)))
+        features = features / features.norm(dim=-1, keepdim=True)
+    batch = [(images(len(LABELS)), torch.tensor(LABELS))]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cfg = {**ORIGINALS["clip-adapter-biomedcoop"][3], "train_epoch": 1, "cache_dir": cache_dir, "shots": 2}
+        trainer = module.ClipAdapter_CLIP(cfg)
+        trainer.forward(batch, batch, features, torch.tensor(LABELS), weights, model, CLASS_NAMES)
+    logits, loss = recorded["calls"][0]
+    grads = recorded["steps"][0]
+    result = {
+        "logits": logits.tolist(),
+        "loss": loss,
+        "grads": {name: gradient_summary(g, name) for name, g in grads.items()},
+        "shapes": {name: list(g.shape) for name, g in grads.items()},
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
+def lp_plus_plus_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """BiomedCoOp's LP++ (``trainers/LP2/linear_probe_p2_clip.py``): its ``compute_centroids`` and
+    ``calculate_init_alpha`` on the tiny CLIP's features of Tip-Adapter's cache images (2 shots per class), then the
+    logits of its inline formula (``classifier(f) + alpha * f @ text_weights``, bias set to zero) on other images."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, gradient_summary, images, tip_search_images
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(repo))
+    package = types.ModuleType("trainers")  # its trainers/__init__ imports every backbone's trainer
+    package.__path__ = [str(repo / "trainers")]
+    sys.modules["trainers"] = package
+    clip = importlib.import_module("clip.clip")
+    utils = importlib.import_module("trainers.utils")
+    # its one-hot labels are float16 (for its float16 features); float32 here, as the features (0/1 are exact)
+    one_hot = utils.get_one_hot
+    utils.get_one_hot = lambda y_s, num_classes: one_hot(y_s, num_classes).float()
+    module = importlib.import_module("trainers.LP2.linear_probe_p2_clip")
+    model = clip.build_model(torch.load(state_file)).float().eval()
+    labels = torch.tensor(TIP_LABELS["cache"])
+    shots = len(labels) // len(CLASS_NAMES)
+    with torch.no_grad():
+        features = model.encode_image(images(len(labels), "cache"))
+        features = features / features.norm(dim=-1, keepdim=True)
+        test = model.encode_image(tip_search_images())
+        test = test / test.norm(dim=-1, keepdim=True)
+        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
+        weights = model.encode_text(texts)
+        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
+        centroids = module.compute_centroids(features.unsqueeze(0), labels.unsqueeze(0))[0]
+        alpha = module.calculate_init_alpha(features, labels, shots, weights)
+        logits = test @ centroids.t() + alpha.float() * (test @ weights)
+    result = {
+        "logits": logits.tolist(),
+        "loss": None,
+        "grads": {},
+        "shapes": {},
+        "centroids": gradient_summary(centroids, "centroids"),
+        "alpha": float(alpha),
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
 def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
     import importlib
@@ -228,7 +481,9 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     from scripts.fidelity_setup import (
         BIOMEDCOOP_TEXTS,
         CLASS_NAMES,
+        FIDELITY_METHODS,
         LABELS,
+        MODEL_CONFIG,
         TEMPLATES,
         gradient_summary,
         images,
@@ -242,7 +497,13 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     torch.Tensor.half = lambda self, *a, **k: self
     torch.nn.Module.cuda = lambda self, *a, **k: self
     torch.nn.Module.half = lambda self, *a, **k: self
+    torch_to = torch.Tensor.to
+    torch.Tensor.to = lambda self, *a, **k: torch_to(
+        self, *("cpu" if isinstance(x, str) and x == "cuda" else x for x in a), **k
+    )
     sys.path.insert(0, str(repo))
+    if not (repo / "clip").is_dir():  # gaopengcuhk/CLIP-Adapter is one trainer file for CoOp's tree: CoOp's clip
+        sys.path.insert(1, str(repo.parent / "CoOp"))
     if (repo / "trainers" / "prompt_templates.py").is_file():
         # BiomedCoOp's trainers/__init__ imports every trainer (BiomedCLIP, PubMedCLIP...): a bare package instead
         package = types.ModuleType("trainers")
@@ -267,7 +528,11 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
             "TRAINER": {key: {**precision, **value} for key, value in trainer_cfg.items()},
         }
     )
+    if method == "prograd":  # its zero-shot prompt is CUSTOM_TEMPLATES[dataset]: BUSI's is "a photo of a {}."
+        cfg["DATASET"]["NAME"] = "BUSI"
     trainer_class = getattr(module, class_name)
+    if method == "prograd":
+        bind_dassl_methods(trainer_class, repo / "Dassl.pytorch" / "dassl" / "engine" / "trainer.py", torch)
     if hasattr(trainer_class, "templates"):  # CoOp's zero-shot ensemble: our templates instead of ImageNet's
         trainer_class.templates = list(TEMPLATES)
     trainer = trainer_class.__new__(trainer_class)
@@ -275,7 +540,9 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     trainer.dm = types.SimpleNamespace(dataset=types.SimpleNamespace(classnames=list(CLASS_NAMES)))
     trainer.device = torch.device("cpu")
     trainer.build_model()
-    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    if method == "clip-adapter":  # its Adapter's width is RN50's 1024, hard-coded: one of the tiny CLIP's 512 instead
+        trainer.model.adapter = module.Adapter(MODEL_CONFIG["embed_dim"], 4)
+    x, y = images(len(LABELS)), torch.tensor(FIDELITY_METHODS.get(method, {}).get("labels", LABELS))
     if not hasattr(trainer, "model"):  # zero-shot CLIP: inference only, nothing trains
         with torch.no_grad():
             logits = trainer.model_inference(x)
@@ -296,7 +563,8 @@ def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     summary = trainer.forward_backward({"img": x, "label": y})
     result = {
         "logits": logits.tolist(),
-        "loss": float(summary["loss"]),
+        "loss": float(summary["loss"] if "loss" in summary else summary["xe_loss"]),
+        "guide_loss": float(summary["kl_loss"]) if "kl_loss" in summary else None,
         "grads": {name: gradient_summary(p.grad, name) for name, p in trained.items()},
         "shapes": {name: list(p.shape) for name, p in trained.items()},
     }
@@ -332,6 +600,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "clip-adapter-biomedcoop":
+        clip_adapter_biomedcoop_worker(args.repo, args.state, args.result)
+        return 0
+    if args.worker == "lp++":
+        lp_plus_plus_worker(args.repo, args.state, args.result)
+        return 0
+    if args.worker == "tip-adapter-f":
+        tip_adapter_f_worker(args.repo, args.state, args.result)
+        return 0
     if args.worker == "tip-adapter":
         tip_adapter_worker(args.repo, args.state, args.result)
         return 0

@@ -25,6 +25,7 @@ __all__ = [
     "FIDELITY_METHODS",
     "LABELS",
     "MODEL_CONFIG",
+    "TIP_ADAPTER_F_SETTINGS",
     "TIP_LABELS",
     "TEMPLATES",
     "gradient_summary",
@@ -47,6 +48,8 @@ CLASS_NAMES = ["melanocytic_nevus", "melanoma", "basal cell carcinoma"]
 LABELS = [0, 2, 1, 2]
 #: Tip-Adapter: the labels of its cache images and of the images its alpha/beta search runs on
 TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 0, 1, 1, 2, 2, 1, 0]}
+#: Tip-Adapter-F's training settings, as the authors' dtd config (``configs/dtd.yaml``)
+TIP_ADAPTER_F_SETTINGS = {"init_alpha": 2.0, "init_beta": 1.0, "lr": 0.001}
 #: the template ensemble of PromptSRC's frozen text target on both sides (the original's ImageNet list is replaced).
 TEMPLATES = ["a photo of a {}.", "a dermoscopy image of {}.", "{}, a skin lesion."]
 SEED = 20260501
@@ -159,6 +162,27 @@ FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
             {"prompts": BIOMEDCOOP_TEXTS, "sccm_weight": 0.75, "kdsp_weight": 2.0, "tau": 1.5},
         ),
         "params": {"prompt_learner.ctx": ("ctx", None)},
+    },
+    "clip-adapter": {
+        "ours": ("clip-adapter", {"template": TEMPLATES[0]}),
+        "params": {
+            "adapter.fc.0.weight": ("adapter.0.weight", None),
+            "adapter.fc.2.weight": ("adapter.2.weight", None),
+        },
+    },
+    "clip-adapter-biomedcoop": {
+        "ours": ("clip-adapter", {"template": TEMPLATES[0], "ratio": 0.5, "renormalize": False}),
+        "params": {
+            "adapter.fc.0.weight": ("adapter.0.weight", None),
+            "adapter.fc.2.weight": ("adapter.2.weight", None),
+        },
+    },
+    "prograd": {
+        "ours": ("prograd", {"n_ctx": 4, "ctx_init": "a photo of a", "template": TEMPLATES[0]}),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+        "projected": True,  # the gradient compared is the cross-entropy's after the projection off the guide's
+        # labels against zero-shot CLIP's view, so that the two gradients conflict and the projection runs
+        "labels": [2, 2, 2, 2],
     },
     "coop": {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": None}),

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from monai_cilmp.handlers import GradientProjection
 from monai_cilmp.networks import load_backbone
 from monai_cilmp.networks.nets import build_method
 from scripts.fidelity_setup import (
@@ -19,6 +20,7 @@ from scripts.fidelity_setup import (
     LABELS,
     MODEL_CONFIG,
     TEMPLATES,
+    TIP_ADAPTER_F_SETTINGS,
     TIP_LABELS,
     gradient_summary,
     images,
@@ -66,7 +68,7 @@ def set_trained_values(net, params: dict, shapes: dict) -> None:
 
 
 def test_fixture_covers_the_methods_and_is_small(fixture):
-    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter"}
+    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter", "tip-adapter-f", "lp++"}
     assert FIXTURE.stat().st_size < 1_000_000
     assert fixture["setup"]["class_names"] == CLASS_NAMES and fixture["setup"]["labels"] == LABELS
 
@@ -78,7 +80,7 @@ def run_ours(method: str, figures: dict, backbone, **options):
     torch.manual_seed(0)
     net = build_method(name, CLASS_NAMES, backbone, **{**kwargs, **options})
     set_trained_values(net, spec["params"], figures["shapes"])
-    x, y = images(len(LABELS)), torch.tensor(LABELS)
+    x, y = images(len(LABELS)), torch.tensor(spec.get("labels", LABELS))
     with torch.no_grad():
         logits = net.eval()(x)
     net.train()
@@ -95,7 +97,13 @@ def test_method_matches_its_original_code(method, fixture, backbone):
     if figures["loss"] is None:  # zero-shot CLIP: nothing trains
         return
     assert relative_error(loss.detach(), figures["loss"]) <= TOLERANCE, "loss"
-    loss.backward()
+    if spec.get("projected"):  # ProGrad: the engine's projection of the gradient off the guide's
+        projection = GradientProjection(net)
+        projection.guide_gradients()
+        loss.backward()
+        projection.project()
+    else:
+        loss.backward()
     grads = dict(net.named_parameters())
     for original, (ours, index) in spec["params"].items():
         grad = grads[ours].grad if index is None else grads[ours].grad[index]
@@ -110,6 +118,9 @@ def test_method_matches_its_original_code(method, fixture, backbone):
         ("kgcoop", {"distance": "squared"}),  # the paper's equation: twice the code's regulariser
         ("promptsrc", {"normalize_templates": True}),  # mean of unit template embeddings
         ("maple", {"keep_init_words": False}),  # "[ctx ctx] {class}." without the code's "of a"
+        ("clip-adapter", {"renormalize": False}),  # BiomedCoOp's reading, not gaopengcuhk/CLIP-Adapter's
+        ("clip-adapter-biomedcoop", {"renormalize": True}),  # the other way round
+        ("clip-adapter-biomedcoop", {"ratio": 0.2}),  # the original's ratio
     ],
 )
 def test_the_other_reading_does_not_match_the_code(method, other_reading, fixture, backbone):
@@ -133,3 +144,85 @@ def test_tip_adapter_search_and_logits_match_the_original(fixture, backbone):
         logits = net(search)
     assert (found["alpha"], found["beta"]) == pytest.approx((figures["alpha"], figures["beta"]), rel=1e-9)
     assert relative_error(logits, figures["logits"]) <= TOLERANCE
+
+
+def tip_adapter_f_step(backbone, **recipe_changes):
+    """Our Tip-Adapter-F (registry recipe) for one step on the fixed batch: loss, keys' gradient, update / lr."""
+    import dataclasses
+
+    from monai_cilmp.engines import TrainingRecipe, build_optimizer
+    from monai_cilmp.networks.nets import get_method
+
+    settings = TIP_ADAPTER_F_SETTINGS
+    net = build_method(
+        "tip-adapter-f", CLASS_NAMES, backbone, template=TEMPLATES[0], alpha=settings["init_alpha"],
+        beta=settings["init_beta"],
+    )  # fmt: skip
+    cache_labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        net.fit_training_features(net.encode_image(images(len(cache_labels), "cache")), cache_labels)
+    recipe = dataclasses.replace(TrainingRecipe(), **{**get_method("tip-adapter-f").recipe_overrides, **recipe_changes})
+    optimizer = build_optimizer(net.train(), recipe)
+    loss = F.cross_entropy(net(images(len(LABELS))), torch.tensor(LABELS))
+    optimizer.zero_grad()
+    loss.backward()
+    grad, before = net.cache_keys.grad.clone(), net.cache_keys.detach().clone()
+    optimizer.step()
+    return loss.detach(), grad, (net.cache_keys.detach() - before) / recipe.lr
+
+
+def test_tip_adapter_f_training_step_matches_the_original(fixture, backbone):
+    """One step of the authors' ``run_tip_adapter_F`` (AdamW on the cache keys) against ours with the registry
+    recipe: the loss, the keys' gradient and their AdamW update (divided by the learning rate: order one, where the
+    epsilon and the weight decay show)."""
+    figures = fixture["methods"]["tip-adapter-f"]
+    loss, grad, update = tip_adapter_f_step(backbone)
+    assert list(grad.shape) == figures["shapes"]["adapter.weight"]
+    assert relative_error(loss, figures["loss"]) <= TOLERANCE, "loss"
+    grad_error = relative_error(gradient_summary(grad, "adapter.weight"), figures["grads"]["adapter.weight"])
+    assert grad_error <= TOLERANCE, f"gradient {grad_error:.2e}"
+    update_error = relative_error(gradient_summary(update, "adapter.weight"), figures["update_over_lr"])
+    assert update_error <= TOLERANCE, f"update {update_error:.2e}"
+
+
+@pytest.mark.parametrize("other", [{"eps": 1e-8}, {"weight_decay": 0.0}, {"optimizer": "sgd"}])
+def test_tip_adapter_f_other_optimiser_does_not_match_the_code(other, fixture, backbone):
+    """The update tells the code's AdamW (eps 1e-4, decay 0.01) from torch's default epsilon, no decay, or SGD."""
+    _, _, update = tip_adapter_f_step(backbone, **other)
+    figures = fixture["methods"]["tip-adapter-f"]
+    assert relative_error(gradient_summary(update, "adapter.weight"), figures["update_over_lr"]) > 3 * TOLERANCE
+
+
+def test_prograd_projection_is_triggered_and_needed(fixture, backbone):
+    """The fixture's ProGrad step is one where the cross-entropy's gradient conflicts with the guide's (so the code's
+    projection ran), the unprojected gradient does not match the code's, and the guide loss is the code's soft
+    cross-entropy minus the teacher's entropy (ours logs the true KL)."""
+    figures = fixture["methods"]["prograd"]
+    _, loss, net = run_ours("prograd", figures, backbone)
+    teacher = F.softmax(net._last[1], dim=-1)
+    entropy = -(teacher * teacher.log()).sum(-1).mean()
+    guide = net.guide_loss()
+    assert relative_error((guide + entropy).detach(), figures["guide_loss"]) <= TOLERANCE
+    (h,) = torch.autograd.grad(guide, [net.ctx], retain_graph=True)
+    (g,) = torch.autograd.grad(loss, [net.ctx])
+    assert torch.dot(g.flatten(), h.flatten()) < 0, "the projection is triggered"
+    unprojected = relative_error(gradient_summary(g, "prompt_learner.ctx"), figures["grads"]["prompt_learner.ctx"])
+    assert unprojected > 3 * TOLERANCE
+
+
+def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, backbone):
+    """BiomedCoOp's LP++: its ``compute_centroids`` (class sums) and ``calculate_init_alpha`` (own-class similarity)
+    on the same features, and the logits of its formula at that initialisation (bias zero on both sides)."""
+    figures = fixture["methods"]["lp++"]
+    net = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0]).eval()
+    labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        net.fit_training_features(net.encode_image(images(len(labels), "cache")), labels)
+        logits = net(tip_search_images())
+    weight, alpha = net.visual_weight.detach(), net.alpha.detach()
+    assert relative_error(gradient_summary(weight, "centroids"), figures["centroids"]) <= TOLERANCE
+    assert relative_error(alpha, torch.full_like(alpha, figures["alpha"])) <= TOLERANCE
+    assert relative_error(logits, figures["logits"]) <= TOLERANCE
+    # the other reading (class means, alpha over every class pair) is told apart
+    shots = len(labels) // len(CLASS_NAMES)
+    assert relative_error(gradient_summary(weight / shots, "centroids"), figures["centroids"]) > 3 * TOLERANCE

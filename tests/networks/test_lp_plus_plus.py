@@ -11,14 +11,16 @@ from monai_cilmp.networks.nets import LPPlusPlus, lp_plus_plus_init
 CLASSES = ["benign", "malignant", "normal"]
 
 
-def test_init_is_class_centroids_and_kappa_times_the_mean_similarity_centroid():
+def test_init_is_class_sums_and_kappa_times_the_mean_own_class_similarity():
+    """As BiomedCoOp's LP++ code: class sums of the features (its centroids are not divided by the count), alpha from
+    each class's similarity to its own text embedding only."""
     features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]])
     labels = torch.tensor([0, 1, 1, 0])
     text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    centroids, alpha = lp_plus_plus_init(features, labels, text, kappa=10.0)
-    torch.testing.assert_close(centroids, torch.tensor([[1.5, 0.0], [0.5, 1.0]]))
-    # f.t: class 0 samples give (1, 0), (2, 0) -> centroid (1.5, 0); class 1: (0, 1), (1, 1) -> (0.5, 1)
-    assert float(alpha) == pytest.approx(10.0 * (1.5 + 0 + 0.5 + 1) / 4)
+    sums, alpha = lp_plus_plus_init(features, labels, text, kappa=10.0)
+    torch.testing.assert_close(sums, torch.tensor([[3.0, 0.0], [1.0, 2.0]]))
+    # f.t: class 0 samples give (1, 0), (2, 0) -> own-class mean 1.5; class 1: (0, 1), (1, 1) -> own-class mean 1
+    assert float(alpha) == pytest.approx(10.0 * (1.5 + 1.0) / 2)
     with pytest.raises(ValueError, match=r"classes \[1\] have none"):
         lp_plus_plus_init(features, torch.zeros(4, dtype=torch.long), text)
 

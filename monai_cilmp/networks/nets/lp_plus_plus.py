@@ -6,10 +6,13 @@ its own learned blending factor::
 
     logits_c = f . w_c + b_c + alpha_c * (f . t_c)
 
-``w_c`` starts at the centroid of class ``c``'s training features (data-driven, not random), ``t_c`` is the frozen
-zero-shot class embedding, and every ``alpha_c`` starts at one shared, data-driven value: ``kappa`` times the mean,
-over classes ``k`` and ``c``, of the class-``k`` centroid of the zero-shot similarities ``f . t_c`` (``kappa = 250``
-in the public implementation, which brings the text term to the order of CLIP's own logit scale). ``w``, ``b`` and
+``w_c`` starts at the sum of class ``c``'s training features (data-driven, not random; ``shots`` times their
+centroid: the code's ``compute_centroids`` leaves its division by the class count commented out), ``t_c`` is the
+frozen zero-shot class embedding, and every ``alpha_c`` starts at one shared, data-driven value: ``kappa`` times the
+mean over classes ``c`` of the mean zero-shot similarity ``f . t_c`` of class ``c``'s own features (its
+``compute_centroids_alpha`` keeps only the matching class; ``kappa = 250`` in the public implementation, which brings
+the text term to the order of CLIP's own logit scale). Both as HealthX-Lab/BiomedCoOp's LP++ trainer
+(``trainers/LP2``) computes them (checked by ``scripts/fidelity.py``). ``w``, ``b`` and
 ``alpha`` train with cross-entropy on cached features. The paper derives its step sizes from Lipschitz constants
 (block majorise-minimise) and updates ``alpha`` less often; here the engine's SGD recipe trains all three jointly.
 The centroids and ``alpha`` are set from the training features by the engine before training
@@ -36,7 +39,7 @@ __all__ = ["LPPlusPlus", "lp_plus_plus_init"]
 def lp_plus_plus_init(
     features: torch.Tensor, labels: torch.Tensor, text_weights: torch.Tensor, kappa: float = 250.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LP++'s initial visual weights (class centroids, ``(C, D)``) and blending factor (a scalar).
+    """LP++'s initial visual weights (class sums of the features, ``(C, D)``) and blending factor (a scalar).
 
     Args:
         features: ``(N, D)`` normalised training features.
@@ -53,9 +56,9 @@ def lp_plus_plus_init(
     if (counts == 0).any():
         missing = [int(c) for c in torch.nonzero(counts == 0).view(-1)]
         raise ValueError(f"LP++ needs training features of every class; classes {missing} have none.")
-    centroids = (onehot.T @ features) / counts[:, None]  # (C, D)
+    class_sums = onehot.T @ features  # (C, D): the code's "centroids" are sums
     similarity_centroids = (onehot.T @ (features @ text_weights.to(features.dtype).T)) / counts[:, None]  # (C, C)
-    return centroids, kappa * similarity_centroids.mean()
+    return class_sums, kappa * similarity_centroids.diagonal().mean()
 
 
 class LPPlusPlus(FrozenFeatureClassifier):
