@@ -160,6 +160,48 @@ def test_set_changes_one_config_entry(trained, tmp_path, capsys):
         assert "Unknown bundle setting" in error or "is not ID=VALUE" in error, error
 
 
+def _tiny_train_args(root, out, *extra):
+    data = root / "data" / "toy"
+    args = ["train", "--datalist", str(data / "datalist.json"), "--knowledge", str(data / "knowledge.safetensors")]
+    args += ["--out", str(out), "--backbone", "CILMP-Tiny", "--pretrained", "none", "--offline", "--workers", "0"]
+    return [*args, "--lr", "0.05", *extra]
+
+
+def test_the_global_batch_must_divide_over_the_processes(trained, tmp_path, capsys):
+    args = _tiny_train_args(trained, tmp_path / "run", "--batch-size", "3", "--nproc-per-node", "2")
+    assert main(args) == 2
+    assert "batch size 3 is the global batch of one step and must divide evenly over the 2 processes" in (
+        capsys.readouterr().err
+    )
+    assert main(_tiny_train_args(trained, tmp_path / "run", "--nnodes", "2", "--nproc-per-node", "2")) == 2
+    assert "--nnodes 2 needs --rdzv-endpoint HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_train_on_two_processes_through_torchrun(trained, tmp_path):
+    """--nproc-per-node 2 re-launches through torch.distributed.run (-m monai_cilmp); --batch-size is the global
+    batch: 12 training images in steps of 4 (2 per process) are 3 steps per epoch, as on one process."""
+    from monai_cilmp.engines import load_checkpoint
+
+    run = tmp_path / "run"
+    args = _tiny_train_args(trained, run, "--epochs", "2", "--batch-size", "4", "--nproc-per-node", "2")
+    assert main(args) == 0
+    final = load_checkpoint(run / "checkpoints" / "final.pt")
+    training = json.loads((trained / "data" / "toy" / "datalist.json").read_text())["training"]
+    assert len(training) == 12 and final["engine"]["epoch"] == 2 and final["engine"]["iteration"] == 2 * 3
+    assert final["metadata"]["recipe"]["batch_size"] == 4
+    assert not list(run.glob("*.tmp*"))  # one writer: nothing half-written
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_refuse_several_torchrun_processes(trained, command, monkeypatch, capsys):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = [command, "--run", str(trained / "run")] + ([str(trained)] if command == "predict" else [])
+    assert main(args) == 2
+    assert f"monai-cilmp {command} runs in one process" in capsys.readouterr().err
+
+
 def _file_hashes(folder) -> dict[str, str]:
     import hashlib
 

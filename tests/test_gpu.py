@@ -205,3 +205,35 @@ def test_bundle_lists_handlers_that_run_on_the_device(device, tmp_path):
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
     state = torch.load(tmp_path / "runs" / "toy" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert state and all(torch.isfinite(v).all() for v in state.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_train_what_one_gpu_trains(tmp_path):
+    """torchrun on 2 GPUs (NCCL, fp32) against 1 GPU, global batch 4: CILMP and the methods fitted from features."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).parent / "engines" / "distributed_worker.py"
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "DISTRIBUTED_TEST_DEVICE": "cuda",
+        "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    states = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"gpus{nproc}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(worker)]
+        result = subprocess.run([*cmd, "equivalence", str(out)], capture_output=True, text=True, timeout=900, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        states[nproc] = {m: torch.load(out / f"{m}.pt", weights_only=False) for m in ("cilmp", "lp++", "linear-probe")}
+    for method, one in states[1].items():
+        two = states[2][method]
+        difference = max(
+            float(((one["state"][k] - two["state"][k]).abs() / one["state"][k].abs().clamp(min=1.0)).max())
+            for k in one["state"]
+        )
+        print(f"{method}: max |1 GPU - 2 GPUs| / max(1, |value|) = {difference:.2e}")
+        assert difference <= 1e-4  # GPU kernels (cuDNN's TF32 convolutions included) round differently per batch

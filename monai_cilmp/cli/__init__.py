@@ -151,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_in(argv)
     parser = build_parser([command] if command else [])
     args = parser.parse_args(argv)
+    args.argv = argv  # a command that re-launches itself (torchrun) repeats it
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -86,7 +86,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--gpa-std", type=float, default=None, help="GPA standard deviation in epochs (default: 30 %% of the epochs)"
     )
     add_runtime_arguments(parser)
+    cluster = parser.add_argument_group(
+        'the cells on a cluster (submitit: pip install "monai-cilmp[cluster]"; see docs/scaling.md)'
+    )
+    cluster.add_argument(
+        "--executor",
+        choices=["serial", "local", "slurm"],
+        default="serial",
+        help="serial: one cell after the other here; local: one process per cell on this machine; slurm: a SLURM "
+        "job array, one task per cell (the report is written here once every cell is done)",
+    )
+    cluster.add_argument("--submitit-folder", help="the jobs' logs and results (default: <out>/submitit/%%j)")
+    cluster.add_argument("--slurm-partition", help="SLURM partition of the job array")
+    cluster.add_argument("--cell-timeout-min", type=int, default=240, help="time limit of one cell in minutes")
+    cluster.add_argument(
+        "--gpus-per-cell",
+        type=int,
+        default=0,
+        help="GPUs of one cell; more than one trains it with torch.distributed, one task per GPU (--batch-size stays "
+        "the global batch)",
+    )
+    cluster.add_argument("--cpus-per-cell", type=int, default=None, help="CPU cores of one cell (of each task)")
+    cluster.add_argument("--array-parallelism", type=int, default=None, help="cells running at once on SLURM")
     parser.set_defaults(func=run)
+
+
+def cluster_executor(args: argparse.Namespace):
+    """The submitit executor of ``--executor`` (``None`` for serial)."""
+    if args.executor == "serial":
+        return None
+    from pathlib import Path
+
+    from monai_cilmp.compare import cell_executor
+
+    gpus = max(0, int(args.gpus_per_cell))
+    parameters = {"timeout_min": int(args.cell_timeout_min), "tasks_per_node": max(1, gpus)}
+    if gpus:
+        parameters["gpus_per_node"] = gpus
+    if args.cpus_per_cell:
+        parameters["cpus_per_task"] = int(args.cpus_per_cell)
+    if args.executor == "slurm":
+        if args.slurm_partition:
+            parameters["slurm_partition"] = args.slurm_partition
+        if args.array_parallelism:
+            parameters["slurm_array_parallelism"] = int(args.array_parallelism)
+    folder = args.submitit_folder or str(Path(args.out).expanduser().resolve() / "submitit" / "%j")
+    return cell_executor(args.executor, folder, **parameters)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     existed = out.exists()
     settings_existed = (out / SETTINGS_FILE).exists()
+    executor = cluster_executor(args)
     try:
         run_comparison(
             args.datalist,
@@ -145,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             num_workers=runtime["num_workers"],
             protocol=args.protocol,
             sampler=args.sampler,
+            executor=executor,
             benchmark=args.benchmark,
             recipe_given=[field for field, value in given.items() if value is not None],
             log=lambda line: print(line, flush=True),  # which cell runs and how far along, also in a log file

@@ -62,6 +62,9 @@ def run_configs(method: str | None, preset: str | None = None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monai_cilmp.cli._launch import one_process_only
+
+    one_process_only("evaluate")
     from monai_cilmp.engines.runs import load_run
 
     trained = load_run(args.run, args.checkpoint)

@@ -76,6 +76,9 @@ def warn_if_learned_nothing(probabilities: list, class_names: list[str], calibra
 
 
 def run(args: argparse.Namespace) -> int:
+    from monai_cilmp.cli._launch import one_process_only
+
+    one_process_only("predict")
     from monai_cilmp.engines import load_calibration, load_run, predict_images
     from monai_cilmp.utils import atomic_write
 

@@ -17,6 +17,7 @@ from monai_cilmp.cli._bundle import (
     quick_gelu_option,
     run_bundle,
 )
+from monai_cilmp.cli._launch import add_launch_arguments, relaunch, torchrun_process
 
 
 def positive(kind: type):
@@ -53,7 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", help="modality preset (default: the datalist's)")
     add_backbone_arguments(parser)
     parser.add_argument("--epochs", type=positive(int), default=100, help="training epochs")
-    parser.add_argument("--batch-size", type=positive(int), default=64, help="images per training step")
+    parser.add_argument(
+        "--batch-size",
+        type=positive(int),
+        default=64,
+        help="images per training step: the global batch, split over the processes of a distributed run",
+    )
     parser.add_argument("--lr", type=positive(float), default=0.0025, help="learning rate of SGD")
     parser.add_argument("--seed", type=int, default=1, help="seed of shuffling, augmentation and initialisation")
     add_runtime_arguments(parser)
@@ -61,6 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--resume", action="store_true", help="continue the run in --out (same settings) from last.pt")
     runs.add_argument("--overwrite", action="store_true", help="replace a run of other settings in --out")
+    add_launch_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,7 +99,20 @@ def warn_random_weights(pretrained: str, backbone: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    launched = relaunch(args, getattr(args, "argv", None) or sys.argv[1:], args.batch_size)
+    if launched is not None:  # the processes of torch.distributed.run did the work
+        return launched
+    process = torchrun_process()
+    configs = ["train.json"]
     out = Path(args.out).resolve()
+    if process is not None:  # one of the processes of torchrun: DDP, each its share of the global batch
+        from monai_cilmp.engines import per_process_batch
+
+        per_process_batch(args.batch_size, process.world_size)
+        configs.append("multi_gpu_train.json")
+        if process.restart and (out / "checkpoints" / "last.pt").is_file():
+            args.resume, args.overwrite = True, False  # restarted by torchrun: continue from the last complete epoch
+    say = print if process is None or process.main else (lambda *a, **k: None)
     overrides = class_overrides(args)
     names, preset = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
     from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
@@ -118,20 +138,23 @@ def run(args: argparse.Namespace) -> int:
             **apply_runtime(args),
         }
     )
+    if process is not None and overrides["device"].startswith("cuda"):  # one GPU per process
+        overrides["device"] = f"cuda:{process.local_rank}"
     quick_gelu = quick_gelu_option(args)
     if quick_gelu is not None:  # recorded with the network's settings, so evaluation rebuilds the same
         overrides.update({"network_def#quick_gelu": quick_gelu, "network_hparams#quick_gelu": quick_gelu})
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
-    warn_random_weights(pretrained, args.backbone)
+    if process is None or process.main:
+        warn_random_weights(pretrained, args.backbone)
     doing = "Resuming" if args.resume else "Training"
-    print(
+    say(
         f"{doing} CILMP ({args.backbone}, {pretrained}) for {args.epochs} epochs on {len(names)} classes: "
         f"{', '.join(names)}"
     )
     settings = config_settings(args)
     try:
-        run_bundle(["train.json", f"presets/{preset}.json"], {**overrides, **settings}, existing=settings)
+        run_bundle([configs[0], f"presets/{preset}.json", *configs[1:]], {**overrides, **settings}, existing=settings)
     except Exception as e:
         from monai_cilmp.cli import _chain
         from monai_cilmp.engines.runs import RunFinished
@@ -141,6 +164,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(finished)  # a finished run resumed as it is: said, nothing written, success
         return 0
-    print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
-    print(f"Evaluate with: monai-cilmp evaluate --run {out}")
+    say(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    say(f"Evaluate with: monai-cilmp evaluate --run {out}")
     return 0

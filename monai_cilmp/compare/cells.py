@@ -236,11 +236,20 @@ class CellContext:
         return dataclasses.replace(self.recipe, **overrides, seed=int(seed), val_interval=0)
 
 
-def _loader(items: Sequence[Mapping[str, Any]], transform: Any, batch_size: int, shuffle: bool, workers: int):
-    from monai.data import CacheDataset, DataLoader
+def _loader(
+    items: Sequence[Mapping[str, Any]], transform: Any, batch_size: int, shuffle: bool, workers: int, seed: int = 0
+):
+    """A loader of ``items``; a training loader (``shuffle``) of a multi-GPU cell gives this rank's share of each
+    global batch of ``batch_size``."""
+    from monai.data import CacheDataset, DataLoader, DistributedSampler
+
+    from monai_cilmp.engines.distributed import per_process_batch, rank_and_world_size
 
     # the deterministic head of the transforms (reading, resizing) is cached; random augmentation still runs
     dataset = CacheDataset(list(items), transform, progress=False)
+    if shuffle and rank_and_world_size()[1] > 1:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=int(seed))
+        return DataLoader(dataset, batch_size=per_process_batch(batch_size), sampler=sampler, num_workers=int(workers))
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle, num_workers=int(workers))
 
 
@@ -290,11 +299,16 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     classes and is evaluated on the base and the novel classes (module docstring); ``metrics`` are then the base
     ones and ``novel`` / ``harmonic_mean`` are ``None`` for a method that cannot score unseen classes.
 
+    A multi-GPU cell (run by the ranks of a ``torch.distributed`` group: a multi-task job of
+    :mod:`~monai_cilmp.compare.cluster`) trains with each rank on its share of every global batch of
+    ``recipe.batch_size``; rank 0 then evaluates and writes the record (the other ranks return ``{}``).
+
     Returns:
         the cell record (also written to ``cell.record_path(out)``).
     """
     from monai_cilmp.data import few_shot_datalist
     from monai_cilmp.engines import cached_feature_loader, create_trainer, evaluate_split, reseed
+    from monai_cilmp.engines.distributed import per_process_batch, rank_and_world_size
     from monai_cilmp.metrics import save_metrics
     from monai_cilmp.networks.nets import get_method
 
@@ -323,9 +337,11 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         start = time.perf_counter()
         if spec.cached_features:
             images = _loader(training, context.eval_transforms, recipe.batch_size, False, context.num_workers)
-            train_loader = cached_feature_loader(network, images, recipe.batch_size, device=context.device)
+            batch = per_process_batch(recipe.batch_size)
+            train_loader = cached_feature_loader(network, images, batch, device=context.device, seed=cell.seed)
         else:
-            train_loader = _loader(training, context.train_transforms, recipe.batch_size, True, context.num_workers)
+            workers = context.num_workers
+            train_loader = _loader(training, context.train_transforms, recipe.batch_size, True, workers, cell.seed)
         metadata = {"method": spec.name, "class_names": names, "shots": cell.shots, "few_shot_seed": cell.seed}
         trainer = create_trainer(
             network, train_loader, directory, recipe, device=context.device, metadata=metadata, progress=False
@@ -336,6 +352,15 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
             extra_search = _search_on_validation(network, data["validation"], search, recipe.batch_size, context)
         train_seconds = time.perf_counter() - start
         n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
+    rank, world_size = rank_and_world_size()
+    if world_size > 1:  # a multi-GPU cell: every rank holds the trained network; rank 0 evaluates it on its own
+        torch.distributed.barrier()
+        from ignite import distributed as idist
+
+        torch.distributed.destroy_process_group()  # the evaluation's metrics must not wait for the other ranks
+        idist.sync()  # and Ignite's (MONAI's metrics) must know the group is gone
+        if rank != 0:
+            return {}
     start = time.perf_counter()
     loader = context.subset_loaders["base"][1] if b2n else context.test_loader
     evaluate = dict(ordinal=context.ordinal, device=context.device)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.utils import look_up_option
 
 from monai_cilmp.utils.files import read_json, write_json
@@ -126,6 +127,9 @@ def run_comparison(
     benchmark: str | None = None,
     recipe_given: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    executor: Any = None,
+    only: Sequence[Cell] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Compare ``methods`` over ``shots`` x ``seeds`` on one datalist; resume what a previous run left.
 
@@ -159,6 +163,11 @@ def run_comparison(
             prompts, Tip-Adapter's validation search; listed in ``results.md``. ``None``: this package's defaults.
         recipe_given: recipe fields set explicitly (on the command line): they win over the benchmark's recipe.
         log: where progress lines go.
+        executor: a submitit executor (:func:`~monai_cilmp.compare.cluster.cell_executor`: a SLURM job array or
+            local processes) that runs the cells still to run, one task each; ``None``: one after the other here.
+            Either way the records land in ``out`` and the same report is written.
+        only: run only these cells of the grid (what one task of the job array does).
+        report: write the report (a task of the array does not: the submitting process does, once).
 
     Returns:
         ``{"records": [...], "files": {"markdown", "csv", "plot"}, "ran": n, "skipped": n}``; the report also holds
@@ -167,7 +176,16 @@ def run_comparison(
     Raises:
         ValueError: unknown methods, a method that needs a knowledge bank without one, more shots than a class has,
             fewer than four classes for base-to-novel, or a folder holding a comparison with other settings.
+        RuntimeError: cells of the job array failed (each named with its log; the finished ones are kept).
     """
+    # what each task of a job array needs to rebuild this comparison in its own process
+    arguments = dict(
+        datalist=datalist, methods=list(methods), shots=list(shots), seeds=list(seeds), out=out,
+        class_names=class_names, dataset=dataset, knowledge=knowledge, descriptions=descriptions, backbone=backbone,
+        pretrained=pretrained, offline=offline, quick_gelu=quick_gelu, recipe=recipe, method_recipes=method_recipes,
+        preset=preset, ordinal=ordinal, device=device, num_workers=num_workers, protocol=protocol, sampler=sampler,
+        benchmark=benchmark, recipe_given=list(recipe_given),
+    )  # fmt: skip
     from monai_cilmp.data import FewShotSampler, get_dataset, load_datalist, subsample_classes
     from monai_cilmp.engines import TrainingRecipe, default_device
     from monai_cilmp.networks import load_backbone
@@ -245,6 +263,8 @@ def run_comparison(
     backbones = _check_settings(out, settings)
 
     cells = plan_cells(methods, shot_list, seed_list, label)
+    if only is not None:
+        cells = [c for c in cells if c in set(only)]
     done = [c for c in cells if c.record_path(out).is_file()]
     log(
         f"Comparing {len(methods)} methods x {len(shot_list)} shot settings ({', '.join(map(shots_label, shot_list))})"
@@ -256,12 +276,18 @@ def run_comparison(
     log(f"{len(cells) - len(done)} cells to run; methods: {', '.join(methods)}; backbone {backbone} ({pretrained}).")
 
     records: dict[Cell, dict[str, Any]] = {c: read_cell(c.record_path(out)) for c in done}
-    to_run = [c for c in cells if c not in records]
+    to_run = ran = [c for c in cells if c not in records]
+    if executor is not None and to_run:
+        _run_on(executor, arguments, to_run, records, out, log)
+        to_run = [c for c in cells if c not in records]  # the zero-shot cells that copy their method's first one
     if to_run:
         from monai_cilmp.transforms import get_preset
 
         preset = preset or data.get("preset") or "dermoscopy"
-        loaded = load_backbone(backbone, pretrained, offline=offline, quick_gelu=quick_gelu)
+        with torch.random.fork_rng():
+            if pretrained is None:  # random weights from a fixed seed: the same backbone in every process of a grid
+                torch.manual_seed(0)
+            loaded = load_backbone(backbone, pretrained, offline=offline, quick_gelu=quick_gelu)
         size, mean, std = loaded.image_size, tuple(loaded.mean), tuple(loaded.std)
         kwargs = {"keys": "image", "image_size": size, "mean": mean, "std": std}
         eval_transforms = get_preset(preset).eval_transforms(**kwargs)
@@ -316,6 +342,8 @@ def run_comparison(
         log(f"{prefix} {what} ...")
         record = run_cell(cell, out, context)
         records[cell] = record
+        if not record:  # a rank other than 0 of a multi-GPU cell: rank 0 evaluates and reports
+            continue
         if "harmonic_mean" in record:
             novel = record["novel"]["accuracy"] if record["novel"] else None
             scores = f"base {_pct(record['base']['accuracy'])}, novel {_pct(novel)}, HM {_pct(record['harmonic_mean'])}"
@@ -328,6 +356,8 @@ def run_comparison(
         for warning in record.get("warnings") or []:
             log(f"{prefix} WARNING: {warning}")
     ordered = [records[c] for c in cells]
+    if not report:
+        return {"records": ordered, "files": {}, "ran": len(ran), "skipped": len(done)}
     everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
     files = write_report(out, everything, methods, shot_list)
     if bench:
@@ -335,12 +365,43 @@ def run_comparison(
 
         given = {k: getattr(recipe, k) for k in recipe_given}
         section = benchmark_markdown(bench, given)
-        with open(files["markdown"], "a", encoding="utf-8") as report:
-            report.write("\n" + section)
+        with open(files["markdown"], "a", encoding="utf-8") as markdown:
+            markdown.write("\n" + section)
         log(section)
     log(f"Results: {files['markdown']}\n         {files['csv']}\n         {files['plot']}")
     log(f"Cells (checkpoints, predictions, confusion matrices): {out / 'cells'}")
-    return {"records": ordered, "files": files, "ran": len(to_run), "skipped": len(done)}
+    return {"records": ordered, "files": files, "ran": len(ran), "skipped": len(done)}
+
+
+def _run_on(
+    executor: Any,
+    arguments: Mapping[str, Any],
+    to_run: Sequence[Cell],
+    records: dict[Cell, dict[str, Any]],
+    out: Path,
+    log: Callable[[str], None],
+) -> None:
+    """Run ``to_run`` as a job array of ``executor`` and read their records into ``records``: each zero-shot method
+    runs its first cell only (the others copy it, as in a serial run)."""
+    from monai_cilmp.networks.nets import get_method
+
+    from .cluster import dispatch_cells
+
+    firsts: set[str] = {c.method for c in records}
+    dispatched = []
+    for cell in to_run:
+        if get_method(cell.method).needs_training or cell.method not in firsts:
+            dispatched.append(cell)
+            firsts.add(cell.method)
+    failures = dispatch_cells(executor, {**arguments, "out": str(out)}, dispatched, log)
+    for cell in dispatched:
+        if cell.record_path(out).is_file():
+            records[cell] = read_cell(cell.record_path(out))
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(dispatched)} cells failed: {'; '.join(failures)}. Run the comparison again to "
+            "retry them (the finished cells are kept)."
+        )
 
 
 def _position(backbones: Sequence[str], record: Mapping[str, Any]) -> int:

@@ -6,6 +6,7 @@ from .bundle_metadata import bundle_metadata, record_eval_metrics, write_run_met
 from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
+from .distributed import ShardedEvaluator, ShardSampler, gather_in_dataset_order, per_process_batch, rank_seed
 from .evaluation import (
     calibration_logits,
     evaluate_split,
@@ -47,6 +48,8 @@ __all__ = [
     "RunFinished",
     "RunFolderError",
     "RunFolderTrainer",
+    "ShardSampler",
+    "ShardedEvaluator",
     "StopOnSignal",
     "Terminated",
     "TrainedRun",
@@ -70,6 +73,7 @@ __all__ = [
     "export_run",
     "fit_calibration",
     "fit_training_features",
+    "gather_in_dataset_order",
     "format_trust_summary",
     "headline_metrics",
     "inference_images",
@@ -78,6 +82,7 @@ __all__ = [
     "load_run",
     "load_trained_state",
     "lr_factor",
+    "per_process_batch",
     "predict",
     "predict_calibrated",
     "predict_images",
@@ -87,6 +92,7 @@ __all__ = [
     "prepare_run_folder",
     "pack_run",
     "prepare_training",
+    "rank_seed",
     "reseed",
     "run_lock",
     "save_calibration",

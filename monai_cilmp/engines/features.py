@@ -9,6 +9,11 @@ encoder once and returns a shuffling loader of ``{"image": (B, D) features, "lab
 A method built *from* the training set's features (Tip-Adapter's cache, LP++'s class centroids) sets
 ``uses_training_features``; :func:`fit_training_features` collects the features of its training loader (images or
 cached features) and hands them to the network's ``fit_training_features``, which the trainer does before training.
+
+Under ``torch.distributed`` both gather what the ranks extracted from their shards in the dataset's order
+(:func:`~monai_cilmp.engines.distributed.gather_in_dataset_order`): every rank fits on, and caches, the whole
+training set, as one process does; the cached loader then shards the features again (a ``DistributedSampler``
+seeded like the run), so the ranks train on disjoint parts of each global batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from monai.data import DataLoader, Dataset
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from monai_cilmp.engines.distributed import gather_in_dataset_order
 from monai_cilmp.networks.nets.base import as_plain_tensor
 from monai_cilmp.networks.nets.linear_probe import extract_features, feature_items
 
@@ -33,6 +39,7 @@ def cached_feature_loader(
     batch_size: int = 64,
     shuffle: bool = True,
     device: torch.device | str | None = None,
+    seed: int = 0,
 ) -> torch.utils.data.DataLoader:
     """A loader of cached image features of ``image_loader``, extracted once by ``network.encode_image``.
 
@@ -42,9 +49,12 @@ def cached_feature_loader(
         batch_size: feature batch size.
         shuffle: shuffle every epoch (the trainer reseeds torch per epoch, so the order is reproducible).
         device: where the encoder runs (default: the network's device).
+        seed: the shuffling seed of the ``DistributedSampler`` under ``torch.distributed`` (one process shuffles
+            from torch's global random state instead).
 
     Returns:
-        a ``DataLoader`` over ``{"image": (D,) feature, "label": label}`` items (features on the CPU, float32).
+        a ``DataLoader`` over ``{"image": (D,) feature, "label": label}`` items (features on the CPU, float32); under
+        ``torch.distributed`` it gives this rank's shard of them.
 
     Raises:
         ValueError: the image loader has no labelled batches.
@@ -52,7 +62,14 @@ def cached_feature_loader(
     features, labels = extract_features(network, image_loader, device=device)
     if labels is None:
         raise ValueError("Training on cached features needs labels, but the image loader gave none.")
-    return DataLoader(feature_items(features, labels), batch_size=int(batch_size), shuffle=shuffle, num_workers=0)
+    features, labels = gather_in_dataset_order(image_loader, features, labels)
+    items = feature_items(features, labels)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # one process of torchrun included
+        from monai.data import DistributedSampler
+
+        sampler = DistributedSampler(items, even_divisible=True, shuffle=shuffle, seed=int(seed))
+        return DataLoader(items, batch_size=int(batch_size), sampler=sampler, num_workers=0)
+    return DataLoader(items, batch_size=int(batch_size), shuffle=shuffle, num_workers=0)
 
 
 def training_feature_dataset(
@@ -93,7 +110,8 @@ def training_feature_dataset(
 def training_features(
     network: nn.Module, loader: Iterable[Mapping[str, Any]], device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised image features ``(N, D)`` and labels ``(N,)`` of every batch of ``loader``, in its order.
+    """Normalised image features ``(N, D)`` and labels ``(N,)`` of every batch of ``loader``, in its order (under
+    ``torch.distributed`` with a sharded loader: of every rank's batches, in the dataset's order).
 
     Batches hold images ``(B, 3, H, W)`` (encoded with ``network.encode_image`` in eval mode) or already cached
     features ``(B, D)`` (taken as they are).
@@ -118,7 +136,7 @@ def training_features(
         network.train(was_training)
     if not features:
         raise ValueError("The training loader gave no batches to take features from.")
-    return torch.cat(features), torch.cat(labels)
+    return gather_in_dataset_order(loader, torch.cat(features), torch.cat(labels))
 
 
 def fit_training_features(

@@ -33,11 +33,12 @@ import torch
 from ignite.engine import Events
 from ignite.metrics import Accuracy, Loss
 from monai.bundle import ConfigParser
-from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines import SupervisedTrainer
 from monai.handlers import ValidationHandler, from_engine
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
+from monai_cilmp.engines.distributed import ShardedEvaluator, rank_seed, reduce_logged_loss
 from monai_cilmp.engines.progress import LOGGER_NAME
 from monai_cilmp.engines.recipe import TrainingRecipe
 from monai_cilmp.engines.runs import run_lock
@@ -124,7 +125,7 @@ def create_evaluator(
     metrics = None
     if with_metric:
         metrics = {"val_loss": Loss(nn.CrossEntropyLoss(), output_transform=scores_and_labels)}
-    evaluator = SupervisedEvaluator(
+    evaluator = ShardedEvaluator(
         device=device,
         val_data_loader=data_loader,
         network=network,
@@ -149,7 +150,9 @@ class RunFolderTrainer(SupervisedTrainer):
 
     Besides the handlers it is given, it keeps what the run's correctness rests on, which no config should turn off:
     it holds the run folder's lock while it runs; it reseeds Python, NumPy, torch and the training transforms at every
-    epoch start from (seed, epoch), so that a resumed run replays exactly what an uninterrupted one does; it logs where
+    epoch start from (seed, epoch, rank), so that a resumed run replays exactly what an uninterrupted one does and the
+    ranks of a distributed run draw different augmentations (:func:`~monai_cilmp.engines.distributed.rank_seed`); the
+    logged loss is the mean over ranks (:func:`~monai_cilmp.engines.distributed.reduce_logged_loss`); it logs where
     Ctrl-C or SIGTERM stopped it (:class:`~monai_cilmp.engines.StopOnSignal`; it installs no signal handler); with
     ``setup.resume`` it restores ``last.pt`` into the network, optimiser, schedule, GPA, engine position and the
     validation's best metric. A setup with nothing to train (zero-shot CLIP) gets one epoch of one step that does
@@ -180,8 +183,15 @@ class RunFolderTrainer(SupervisedTrainer):
         if checkpoint is not None and checkpoint.gpa is None:
             checkpoint.gpa = next((h for h in handlers if getattr(h, "checkpointed_state", False)), None)
         if self.trains:
+            from monai.engines.utils import IterationEvents
+
             dataset, seed = getattr(self.data_loader, "dataset", None), setup.recipe.seed
-            self.add_event_handler(Events.EPOCH_STARTED, lambda e: reseed(seed * 100_003 + e.state.epoch, dataset))
+            # each rank its own streams (rank 0 and a single process: the run's own), the same on every run
+            self.add_event_handler(
+                Events.EPOCH_STARTED, lambda e: reseed(rank_seed(seed * 100_003 + e.state.epoch), dataset)
+            )
+            # before any handler logs it: the loss of the global batch, not this rank's shard
+            self.add_event_handler(IterationEvents.MODEL_COMPLETED, reduce_logged_loss)
         hint = f"{checkpoint.last_path} holds the last complete epoch: resume to continue" if checkpoint else ""
         StopOnSignal(LOGGER_NAME if setup.main_process else None, hint).attach(self)
         if setup.resume and checkpoint is not None:

@@ -16,6 +16,12 @@ loading with the step was the fastest. The rules here:
 - GPU training: the GPU computes, so the CPU's job is to keep it fed: up to 8 workers (one core left for the main
   process), and a few threads for what runs on the CPU in the main process.
 
+- Several processes on one node (``torchrun``, which sets ``LOCAL_WORLD_SIZE``): the cores are shared, so each
+  process plans for its share, ``cores // LOCAL_WORLD_SIZE`` (:func:`process_cores`).
+- ``OMP_NUM_THREADS`` set in the environment is the user's (or the launcher's) choice of threads and wins over the
+  rules above (torchrun sets it to 1 unless it is already set; ``monai-cilmp --nproc-per-node`` sets each process's
+  share of the cores).
+
 :func:`configure_runtime` applies a choice (given values win over the defaults) and returns it.
 """
 
@@ -33,7 +39,9 @@ __all__ = [
     "configure_runtime",
     "default_threads",
     "default_workers",
+    "local_processes",
     "passive_waiting",
+    "process_cores",
 ]
 
 
@@ -43,6 +51,28 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def local_processes() -> int:
+    """The processes of this run on this node: ``LOCAL_WORLD_SIZE`` as torchrun sets it, else 1."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def process_cores() -> int:
+    """This process's share of the cores it may run on: :func:`available_cores` // :func:`local_processes`, at least
+    1."""
+    return max(1, available_cores() // local_processes())
+
+
+def _omp_threads() -> int | None:
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return threads if threads > 0 else None
 
 
 def _device_type(device: Any) -> str:
@@ -56,9 +86,9 @@ def default_workers(device: Any = None, cores: int | None = None) -> int:
 
     Args:
         device: the device the network runs on.
-        cores: CPU cores to plan for (default: :func:`available_cores`).
+        cores: CPU cores to plan for (default: :func:`process_cores`).
     """
-    cores = available_cores() if cores is None else max(1, int(cores))
+    cores = process_cores() if cores is None else max(1, int(cores))
     if _device_type(device) == "cpu":
         return 0 if cores == 1 else min(4, max(1, cores // 8))
     return min(8, cores - 1)
@@ -69,10 +99,14 @@ def default_threads(device: Any = None, cores: int | None = None, workers: int |
 
     Args:
         device: the device the network runs on (``None``: a GPU if there is one).
-        cores: CPU cores to plan for (default: :func:`available_cores`).
+        cores: CPU cores to plan for (default: :func:`process_cores`).
         workers: the run's DataLoader workers (default: :func:`default_workers`).
+
+    ``OMP_NUM_THREADS``, when set to a positive number, is returned as it is.
     """
-    cores = available_cores() if cores is None else max(1, int(cores))
+    if _omp_threads() is not None:
+        return _omp_threads()
+    cores = process_cores() if cores is None else max(1, int(cores))
     workers = default_workers(device, cores) if workers is None else max(0, int(workers))
     if _device_type(device) != "cpu":
         return max(1, min(4, cores - workers))

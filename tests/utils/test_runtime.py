@@ -23,16 +23,36 @@ from monai_cilmp.utils.runtime import available_cores, configure_runtime, defaul
 )
 def test_defaults_follow_cores_and_device(device, cores, threads, workers, monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_workers(device, cores) == workers
     assert default_threads(device, cores) == threads
     assert default_threads(device, cores, workers=0) >= threads  # fewer workers leave more cores to compute
 
 
 def test_passive_waiting_lets_every_core_compute(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     assert default_threads("cpu", 2) == 2 and default_workers("cpu", 2) == 1 and default_threads("cuda", 16) == 4
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert default_threads("cpu", 2) == 1
+
+
+def test_processes_on_one_node_share_its_cores_and_omp_num_threads_wins(monkeypatch):
+    from monai_cilmp.utils import runtime
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "available_cores", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nproc-per-node 4: 4 cores each
+    assert runtime.process_cores() == 4
+    assert (default_threads("cpu"), default_workers("cpu")) == (default_threads("cpu", 4), default_workers("cpu", 4))
+    assert default_threads("cpu") == 3 and default_workers("cpu") == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")  # more processes than cores: one each
+    assert runtime.process_cores() == 1 and default_threads("cpu") == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's (or the launcher's) choice
+    assert default_threads("cpu") == 2 and default_threads("cuda", 16) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert default_threads("cpu") == 1
 
 
 def test_configure_runtime_sets_torch_threads_and_keeps_given_values():
