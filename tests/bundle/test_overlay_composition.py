@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from torch.utils.data import DistributedSampler, RandomSampler
 
+from monai_cilmp.engines.distributed import ShardSampler
 from monai_cilmp.networks.nets import list_methods
 from tests.compare.conftest import make_tiny_data
 
@@ -102,7 +103,8 @@ def test_overlays_compose_in_any_order(method, order, tiny_data, tmp_path, proce
     assert isinstance(loader.sampler, DistributedSampler if distributed else RandomSampler)
     assert len(loader.dataset) == len(json.loads(Path(tiny_data["datalist"]).read_text())["training"])
     val_loader = parser.get_parsed_content("validate#dataloader")
-    assert isinstance(val_loader.sampler, DistributedSampler) == distributed
+    # validation is sharded without padding (every image counted once), not by a DistributedSampler
+    assert isinstance(val_loader.sampler, ShardSampler) == distributed
     if distributed:  # the process-group step runs (here: the group exists already)
         assert parser.get_parsed_content("startup#process_group") is True
     assert type(parser.get_parsed_content("network")).__name__ == parser["network_def"]["_target_"].rsplit(".")[-1]
