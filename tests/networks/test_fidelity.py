@@ -238,8 +238,9 @@ LINEAR_PROBE_COMPARED_C = (100.0,)
 def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
     """BiomedCoOp's ``trainers/LP`` fits scikit-learn's L2 logistic regression (L-BFGS, C searched on validation
     images) on normalised CLIP image features. The features are our probe's, and the fit at the same C on our
-    features, loaded into our probe's head, gives the original's weights, intercepts and test logits. (Our
-    ``linear-probe`` trains its head by SGD on the mean cross-entropy instead: docs/compare.md.)"""
+    features, loaded into our probe's head, gives the original's weights, intercepts and test logits; there, the
+    gradient of our training loss is that of the data term of the original's objective. (Our ``linear-probe``
+    trains its head by SGD on the mean cross-entropy, without penalty or C search: docs/compare.md.)"""
     from sklearn.linear_model import LogisticRegression
 
     figures = fixture["methods"]["linear-probe"]
@@ -262,6 +263,15 @@ def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
         assert relative_error(gradient_summary(coef, "coef"), theirs["coef"]) <= TOLERANCE, f"weights at C={c}"
         assert relative_error(fitted.intercept_, theirs["intercept"]) <= TOLERANCE, f"intercepts at C={c}"
         assert relative_error(logits, theirs["test_logits"]) <= TOLERANCE, f"logits at C={c}"
+        # our training loss at that fit: scikit-learn stops L-BFGS once the gradient of the mean cross-entropy plus
+        # ||W||^2 / (2 C N) is below its tol 1e-4, so the gradient of ours (the mean cross-entropy of the head) is
+        # -W / (C N) there, and the bias's is zero, to that tol; the summed cross-entropy is not
+        net.zero_grad()
+        F.cross_entropy(net.train()(features), torch.tensor(labels)).backward()
+        penalty = coef.float() / (c * len(labels))
+        assert (net.head.weight.grad + penalty).abs().max() <= 1e-4, f"weight gradient at C={c}"
+        assert net.head.bias.grad.abs().max() <= 1e-4, f"bias gradient at C={c}"
+        assert (net.head.weight.grad * len(labels) + penalty).abs().max() > 1e-3, "the summed reading"
 
 
 def test_linear_probe_zero_shot_initialisation_is_the_original_zero_shot_classifier(fixture, backbone):
