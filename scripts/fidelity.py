@@ -9,8 +9,9 @@ Usage (outside the test suite; needs local checkouts of the authors' repositorie
 CoCoOp), ``KgCoOp`` (htyao89/KgCoOp), ``multimodal-prompt-learning`` (muzairkhattak: IVLP, MaPLe), ``PromptSRC``
 (muzairkhattak/PromptSRC), ``Tip-Adapter`` (gaopengcuhk/Tip-Adapter: its ``search_hp`` and Tip-Adapter-F's
 ``run_tip_adapter_F``), ``CLIP-Adapter`` (gaopengcuhk/CLIP-Adapter, run with CoOp's ``clip``), ``BiomedCoOp``
-(HealthX-Lab/BiomedCoOp: its CLIP and CLIP-Adapter trainers, with :data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS`
-as its GPT descriptions, imported without its ``trainers/__init__``, which imports every backbone's trainer). Each
+(HealthX-Lab/BiomedCoOp: its CLIP, CLIP-Adapter, ProGrad, LP++ and linear-probe trainers, with
+:data:`scripts.fidelity_setup.BIOMEDCOOP_TEXTS` as its GPT descriptions, imported without its ``trainers/__init__``,
+which imports every backbone's trainer). Each
 method runs in its own process, with its repository first on ``sys.path`` (each ships its own ``clip`` package)
 and small stand-ins for the pieces of Dassl the trainers import (registry, optimiser and scheduler builders:
 nothing of Dassl computes a figure here). The trainer class of the original is used as it
@@ -75,6 +76,12 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
         },
     ),
     "lp++": ("BiomedCoOp", "trainers.LP2.linear_probe_p2_clip", "LinearProbe_P2_CLIP", {}),
+    "linear-probe": (
+        "BiomedCoOp",
+        "trainers.LP.linear_probe_clip",
+        "LinearProbe_CLIP",
+        {"lr": 0.001, "train_epoch": 1, "shots": 2, "num_step": 2},
+    ),
     "prograd": (
         "BiomedCoOp",
         "trainers.ProGrad.prograd_clip",
@@ -470,6 +477,67 @@ def lp_plus_plus_worker(repo: Path, state_file: str, result_file: str) -> None:
     Path(result_file).write_text(json.dumps(result))
 
 
+def linear_probe_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """BiomedCoOp's linear probe (``trainers/LP/linear_probe_clip.py``): its ``forward`` as it is, on loaders of the
+    fixed images (train: Tip-Adapter's cache images; validation: its search images; test: the fixed batch), so that
+    its C search (seven values, then ``num_step`` halvings in log space) and its scikit-learn fits run unchanged.
+    Each fit is read as it passes (a recording ``LogisticRegression`` subclass): its C, its weights and intercept,
+    its decision values on the test features, and (once) the features it was fitted on."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.fidelity_setup import TIP_LABELS, gradient_summary, images, tip_search_images
+
+    os.environ["MPLBACKEND"] = "Agg"  # it draws a loss figure (empty here): no display
+    torch.set_num_threads(1)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    package = types.ModuleType("trainers")  # its trainers/__init__ imports every backbone's trainer
+    package.__path__ = [str(repo / "trainers")]
+    sys.modules["trainers"] = package
+    clip = importlib.import_module("clip.clip")
+    module = importlib.import_module(ORIGINALS["linear-probe"][1])
+    model = clip.build_model(torch.load(state_file)).float().eval()
+    test_images = images()
+    with torch.no_grad():
+        test = model.encode_image(test_images)
+        test = test / test.norm(dim=-1, keepdim=True)
+    fits: list[dict] = []
+    features: list[list[float]] = []
+
+    class RecordingLogisticRegression(module.LogisticRegression):
+        def fit(self, X, y, sample_weight=None):
+            out = super().fit(X, y, sample_weight)
+            fits.append(
+                {
+                    "C": float(self.C),
+                    "n_iter": int(self.n_iter_.max()),
+                    "coef": gradient_summary(torch.from_numpy(self.coef_), "coef"),
+                    "intercept": self.intercept_.tolist(),
+                    "test_logits": self.decision_function(test.numpy()).tolist(),
+                }
+            )
+            features.append(gradient_summary(torch.from_numpy(X), "features"))
+            return out
+
+    module.LogisticRegression = RecordingLogisticRegression
+    train = [(images(len(TIP_LABELS["cache"]), "cache"), torch.tensor(TIP_LABELS["cache"]))]
+    val = [(tip_search_images(), torch.tensor(TIP_LABELS["search"]))]
+    with tempfile.TemporaryDirectory() as figures:  # its loss figure is saved to the working folder
+        here = os.getcwd()
+        os.chdir(figures)
+        try:
+            trainer = module.LinearProbe_CLIP(ORIGINALS["linear-probe"][3])
+            trainer.forward(train, val, test, torch.zeros(len(test), dtype=torch.long), None, model, None)
+        finally:
+            os.chdir(here)
+    assert all(f == features[0] for f in features), "every fit is on the same training features"
+    result = {"logits": None, "loss": None, "grads": {}, "shapes": {}, "features": features[0], "fits": fits}
+    Path(result_file).write_text(json.dumps(result))
+
+
 def worker(method: str, repo: Path, state_file: str, result_file: str) -> None:
     """Run one original trainer on the fixed inputs; write its figures as JSON to ``result_file``."""
     import importlib
@@ -602,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker == "clip-adapter-biomedcoop":
         clip_adapter_biomedcoop_worker(args.repo, args.state, args.result)
+        return 0
+    if args.worker == "linear-probe":
+        linear_probe_worker(args.repo, args.state, args.result)
         return 0
     if args.worker == "lp++":
         lp_plus_plus_worker(args.repo, args.state, args.result)

@@ -68,7 +68,7 @@ def set_trained_values(net, params: dict, shapes: dict) -> None:
 
 
 def test_fixture_covers_the_methods_and_is_small(fixture):
-    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter", "tip-adapter-f", "lp++"}
+    assert set(fixture["methods"]) == set(FIDELITY_METHODS) | {"tip-adapter", "tip-adapter-f", "lp++", "linear-probe"}
     assert FIXTURE.stat().st_size < 1_000_000
     assert fixture["setup"]["class_names"] == CLASS_NAMES and fixture["setup"]["labels"] == LABELS
 
@@ -226,3 +226,61 @@ def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, back
     # the other reading (class means, alpha over every class pair) is told apart
     shots = len(labels) // len(CLASS_NAMES)
     assert relative_error(gradient_summary(weight / shots, "centroids"), figures["centroids"]) > 3 * TOLERANCE
+
+
+#: BiomedCoOp's linear probe's fit compared: the C of its search where L-BFGS's stopping point does not move with the
+#: features' float rounding (6e-6 here; at C = 1 it stops after 7 iterations at scikit-learn's tol 1e-4, and 1e-7
+#: in the features moves the logits by up to 1.2e-4; at C >= 1e4 the six cache images are separable and the weights
+#: grow until that tolerance stops them; at C <= 1e-2 the fit is the zero model to within 1e-9)
+LINEAR_PROBE_COMPARED_C = (100.0,)
+
+
+def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
+    """BiomedCoOp's ``trainers/LP`` fits scikit-learn's L2 logistic regression (L-BFGS, C searched on validation
+    images) on normalised CLIP image features. The features are our probe's, and the fit at the same C on our
+    features, loaded into our probe's head, gives the original's weights, intercepts and test logits; there, the
+    gradient of our training loss is that of the data term of the original's objective. (Our ``linear-probe``
+    trains its head by SGD on the mean cross-entropy, without penalty or C search: docs/compare.md.)"""
+    from sklearn.linear_model import LogisticRegression
+
+    figures = fixture["methods"]["linear-probe"]
+    net = build_method("linear-probe", CLASS_NAMES, backbone).eval()
+    labels = TIP_LABELS["cache"]
+    with torch.no_grad():
+        features = net.encode_image(images(len(labels), "cache"))
+    assert relative_error(gradient_summary(features, "features"), figures["features"]) <= TOLERANCE, "features"
+    raw = backbone.model.encode_image(images(len(labels), "cache")).detach()  # the other reading: not normalised
+    assert relative_error(gradient_summary(raw, "features"), figures["features"]) > 3 * TOLERANCE
+    fits = {fit["C"]: fit for fit in figures["fits"]}
+    for c in LINEAR_PROBE_COMPARED_C:
+        theirs = fits[c]
+        fitted = LogisticRegression(solver="lbfgs", max_iter=1000, C=c).fit(features.double().numpy(), labels)
+        with torch.no_grad():
+            net.head.weight.copy_(torch.from_numpy(fitted.coef_))
+            net.head.bias.copy_(torch.from_numpy(fitted.intercept_))
+            logits = net(images())
+        coef = torch.from_numpy(fitted.coef_)
+        assert relative_error(gradient_summary(coef, "coef"), theirs["coef"]) <= TOLERANCE, f"weights at C={c}"
+        assert relative_error(fitted.intercept_, theirs["intercept"]) <= TOLERANCE, f"intercepts at C={c}"
+        assert relative_error(logits, theirs["test_logits"]) <= TOLERANCE, f"logits at C={c}"
+        # our training loss at that fit: scikit-learn stops L-BFGS once the gradient of the mean cross-entropy plus
+        # ||W||^2 / (2 C N) is below its tol 1e-4, so the gradient of ours (the mean cross-entropy of the head) is
+        # -W / (C N) there, and the bias's is zero, to that tol; the summed cross-entropy is not
+        net.zero_grad()
+        F.cross_entropy(net.train()(features), torch.tensor(labels)).backward()
+        penalty = coef.float() / (c * len(labels))
+        assert (net.head.weight.grad + penalty).abs().max() <= 1e-4, f"weight gradient at C={c}"
+        assert net.head.bias.grad.abs().max() <= 1e-4, f"bias gradient at C={c}"
+        assert (net.head.weight.grad * len(labels) + penalty).abs().max() > 1e-3, "the summed reading"
+
+
+def test_linear_probe_zero_shot_initialisation_is_the_original_zero_shot_classifier(fixture, backbone):
+    """``linear-probe-zs`` (no original of its own) starts as zero-shot CLIP: its initial logits are those of CoOp's
+    ``ZeroshotCLIP`` ("a photo of a {}."), and the random head's are not."""
+    theirs = fixture["methods"]["zero-shot-template"]["logits"]
+    torch.manual_seed(0)
+    for name, matches in (("linear-probe-zs", True), ("linear-probe", False)):
+        net = build_method(name, CLASS_NAMES, backbone).eval()
+        with torch.no_grad():
+            logits = net(images(len(LABELS)))
+        assert (relative_error(logits, theirs) <= TOLERANCE) is matches, name

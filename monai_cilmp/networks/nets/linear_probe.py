@@ -7,6 +7,11 @@ engine therefore trains the head on cached feature batches (fast: no encoder pas
 images. With ``init="zero-shot"`` the head starts as the zero-shot classifier (weights = class text embeddings
 times CLIP's logit scale, bias zero), in the spirit of LP++ (Huang et al., CVPR 2024) and CLAP (Silva-Rodriguez
 et al., CVPR 2024); ``anchor_weight > 0`` adds CLAP's idea of a penalty for leaving the zero-shot prototypes.
+
+The head trains by gradient descent on the mean cross-entropy, without penalty. BiomedCoOp's and CoOp's linear probes
+instead fit scikit-learn's L2 logistic regression to convergence, with C searched on validation accuracy; the features
+and the classifier's form are theirs (checked against BiomedCoOp's code in ``tests/networks/test_fidelity.py``), the
+trained weights are not (docs/compare.md, "Fidelity to the authors' code").
 """
 
 from __future__ import annotations
