@@ -365,7 +365,8 @@ def load_datalist(
         raise ValueError(
             f"The class names given ({', '.join(map(str, class_names))}) are those of datalist '{path}' in another "
             f"order ({', '.join(map(str, data['class_names']))}), whose labels index its own order: give them in that "
-            "order or drop --classes."
+            "order, drop --classes/--dataset, or write the datalist in the order you want (monai-cilmp prepare ... "
+            "--classes)."
         )
     base = path.resolve().parent
     for split in SPLITS:

@@ -17,9 +17,10 @@ CLASSES = ["flat blue lesion", "round red lesion"]
 CLASSES4 = [*CLASSES, "flat green bar", "round blue bar"]
 
 
-def make_tiny_data(root: Path, per_class: int = 12, classes=CLASSES) -> dict[str, str]:
+def make_tiny_data(root: Path, per_class: int = 12, classes=CLASSES, keep_order: bool = False) -> dict[str, str]:
     """Classes of 48 px images that differ in colour (and shape); returns the datalist, knowledge and descriptions
-    paths."""
+    paths. The datalist lists the classes sorted by name (as ``prepare folder``), or in the given order with
+    ``keep_order``."""
     rng = np.random.default_rng(0)
     for label, name in enumerate(classes):
         folder = root / "images" / name
@@ -29,7 +30,14 @@ def make_tiny_data(root: Path, per_class: int = 12, classes=CLASSES) -> dict[str
             rows = slice(12, 36) if label < 2 else slice(20, 28)
             image[rows, 12:36, (2, 0, 1, 2)[label]] = 220
             Image.fromarray(image).save(folder / f"{i}.png")
-    datalist = datalist_from_folder(root / "images", val_fraction=0.2, test_fraction=0.25, seed=0, preset="dermoscopy")
+    datalist = datalist_from_folder(
+        root / "images",
+        list(classes) if keep_order else None,
+        val_fraction=0.2,
+        test_fraction=0.25,
+        seed=0,
+        preset="dermoscopy",
+    )
     paths = {
         "datalist": str(root / "datalist.json"),
         "knowledge": str(root / "knowledge.safetensors"),
