@@ -25,9 +25,9 @@ from .cells import (
     run_cell,
     shots_label,
 )
-from .cluster import ExecutorKind, cell_executor, dispatch_cells, run_cell_task
+from .cluster import ExecutorKind, cell_executor, dispatch_cells
 from .report import REPORTED_METRICS, plot_accuracy, plot_base_novel, summarise_cells, write_report
-from .run import SETTINGS_FILE, base_recipe, plan_cells, run_comparison
+from .run import SETTINGS_FILE, base_recipe, plan_cells, run_cell_task, run_comparison
 
 __all__ = [
     "CELL_FILE",

@@ -3,15 +3,17 @@
 A benchmark grid is thousands of independent cells (BiomedCoOp's 11 data sets x 12 methods x 5 shot counts x 3
 seeds is about 2,000 runs). :func:`dispatch_cells` submits the cells a comparison still has to run as one job array
 through `submitit <https://github.com/facebookincubator/submitit>`_ (``sbatch --array`` on SLURM; its local executor
-runs them as processes of this machine, for tests and single machines). Each task is :func:`run_cell_task`: the same
+runs them as processes of this machine, for tests and single machines). Each task is the function the caller passes
+(:func:`~monai_cilmp.compare.run.run_cell_task`, so that this module does not import the comparison): the same
 :func:`~monai_cilmp.compare.run_comparison` restricted to one cell, which rebuilds the comparison's context in its
 own process and writes that cell's record last and atomically, so a task is idempotent (a finished cell is skipped)
 and an interrupted or failed array resumes by running the comparison again. The caller then reads every record from
 the comparison folder and writes the same report a serial run writes.
 
 A cell with ``tasks_per_node > 1`` runs on several GPUs: submitit starts one task per GPU and
-:func:`run_cell_task` joins them into a ``torch.distributed`` group (``submitit.helpers.TorchDistributedEnvironment``),
-which the cell's training then uses (see :func:`~monai_cilmp.compare.cells.run_cell`).
+:func:`distributed_environment` joins them into a ``torch.distributed`` group
+(``submitit.helpers.TorchDistributedEnvironment``), which the cell's training then uses (see
+:func:`~monai_cilmp.compare.cells.run_cell`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .cells import Cell
 
 submitit, has_submitit = optional_import("submitit")
 
-__all__ = ["ExecutorKind", "cell_executor", "dispatch_cells", "run_cell_task"]
+__all__ = ["ExecutorKind", "cell_executor", "dispatch_cells", "distributed_environment"]
 
 
 class ExecutorKind(StrEnum):
@@ -66,30 +68,7 @@ def cell_executor(kind: str, folder: str | os.PathLike, **parameters: Any) -> An
     return executor
 
 
-def run_cell_task(arguments: Mapping[str, Any], cell: Cell) -> str:
-    """One task of the array: :func:`~monai_cilmp.compare.run_comparison` of ``arguments`` restricted to ``cell``
-    (skipped when its record exists), without the report. Under a multi-task job the tasks first join a
-    ``torch.distributed`` group; only rank 0 writes the cell's files.
-
-    Returns:
-        the path of the cell's record.
-    """
-    from .run import run_comparison
-
-    environment = _distributed_environment()
-    if environment is not None and str(arguments.get("device") or "").startswith("cuda"):
-        arguments = {**arguments, "device": f"cuda:{environment.local_rank}"}  # one GPU per task
-    try:
-        run_comparison(**arguments, only=[cell], report=False)
-    finally:
-        import torch.distributed as dist
-
-        if environment is not None and dist.is_initialized():
-            dist.destroy_process_group()
-    return str(cell.record_path(arguments["out"]))
-
-
-def _distributed_environment() -> Any | None:
+def distributed_environment() -> Any | None:
     """Join the tasks of a multi-task submitit job into a process group (``None`` for a job of one task)."""
     if not has_submitit:
         return None
@@ -122,6 +101,7 @@ def _last_error(error: BaseException) -> str:
 
 def dispatch_cells(
     executor: Any,
+    task: Callable[[Mapping[str, Any], Cell], str],
     arguments: Mapping[str, Any],
     cells: Sequence[Cell],
     log: Callable[[str], None] = print,
@@ -130,6 +110,8 @@ def dispatch_cells(
 
     Args:
         executor: a submitit executor (:func:`cell_executor`).
+        task: what each task of the array runs, ``task(arguments, cell)`` (an importable function: submitit pickles
+            it by name), i.e. :func:`~monai_cilmp.compare.run.run_cell_task`.
         arguments: :func:`~monai_cilmp.compare.run_comparison`'s arguments (``out`` included; picklable).
         cells: the cells to run.
         log: where progress lines go.
@@ -139,7 +121,7 @@ def dispatch_cells(
     """
     if not cells:
         return []
-    jobs = executor.map_array(run_cell_task, [dict(arguments)] * len(cells), list(cells))
+    jobs = executor.map_array(task, [dict(arguments)] * len(cells), list(cells))
     folder = Path(str(getattr(executor, "folder", "")))
     log(f"Submitted {len(cells)} cells as job array {jobs[0].job_id.split('_')[0]} (logs in {folder}).")
     failures = []

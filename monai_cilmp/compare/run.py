@@ -31,9 +31,10 @@ from .cells import (
     run_cell,
     shots_label,
 )
+from .cluster import dispatch_cells, distributed_environment
 from .report import write_report
 
-__all__ = ["SETTINGS_FILE", "base_recipe", "plan_cells", "run_comparison"]
+__all__ = ["SETTINGS_FILE", "base_recipe", "plan_cells", "run_cell_task", "run_comparison"]
 
 SETTINGS_FILE = "comparison.json"
 
@@ -373,6 +374,27 @@ def run_comparison(
     return {"records": ordered, "files": files, "ran": len(ran), "skipped": len(done)}
 
 
+def run_cell_task(arguments: Mapping[str, Any], cell: Cell) -> str:
+    """One task of the array: :func:`~monai_cilmp.compare.run_comparison` of ``arguments`` restricted to ``cell``
+    (skipped when its record exists), without the report. Under a multi-task job the tasks first join a
+    ``torch.distributed`` group; only rank 0 writes the cell's files.
+
+    Returns:
+        the path of the cell's record.
+    """
+    environment = distributed_environment()
+    if environment is not None and str(arguments.get("device") or "").startswith("cuda"):
+        arguments = {**arguments, "device": f"cuda:{environment.local_rank}"}  # one GPU per task
+    try:
+        run_comparison(**arguments, only=[cell], report=False)
+    finally:
+        import torch.distributed as dist
+
+        if environment is not None and dist.is_initialized():
+            dist.destroy_process_group()
+    return str(cell.record_path(arguments["out"]))
+
+
 def _run_on(
     executor: Any,
     arguments: Mapping[str, Any],
@@ -385,15 +407,13 @@ def _run_on(
     runs its first cell only (the others copy it, as in a serial run)."""
     from monai_cilmp.networks.nets import get_method
 
-    from .cluster import dispatch_cells
-
     firsts: set[str] = {c.method for c in records}
     dispatched = []
     for cell in to_run:
         if get_method(cell.method).needs_training or cell.method not in firsts:
             dispatched.append(cell)
             firsts.add(cell.method)
-    failures = dispatch_cells(executor, {**arguments, "out": str(out)}, dispatched, log)
+    failures = dispatch_cells(executor, run_cell_task, {**arguments, "out": str(out)}, dispatched, log)
     for cell in dispatched:
         if cell.record_path(out).is_file():
             records[cell] = read_cell(cell.record_path(out))

@@ -85,7 +85,7 @@ class EpochSummary:
         self._scores, self._labels = [], []
 
     def _collect_predictions(self, evaluator: Engine) -> None:
-        from monai_cilmp.engines.trainer import scores_and_labels
+        from monai_cilmp.engines.outputs import scores_and_labels
 
         try:
             scores, labels = scores_and_labels(evaluator.state.output)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,11 +34,12 @@ from ignite.engine import Events
 from ignite.metrics import Accuracy, Loss
 from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
-from monai.handlers import ValidationHandler, from_engine
+from monai.handlers import ValidationHandler
 from torch import nn
 
 from monai_cilmp.engines.checkpoint import TrainingCheckpoint
 from monai_cilmp.engines.distributed import ShardedEvaluator, rank_seed, reduce_logged_loss
+from monai_cilmp.engines.outputs import scores_and_labels
 from monai_cilmp.engines.progress import LOGGER_NAME
 from monai_cilmp.engines.recipe import TrainingRecipe
 from monai_cilmp.engines.runs import run_lock
@@ -84,20 +85,6 @@ class RegularizedLoss(nn.Module):
         term = getattr(self.network, "regularization_loss", lambda: None)()
         self.last_regularization = term.detach() if isinstance(term, torch.Tensor) else None
         return loss + term.to(loss.dtype) if isinstance(term, torch.Tensor) else loss
-
-
-def scores_and_labels(output: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, C)`` float32 class scores and ``(B,)`` long labels of a decollated engine output, on the scores' device.
-
-    The output transform of every metric of :func:`create_evaluator`. MONAI decollates a batch's labels into Python
-    numbers (0-d tensors become ``.item()``), so they must be put back on the device of the scores: on a GPU the
-    metrics would otherwise compare ``cuda`` scores with ``cpu`` labels. Scores are cast to float32 (under autocast
-    they are bf16/fp16). Returning scores rather than argmax indices keeps Ignite in its multi-class case.
-    """
-    pred, label = from_engine(["pred", "label"])(output)
-    scores = torch.stack([torch.as_tensor(p) for p in pred]).float()
-    labels = torch.stack([torch.as_tensor(t).reshape(()) for t in label]).to(device=scores.device, dtype=torch.long)
-    return scores.as_subclass(torch.Tensor), labels.as_subclass(torch.Tensor)
 
 
 def create_evaluator(

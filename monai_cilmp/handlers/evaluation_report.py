@@ -106,7 +106,7 @@ class EvaluationReport:
 
     def collect(self, engine: Engine) -> None:
         if self.output_transform is None:
-            from monai_cilmp.engines.trainer import scores_and_labels
+            from monai_cilmp.engines.outputs import scores_and_labels
 
             self.output_transform = scores_and_labels
         logits, labels = self.output_transform(engine.state.output)
