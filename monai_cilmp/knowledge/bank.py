@@ -163,8 +163,10 @@ class KnowledgeBank:
                 f"--out {path}` or fix the path."
             )
         with open(path, "rb") as f:
-            start = f.read(4)
-        if start[:1] == b"\x80" or start == b"PK\x03\x04":  # a pickle, or a torch.save archive (pickle in a zip)
+            start = f.read(9)
+        # safetensors: an 8-byte little-endian header size, then the JSON header; its first byte can be 0x80 as well
+        safetensors = len(start) == 9 and start[8:9] == b"{"
+        if not safetensors and (start[:1] == b"\x80" or start[:4] == b"PK\x03\x04"):  # a pickle, or torch.save's zip
             raise ValueError(
                 f"'{path}' is not a safetensors knowledge bank: it holds a Python pickle, which is never loaded (it "
                 "could run code); make a bank with `monai-cilmp knowledge extract ... --out FILE.safetensors` (or "

@@ -96,3 +96,20 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
         random_bank(seed=2).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["kb.safetensors"]
+
+
+def test_a_bank_whose_header_size_starts_with_the_pickle_byte_loads(tmp_path):
+    """A safetensors file begins with its header's size (8 bytes, little-endian): when the lowest byte is 0x80, the
+    file starts like a pickle and must still load as the bank it is."""
+    path = tmp_path / "kb.safetensors"
+    for pad in range(256):  # the header grows by one byte per padding character: one length ends in 0x80
+        bank = KnowledgeBank.from_tensors(
+            {"a": torch.ones(2, 4), "b": torch.zeros(3, 4)}, source_model="random", texts={"a": "x" * pad, "b": "y"}
+        )
+        bank.save(path)
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header size whose lowest byte is 0x80")
+    loaded = KnowledgeBank.load(path)
+    assert loaded.class_names == ["a", "b"] and torch.equal(loaded["b"], torch.zeros(3, 4))
