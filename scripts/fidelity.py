@@ -38,6 +38,7 @@ import sys
 import tempfile
 import types
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "tests" / "networks" / "data" / "fidelity.json"
@@ -222,24 +223,13 @@ def bind_dassl_methods(trainer_class, trainer_file: Path, torch) -> None:
             setattr(trainer_class, node.name, namespace[node.name])
 
 
-def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
-    """Tip-Adapter: its ``search_hp`` on the features of its own CLIP (``clip.model.build_model``), then the logits
-    of ``main.py``'s formula (inline there, so written out here) at the pair it chose."""
-    import importlib
-
+def _tip_cache(clip: Any, state_file: str) -> tuple:
+    """What both Tip-Adapter workers build with the original ``clip`` package: the model, the cache and search
+    labels, the normalised cache keys and search features, the template's text weights and the one-hot values."""
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from scripts.fidelity_setup import CLASS_NAMES, TEMPLATES, TIP_LABELS, images, tip_search_images
 
-    torch.set_num_threads(1)
-    torch.Tensor.half = lambda self, *a, **k: self  # build_model stores float16 weights: keep them float32
-    torch.nn.Module.half = lambda self, *a, **k: self
-    sys.path.insert(0, str(repo))
-    clip = importlib.import_module("clip")
-    utils = importlib.import_module("utils")
-    # their cls_acc does float() of a one-element array, which NumPy 2 refuses: the same percentage, as a float
-    utils.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
     model = clip.model.build_model(torch.load(state_file)).float().eval()
     cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
     with torch.no_grad():
@@ -251,6 +241,27 @@ def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
         weights = model.encode_text(texts)
         weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
     values = torch.nn.functional.one_hot(cache_labels, len(CLASS_NAMES)).float()
+    return model, cache_labels, search_labels, keys, features, weights, values
+
+
+def tip_adapter_worker(repo: Path, state_file: str, result_file: str) -> None:
+    """Tip-Adapter: its ``search_hp`` on the features of its own CLIP (``clip.model.build_model``), then the logits
+    of ``main.py``'s formula (inline there, so written out here) at the pair it chose."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+
+    torch.set_num_threads(1)
+    torch.Tensor.half = lambda self, *a, **k: self  # build_model stores float16 weights: keep them float32
+    torch.nn.Module.half = lambda self, *a, **k: self
+    sys.path.insert(0, str(repo))
+    clip = importlib.import_module("clip")
+    utils = importlib.import_module("utils")
+    # their cls_acc does float() of a one-element array, which NumPy 2 refuses: the same percentage, as a float
+    utils.cls_acc = lambda output, target, topk=1: 100.0 * float((output.argmax(dim=1) == target).float().mean())
+    model, cache_labels, search_labels, keys, features, weights, values = _tip_cache(clip, state_file)
     cfg = ORIGINALS["tip-adapter"][3]
     beta, alpha = utils.search_hp(cfg, keys.t(), values, features, search_labels, weights)
     affinity = features @ keys.t()
@@ -271,14 +282,10 @@ def tip_adapter_f_worker(repo: Path, state_file: str, result_file: str) -> None:
 
     sys.path.insert(0, str(ROOT))
     from scripts.fidelity_setup import (
-        CLASS_NAMES,
         LABELS,
-        TEMPLATES,
         TIP_ADAPTER_F_SETTINGS,
-        TIP_LABELS,
         gradient_summary,
         images,
-        tip_search_images,
     )
 
     torch.set_num_threads(1)
@@ -314,17 +321,7 @@ def tip_adapter_f_worker(repo: Path, state_file: str, result_file: str) -> None:
 
     main_module.F.cross_entropy = recording_cross_entropy
     main_module.torch.optim.AdamW = RecordingAdamW
-    model = clip.model.build_model(torch.load(state_file)).float().eval()
-    cache_labels, search_labels = torch.tensor(TIP_LABELS["cache"]), torch.tensor(TIP_LABELS["search"])
-    with torch.no_grad():
-        keys = model.encode_image(images(len(cache_labels), "cache"))
-        keys = keys / keys.norm(dim=-1, keepdim=True)
-        features = model.encode_image(tip_search_images())
-        features = features / features.norm(dim=-1, keepdim=True)
-        texts = clip.tokenize([TEMPLATES[0].format(c.replace("_", " ")) for c in CLASS_NAMES])
-        weights = model.encode_text(texts)
-        weights = (weights / weights.norm(dim=-1, keepdim=True)).t()
-    values = torch.nn.functional.one_hot(cache_labels, len(CLASS_NAMES)).float()
+    model, cache_labels, search_labels, keys, features, weights, values = _tip_cache(clip, state_file)
     train_loader = [(images(len(LABELS)), torch.tensor(LABELS))]
     with tempfile.TemporaryDirectory() as cache_dir:
         cfg = {**ORIGINALS["tip-adapter"][3], **TIP_ADAPTER_F_SETTINGS, "train_epoch": 1, "cache_dir": cache_dir}
