@@ -308,7 +308,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     """
     from monai_cilmp.data import few_shot_datalist
     from monai_cilmp.engines import cached_feature_loader, create_trainer, evaluate_split, reseed
-    from monai_cilmp.engines.distributed import per_process_batch, rank_and_world_size
+    from monai_cilmp.engines.distributed import end_process_group, per_process_batch, rank_and_world_size
     from monai_cilmp.metrics import save_metrics
     from monai_cilmp.networks.nets import get_method
 
@@ -354,11 +354,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
     rank, world_size = rank_and_world_size()
     if world_size > 1:  # a multi-GPU cell: every rank holds the trained network; rank 0 evaluates it on its own
-        torch.distributed.barrier()
-        from ignite import distributed as idist
-
-        torch.distributed.destroy_process_group()  # the evaluation's metrics must not wait for the other ranks
-        idist.sync()  # and Ignite's (MONAI's metrics) must know the group is gone
+        end_process_group()  # the evaluation's metrics must not wait for the other ranks
         if rank != 0:
             return {}
     start = time.perf_counter()

@@ -387,11 +387,16 @@ def run_cell_task(arguments: Mapping[str, Any], cell: Cell) -> str:
         arguments = {**arguments, "device": f"cuda:{environment.local_rank}"}  # one GPU per task
     try:
         run_comparison(**arguments, only=[cell], report=False)
-    finally:
+    except BaseException:
         import torch.distributed as dist
 
         if environment is not None and dist.is_initialized():
-            dist.destroy_process_group()
+            dist.destroy_process_group()  # no barrier: the other ranks may never reach one
+        raise
+    if environment is not None:
+        from monai_cilmp.engines import end_process_group
+
+        end_process_group()
     return str(cell.record_path(arguments["out"]))
 
 

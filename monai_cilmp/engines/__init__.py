@@ -6,7 +6,14 @@ from .bundle_metadata import bundle_metadata, record_eval_metrics, write_run_met
 from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
-from .distributed import ShardedEvaluator, ShardSampler, gather_in_dataset_order, per_process_batch, rank_seed
+from .distributed import (
+    ShardedEvaluator,
+    ShardSampler,
+    end_process_group,
+    gather_in_dataset_order,
+    per_process_batch,
+    rank_seed,
+)
 from .evaluation import (
     calibration_logits,
     evaluate_split,
@@ -58,6 +65,7 @@ __all__ = [
     "TrainingSetup",
     "amp_options",
     "atomic_torch_save",
+    "end_process_group",
     "build_optimizer",
     "bundle_metadata",
     "build_scheduler",

@@ -13,13 +13,15 @@ what a run computes or reports has to be made global or rank-aware explicitly:
   sampler's padding, so every rank fits on the whole training set;
 - evaluation on any number of ranks: :class:`ShardSampler` splits a set without padding (a 3-image validation set on
   4 ranks leaves one rank empty; no image is counted twice) and :class:`ShardedEvaluator` runs an empty shard through
-  its events with no iteration, so the ranks still meet in the metrics' all-reduce.
+  its events with no iteration, so the ranks still meet in the metrics' all-reduce;
+- the end of a run: :func:`end_process_group` leaves the group so that a finished run exits with status 0.
 
 In one process without a process group nothing here changes what a run computes.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,6 +32,7 @@ from monai.engines import SupervisedEvaluator
 __all__ = [
     "ShardSampler",
     "ShardedEvaluator",
+    "end_process_group",
     "gather_in_dataset_order",
     "per_process_batch",
     "rank_and_world_size",
@@ -44,6 +47,30 @@ def rank_and_world_size() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def end_process_group() -> None:
+    """Leave the default process group at the end of a run, so that the process exits cleanly (a no-op without one).
+
+    Gloo runs each collective on a thread of its own, which releases the collective's tensors after the caller has
+    already returned, and needs Python's GIL to do so. If the interpreter is shutting down by then, that thread is
+    stopped in the middle of a C++ destructor and the whole process aborts (SIGABRT, "terminate called without an
+    active exception"): ``torchrun`` then reports a finished run as failed. The same happens when the group itself
+    is freed during shutdown, which is the case after a ``DistributedDataParallel`` network: the network and the
+    engines that hold it form a reference cycle that keeps the group alive after ``destroy_process_group``.
+
+    So every rank first meets the others in a barrier (waiting without the GIL, while Gloo's threads finish), then
+    destroys the group, collects the cycles that still hold it while Python is fully alive, and tells Ignite (MONAI's
+    metrics) that the group is gone.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    from ignite import distributed as idist
+
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    gc.collect()
+    idist.sync()
 
 
 def per_process_batch(global_batch: int, world_size: int | None = None) -> int:

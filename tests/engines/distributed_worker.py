@@ -30,7 +30,13 @@ from monai.data import DataLoader, Dataset, DistributedSampler
 from monai.engines.utils import IterationEvents
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
-from monai_cilmp.engines import TrainingRecipe, cached_feature_loader, create_evaluator, create_trainer
+from monai_cilmp.engines import (
+    TrainingRecipe,
+    cached_feature_loader,
+    create_evaluator,
+    create_trainer,
+    end_process_group,
+)
 from monai_cilmp.engines.distributed import ShardSampler
 from monai_cilmp.knowledge import KnowledgeBank
 from monai_cilmp.networks import CILMP, load_backbone
@@ -231,7 +237,10 @@ if __name__ == "__main__":
     if ON_GPU:
         torch.cuda.set_device(device())
     dist.init_process_group("nccl" if ON_GPU else "gloo")
-    try:
-        SCENARIOS[scenario](Path(out), *options)
-    finally:
-        dist.destroy_process_group()
+    SCENARIOS[scenario](Path(out), *options)
+    end_process_group()
+    threads = Path("/proc/self/task")  # Linux: the threads' names
+    if threads.is_dir() and not ON_GPU:
+        names = [(task / "comm").read_text().strip() for task in threads.iterdir()]
+        if any("gloo" in name for name in names):  # left for the interpreter's shutdown, they may abort the process
+            raise SystemExit(f"Gloo's threads outlived the process group: {sorted(names)}")
