@@ -19,6 +19,7 @@ from scripts.fidelity_setup import (
     FIDELITY_METHODS,
     LABELS,
     MODEL_CONFIG,
+    PROBE_VALIDATION_LABELS,
     TEMPLATES,
     TIP_ADAPTER_F_SETTINGS,
     TIP_LABELS,
@@ -239,8 +240,9 @@ def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
     """BiomedCoOp's ``trainers/LP`` fits scikit-learn's L2 logistic regression (L-BFGS, C searched on validation
     images) on normalised CLIP image features. The features are our probe's, and the fit at the same C on our
     features, loaded into our probe's head, gives the original's weights, intercepts and test logits; there, the
-    gradient of our training loss is that of the data term of the original's objective. (Our ``linear-probe``
-    trains its head by SGD on the mean cross-entropy, without penalty or C search: docs/compare.md.)"""
+    gradient of our training loss is that of the data term of the original's objective. (``linear-probe`` trains
+    its head by SGD on the mean cross-entropy by default; ``fit="logistic"`` is the original's fit and C search:
+    the next test.)"""
     from sklearn.linear_model import LogisticRegression
 
     figures = fixture["methods"]["linear-probe"]
@@ -272,6 +274,39 @@ def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
         assert (net.head.weight.grad + penalty).abs().max() <= 1e-4, f"weight gradient at C={c}"
         assert net.head.bias.grad.abs().max() <= 1e-4, f"bias gradient at C={c}"
         assert (net.head.weight.grad * len(labels) + penalty).abs().max() > 1e-3, "the summed reading"
+
+
+#: L-BFGS's stopping point at these Cs moves with the features' float rounding (6e-6 here): at C = 1e6 the
+#: logits agree to 1.8e-4 only (at C = 1, to 1.2e-4), so the search that ends there is compared to this looser bound
+LINEAR_PROBE_ILL_CONDITIONED_C = {1e6: 5e-4, 1.0: 5e-4}
+
+
+@pytest.mark.parametrize("run", ["fits", "probe_validation_fits"])
+def test_linear_probe_logistic_search_matches_the_original(fixture, backbone, run):
+    """``fit="logistic"`` is BiomedCoOp's ``trainers/LP`` (and CoOp's ``lpclip``): the same Cs fitted in the same
+    order with the same validation accuracies (the seven decades, then the halvings of the range: on the second
+    validation set the accuracies differ, so both branches are taken), the same C chosen, and the chosen fit's
+    test logits."""
+    figures = fixture["methods"]["linear-probe"][run]
+    validation = tip_search_images() if run == "fits" else images(len(PROBE_VALIDATION_LABELS), "probe-validation")
+    val_labels = TIP_LABELS["search"] if run == "fits" else PROBE_VALIDATION_LABELS
+    net = build_method("linear-probe", CLASS_NAMES, backbone, fit="logistic", search_steps=2).eval()
+    labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        net.set_validation_features(net.encode_image(validation), torch.tensor(val_labels))
+        net.fit_training_features(net.encode_image(images(len(labels), "cache")), labels)
+        logits = net(images())
+    trace = net.fit_summary["trace"]
+    assert [t["C"] for t in trace] == [f["C"] for f in figures]  # exactly: the same arithmetic on the same Cs
+    assert [t["val_accuracy"] for t in trace] == pytest.approx([f["val_accuracy"] for f in figures], abs=1e-8)
+    chosen = net.fit_summary["C"]
+    # the original's last step keeps one of its two fits: the one of the chosen C
+    theirs = [f for f in figures[-2:] if f["C"] == chosen]
+    assert theirs, f"C {chosen} is not one of the original's last two fits"
+    bound = LINEAR_PROBE_ILL_CONDITIONED_C.get(chosen, TOLERANCE)
+    assert relative_error(logits, theirs[0]["test_logits"]) <= bound
+    assert net.trainable_state_dict()["logistic_C"].item() == chosen
+    assert not net.trainable_parameters(), "the fitted head does not train"
 
 
 def test_linear_probe_zero_shot_initialisation_is_the_original_zero_shot_classifier(fixture, backbone):
