@@ -470,8 +470,54 @@ def lp_plus_plus_worker(repo: Path, state_file: str, result_file: str) -> None:
         "shapes": {},
         "centroids": gradient_summary(centroids, "centroids"),
         "alpha": float(alpha),
+        "training": _lp_plus_plus_training(module, model, labels, weights, shots),
     }
     Path(result_file).write_text(json.dumps(result))
+
+
+def _lp_plus_plus_training(module: Any, model: Any, labels: Any, weights: Any, shots: int) -> dict[str, Any]:
+    """LP++'s ``forward`` as it is, for ``LP_PLUS_PLUS_EPOCHS`` full-batch epochs on the cache images (validation: the
+    search images), with its classifier's bias started at zero (its ``nn.Linear`` draws it at random; ours is zero).
+    Each epoch's training logits and loss are read as its ``F.cross_entropy`` receives them; also its step sizes."""
+    import torch
+    import torch.nn.functional as F
+
+    from scripts.fidelity_setup import LP_PLUS_PLUS_EPOCHS, TIP_LABELS, images, tip_search_images
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    epochs: list[dict[str, Any]] = []
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        loss = F.cross_entropy(logits, target, *args, **kwargs)
+        epochs.append({"logits": logits.detach().tolist(), "loss": float(loss)})
+        return loss
+
+    class ZeroBiasLinear(torch.nn.Linear):
+        def reset_parameters(self):
+            super().reset_parameters()
+            torch.nn.init.zeros_(self.bias)
+
+    module.F = types.SimpleNamespace(cross_entropy=cross_entropy)
+    module.nn = types.SimpleNamespace(Linear=ZeroBiasLinear, Module=torch.nn.Module)
+    train = [(images(len(labels), "cache"), labels)]
+    val = [(tip_search_images(), torch.tensor(TIP_LABELS["search"]))]
+    with torch.no_grad():
+        test = model.encode_image(images())
+        test = test / test.norm(dim=-1, keepdim=True)
+    trainer = module.LinearProbe_P2_CLIP({"train_epoch": LP_PLUS_PLUS_EPOCHS, "shots": shots, "output_dir": "."})
+    loss, _ = trainer.forward(train, val, test, torch.zeros(len(test), dtype=torch.long), weights, model, None)
+    with torch.no_grad():
+        features = model.encode_image(images(len(labels), "cache"))
+        features = features / features.norm(dim=-1, keepdim=True)
+    return {
+        "epochs": LP_PLUS_PLUS_EPOCHS,
+        "lr_w": float(module.calculate_lr_w(features)),
+        "lr_alpha": float(module.calculate_lr_alpha(features, weights)),
+        "losses": [e["loss"] for e in epochs],
+        "last_logits": epochs[-1]["logits"],
+        "loss": loss,
+    }
 
 
 def linear_probe_worker(repo: Path, state_file: str, result_file: str) -> None:

@@ -363,7 +363,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     if trained:
         start = time.perf_counter()
         if search_items and callable(getattr(network, "set_validation_features", None)):
-            # the logistic fit searches C on these while the engine fits it from the training features
+            # a probe's logistic fit searches C on these (LP++'s loop keeps its best epoch) when the engine fits it
             from monai_cilmp.networks.nets import extract_features
 
             images = _loader(search_items, context.eval_transforms, recipe.batch_size, False, context.num_workers)
@@ -395,8 +395,8 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     split = "test_base" if b2n else "test"
     metrics = evaluate_split(network, loader, names, directory, items=data["test"], split=split, **evaluate)
     extra: dict[str, Any] = {"alpha_beta_search": extra_search} if extra_search else {}
-    if getattr(network, "fit_summary", None):  # the logistic fit's C (and its search), recorded with the cell
-        extra["logistic_fit"] = network.fit_summary
+    if getattr(network, "fit_summary", None):  # a fit of its own (a probe's C search, LP++'s loop), recorded
+        extra["fit_summary"] = network.fit_summary
     if b2n:
         novel_data, novel_loader = context.subset_loaders["novel"]
         novel, how = _novel_network(cell, network, context)

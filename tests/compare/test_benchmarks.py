@@ -13,7 +13,7 @@ from monai_cilmp.compare import Cell
 from monai_cilmp.compare.benchmarks import benchmark_markdown, benchmark_settings, list_benchmarks, load_benchmarks
 from monai_cilmp.data import get_dataset
 from monai_cilmp.engines import TrainingRecipe
-from monai_cilmp.networks.nets import LinearProbe, TipAdapter, get_method
+from monai_cilmp.networks.nets import LinearProbe, LPPlusPlus, TipAdapter, get_method
 
 LABEL = "CILMP-Tiny (random)"
 
@@ -23,6 +23,7 @@ def test_every_entry_names_a_registered_method_and_options_it_takes():
     searches = {  # the keywords of each method's search on validation (and the split's reduction, val_shots)
         TipAdapter: set(inspect.signature(TipAdapter.search_alpha_beta).parameters),
         LinearProbe: set(inspect.signature(LinearProbe.set_validation_features).parameters),
+        LPPlusPlus: set(inspect.signature(LPPlusPlus.set_validation_features).parameters),
     }
     for name, entry in load_benchmarks().items():
         assert entry["title"] and entry["source"]
@@ -86,7 +87,7 @@ def test_coop_epochs_per_shot_count_and_octmnist_names():
 
 def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_path, capsys):
     argv = ["compare", "--datalist", tiny_data["datalist"], "--methods", "coop", "tip-adapter", "clip-adapter"]
-    argv += ["linear-probe"]
+    argv += ["linear-probe", "lp++"]
     argv += ["--shots", "2", "--seeds", "1", "--out", str(tmp_path), "--backbone", "CILMP-Tiny", "--pretrained"]
     argv += ["none", "--offline", "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--benchmark", "biomedcoop"]
     assert main(argv) == 0
@@ -99,8 +100,10 @@ def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_p
     tip = json.loads(Cell("tip-adapter", 2, 1, LABEL).record_path(tmp_path).read_text())
     assert set(tip["alpha_beta_search"]) == {"alpha", "beta", "accuracy"}  # searched on the validation split
     probe = json.loads(Cell("linear-probe", 2, 1, LABEL).record_path(tmp_path).read_text())
-    fit = probe["logistic_fit"]  # BiomedCoOp's C search on K validation images per class, recorded with the cell
+    fit = probe["fit_summary"]  # BiomedCoOp's C search on K validation images per class, recorded with the cell
     assert len(fit["trace"]) == 7 + 2 * 8 and fit["C"] in {t["C"] for t in fit["trace"][-2:]}
+    lpp = json.loads(Cell("lp++", 2, 1, LABEL).record_path(tmp_path).read_text())["fit_summary"]
+    assert len(lpp["losses"]) == 300 and lpp["val_accuracy"] is not None  # its own loop, best validation epoch
     report = (tmp_path / "results.md").read_text()
     assert "## Benchmark settings" in report and '| coop | n_ctx=4, ctx_init="a photo of a"' in report
     assert "ratio=0.5, renormalize=False" in report

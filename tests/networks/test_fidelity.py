@@ -18,6 +18,7 @@ from scripts.fidelity_setup import (
     CLASS_NAMES,
     FIDELITY_METHODS,
     LABELS,
+    LP_PLUS_PLUS_EPOCHS,
     MODEL_CONFIG,
     PROBE_VALIDATION_LABELS,
     TEMPLATES,
@@ -227,6 +228,38 @@ def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, back
     # the other reading (class means, alpha over every class pair) is told apart
     shots = len(labels) // len(CLASS_NAMES)
     assert relative_error(gradient_summary(weight / shots, "centroids"), figures["centroids"]) > 3 * TOLERANCE
+
+
+def test_lp_plus_plus_full_batch_training_matches_the_original(fixture, backbone):
+    """``fit="full-batch"`` is BiomedCoOp's LP++ loop: the same step sizes (``calculate_lr_w``/``calculate_lr_alpha``),
+    the same loss at every epoch (SGD with momentum on the weights, alpha moved every 10th epoch by its summed
+    gradient) and the same training logits at the last epoch (both biases started at zero)."""
+    figures = fixture["methods"]["lp++"]["training"]
+    assert figures["epochs"] == LP_PLUS_PLUS_EPOCHS
+    net = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0], fit="full-batch", epochs=figures["epochs"])
+    labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        features = net.encode_image(images(len(labels), "cache"))
+        net.set_validation_features(net.encode_image(tip_search_images()), torch.tensor(TIP_LABELS["search"]))
+    net.fit_training_features(features, labels)
+    summary = net.fit_summary
+    assert relative_error(summary["lr_w"], figures["lr_w"]) <= TOLERANCE
+    assert relative_error(summary["lr_alpha"], figures["lr_alpha"]) <= TOLERANCE
+    assert relative_error(summary["losses"], figures["losses"]) <= TOLERANCE
+    assert not net.trainable_parameters(), "its own loop trained it: the engine does not"
+    # the last epoch's logits are those of the state after the step before it: rerun ours one epoch shorter
+    shorter = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0], fit="full-batch")
+    shorter.epochs = figures["epochs"] - 1
+    shorter.fit_training_features(features, labels)
+    with torch.no_grad():
+        logits = shorter(features)
+    assert relative_error(logits, figures["last_logits"]) <= TOLERANCE
+    # alpha's moves matter: without them the last logits are told apart
+    still = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0], fit="full-batch", alpha_interval=1000)
+    still.epochs = figures["epochs"] - 1
+    still.fit_training_features(features, labels)
+    with torch.no_grad():
+        assert relative_error(still(features), figures["last_logits"]) > 3 * TOLERANCE
 
 
 #: BiomedCoOp's linear probe's fit compared: the C of its search where L-BFGS's stopping point does not move with the
