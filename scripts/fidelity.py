@@ -92,6 +92,18 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
     "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
     "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
     "coop-init": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False}}),
+    "coop-middle": (
+        "CoOp",
+        "trainers.coop",
+        "CoOp",
+        {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False, "CLASS_TOKEN_POSITION": "middle"}},
+    ),
+    "coop-front": (
+        "CoOp",
+        "trainers.coop",
+        "CoOp",
+        {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True, "CLASS_TOKEN_POSITION": "front"}},
+    ),
     "cocoop": ("CoOp", "trainers.cocoop", "CoCoOp", {"COCOOP": {"N_CTX": 4, "CTX_INIT": "a photo of a"}}),
     "kgcoop": (
         "KgCoOp/KgCoOp",

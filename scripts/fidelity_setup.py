@@ -201,6 +201,14 @@ FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": "a photo of a"}),
         "params": {"prompt_learner.ctx": ("ctx", None)},
     },
+    "coop-middle": {
+        "ours": ("coop", {"n_ctx": 4, "ctx_init": None, "class_token_position": "middle"}),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+    },
+    "coop-front": {
+        "ours": ("coop", {"n_ctx": 4, "ctx_init": None, "class_specific": True, "class_token_position": "front"}),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+    },
     "cocoop": {
         "ours": ("cocoop", {}),
         "params": {

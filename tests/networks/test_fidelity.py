@@ -212,6 +212,13 @@ def test_prograd_projection_is_triggered_and_needed(fixture, backbone):
     assert unprojected > 3 * TOLERANCE
 
 
+@pytest.mark.parametrize("method", ["coop-middle", "coop-front"])
+def test_class_token_positions_are_told_apart(method, fixture, backbone):
+    """CoOp's middle and front class-token positions (matched above) differ from the class name at the end."""
+    logits, _, _ = run_ours(method, fixture["methods"][method], backbone, class_token_position="end")
+    assert relative_error(logits, fixture["methods"][method]["logits"]) > 3 * TOLERANCE
+
+
 def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, backbone):
     """BiomedCoOp's LP++: its ``compute_centroids`` (class sums) and ``calculate_init_alpha`` (own-class similarity)
     on the same features, and the logits of its formula at that initialisation (bias zero on both sides)."""
