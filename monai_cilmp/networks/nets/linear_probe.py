@@ -16,7 +16,6 @@ trained weights are not (docs/compare.md, "Fidelity to the authors' code").
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -112,13 +112,8 @@ class LinearProbe(CLIPClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         init: ``"random"`` (PyTorch's default for ``nn.Linear``) or ``"zero-shot"`` (starts as the zero-shot
             classifier: its logits at initialisation are :class:`~monai_cilmp.networks.nets.ZeroShotCLIP`'s).
         text: zero-shot text kind for ``init="zero-shot"`` (see :class:`~monai_cilmp.networks.nets.ZeroShotText`).
@@ -135,21 +130,19 @@ class LinearProbe(CLIPClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         init: str = ProbeInit.RANDOM,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | None = None,
         anchor_weight: float = 0.0,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         self.init = look_up(init, ProbeInit)
         if anchor_weight and self.init != ProbeInit.ZERO_SHOT:
             raise ValueError("anchor_weight needs init='zero-shot': the anchor is the zero-shot classifier.")

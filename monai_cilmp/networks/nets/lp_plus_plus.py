@@ -22,13 +22,13 @@ The centroids and ``alpha`` are set from the training features by the engine bef
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 
 from .feature_head import FrozenFeatureClassifier
 from .zeroshot import DEFAULT_TEMPLATE
@@ -68,11 +68,8 @@ class LPPlusPlus(FrozenFeatureClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         kappa: scale of the initial blending factor (250, as in the public implementation).
         text: zero-shot text kind of the class embeddings.
         template: the template of ``text="template"``.
@@ -85,19 +82,18 @@ class LPPlusPlus(FrozenFeatureClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         kappa: float = 250.0,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | None = None,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self._init_features(class_names, backbone, pretrained, text, template, templates, prompts, **backbone_options)
         self.kappa = float(kappa)
         n_cls = len(self.class_names)
         self.visual_weight = nn.Parameter(torch.zeros(n_cls, self.feature_dim))
