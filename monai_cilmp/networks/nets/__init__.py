@@ -20,7 +20,16 @@ from .kgcoop import KgCoOp
 from .linear_probe import LinearProbe, ProbeInit, extract_features, feature_items
 from .lp_plus_plus import LPPlusPlus, lp_plus_plus_init
 from .maple import MaPLe
-from .methods import METHODS, MethodSpec, build_method, get_method, list_methods, register_method
+from .methods import (
+    METHODS,
+    NETWORK_INPUTS,
+    SPEED_SWITCHES,
+    MethodSpec,
+    build_method,
+    get_method,
+    list_methods,
+    register_method,
+)
 from .prograd import ProGrad
 from .promptsrc import PromptSRC
 from .tip_adapter import TipAdapter, cache_logits
@@ -41,9 +50,11 @@ __all__ = [
     "LinearProbe",
     "MEDICAL_TEMPLATES",
     "METHODS",
+    "NETWORK_INPUTS",
     "MaPLe",
     "MethodSpec",
     "ProGrad",
+    "SPEED_SWITCHES",
     "ProbeInit",
     "PromptSRC",
     "TipAdapter",
