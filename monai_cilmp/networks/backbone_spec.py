@@ -47,8 +47,10 @@ class BackboneSpec:
         )
 
 
-#: the :class:`BackboneSpec` fields a network takes as keywords beside a model name
-BACKBONE_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BackboneSpec))[2:]
+#: the :class:`BackboneSpec` fields a network takes as keywords beside a model name (``backbone``, ``pretrained``)
+BACKBONE_OPTIONS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(BackboneSpec) if f.name not in ("name", "pretrained")
+)
 
 #: what a network's ``backbone`` argument may be
 BackboneLike = str | BackboneSpec | Backbone
@@ -70,7 +72,10 @@ def resolve_backbone(backbone: BackboneLike, pretrained: str | None = "openai", 
     """
     unknown = sorted(set(options) - set(BACKBONE_OPTIONS))
     if unknown:
-        raise TypeError(f"Unexpected keyword argument(s) {unknown}: the backbone options are {list(BACKBONE_OPTIONS)}.")
+        raise TypeError(
+            f"Unexpected keyword argument(s) {unknown}: neither a setting of the network nor a backbone option "
+            f"({', '.join(BACKBONE_OPTIONS)}); check the spelling against the network's docstring."
+        )
     if isinstance(backbone, Backbone):
         return backbone
     if isinstance(backbone, BackboneSpec):
