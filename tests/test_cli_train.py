@@ -87,7 +87,7 @@ def test_train_and_evaluate_another_family_or_activation(trained, tmp_path, back
     assert main(args) == 0
     meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")["metadata"]
     assert meta["backbone"] == backbone
-    assert meta["network"].get("quick_gelu", "auto") == ("auto" if not extra else False)
+    assert meta["network"]["quick_gelu"] is (None if not extra else False)  # None: from the weights' provenance
     assert main(["evaluate", "--run", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["n"] == 4
 

@@ -11,6 +11,7 @@ from monai.bundle import ConfigParser, run
 from monai_cilmp.cli import main
 from monai_cilmp.engines import load_checkpoint
 from monai_cilmp.networks.nets import get_method, list_methods
+from scripts.write_method_configs import inference_json_text, method_overlays, train_json_text
 from tests.compare.conftest import CLASSES, make_tiny_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cilmp" / "configs"
@@ -45,18 +46,53 @@ def parser_for(method, tiny_data, out):
     return parser
 
 
-def test_every_registered_method_has_an_overlay_matching_the_registry():
+def test_method_overlays_are_in_step_with_the_registry():
+    """The network keys of every overlay (and train.json's, inference.json's) are what
+    scripts/write_method_configs.py writes from the registry; the recipe keys are the registry's overrides."""
     assert sorted(p.stem for p in METHODS.glob("*.json")) == sorted(list_methods())
+    written = {p.name: p.read_text() for p in METHODS.glob("*.json")}
+    assert written == method_overlays(), "run python scripts/write_method_configs.py"
+    assert (CONFIGS / "train.json").read_text() == train_json_text(), "run python scripts/write_method_configs.py"
+    assert (CONFIGS / "inference.json").read_text() == inference_json_text(), "run the same script"
     for name in list_methods():
         spec = get_method(name)
         overlay = json.loads((METHODS / f"{name}.json").read_text())
-        assert overlay["method"] == name
         assert overlay["network_def"]["_target_"] == f"monai_cilmp.networks.nets.{spec.network.__name__}"
         for key, value in spec.kwargs.items():
             assert overlay["network_def"][key] == value, (name, key)
-        assert set(overlay["network_hparams"]) <= set(overlay["network_def"])
         for key, value in get_method(name).recipe_overrides.items():
             assert overlay[f"recipe#{key}"] == value, (name, key)
+
+
+def test_generator_owns_only_the_network_keys(tmp_path, monkeypatch):
+    """Another key of an overlay (a recipe value, a loader) survives the generator, in its place; a stale network
+    key is replaced."""
+    import scripts.write_method_configs as writer
+
+    (tmp_path / "methods").mkdir()
+    overlay = {"method": "coop", "recipe#lr": 0.5, "network_def": {"n_ctx": 3}, "train#dataset": {"x": 1}}
+    (tmp_path / "methods" / "coop.json").write_text(json.dumps(overlay))
+    monkeypatch.setattr(writer, "CONFIGS", tmp_path)
+    written = json.loads(writer.method_overlays()["coop.json"])
+    assert list(written) == ["method", "recipe#lr", "network_def", "network_hparams", "train#dataset"]
+    assert written["recipe#lr"] == 0.5 and written["train#dataset"] == {"x": 1}
+    assert written["network_def"]["n_ctx"] == 16 and written["network_hparams"]["n_ctx"] == "@network_def#n_ctx"
+
+
+def test_settings_are_every_keyword_of_the_network():
+    """A method's recorded settings are all its network's keywords but the inputs and speed switches, so a run
+    records everything that rebuilds its network; a registry kwarg the network lacks is refused."""
+    import inspect
+
+    from monai_cilmp.networks.nets import NETWORK_INPUTS, SPEED_SWITCHES, MethodSpec
+
+    spec = get_method("tip-adapter-f")
+    keywords = inspect.signature(spec.network.__init__).parameters
+    expected = {k for k, p in keywords.items() if p.kind is p.KEYWORD_ONLY} - NETWORK_INPUTS - SPEED_SWITCHES
+    assert set(spec.settings) == expected and spec.settings["fine_tune"] is True
+    json.dumps(spec.settings)
+    with pytest.raises(ValueError, match="has no keyword"):
+        _ = MethodSpec("bad", spec.network, "bad", {"n_ctx": 4}).settings
 
 
 @pytest.mark.parametrize("method", list_methods())
