@@ -40,6 +40,7 @@ __all__ = [
     "rank_seed",
     "reduce_logged_loss",
     "sharded_indices",
+    "start_process_group",
 ]
 
 
@@ -48,6 +49,18 @@ def rank_and_world_size() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def start_process_group(device: torch.device | str) -> None:
+    """Join the default process group of a ``torchrun`` launch, if not joined yet (its rendezvous is in the
+    environment torchrun set): NCCL for a GPU ``device`` (made the current one), gloo for the CPU. The counterpart of
+    :func:`end_process_group`, for the commands that run their own code rather than a bundle's (``predict``); the
+    bundle's ``multi_gpu_*.json`` overlays do the same in their ``initialize``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def end_process_group() -> None:
