@@ -123,3 +123,33 @@ def test_bundle_run_then_cli_evaluate(method, tiny_data, tmp_path, capsys):
     assert main(["evaluate", "--run", str(out)]) == 0
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("method", ["linear-probe", "tip-adapter-f"])
+def test_a_feature_cached_overlay_trains_what_create_trainer_trains_on_cached_features(method, tiny_data, tmp_path):
+    """The overlay's ``train#dataset`` (``training_feature_dataset``, shuffled by the bundle's loader) and the Python
+    path (``cached_feature_loader`` with the recipe's seed, ``create_trainer``) train the same head, bit for bit, with
+    a seed other than the default: both reshuffle every epoch from the recipe's seed."""
+    import torch
+    from monai.data import DataLoader, Dataset
+
+    from monai_cilmp.engines import cached_feature_loader, create_trainer, reseed
+
+    settings = {"recipe#max_epochs": 2, "recipe#seed": 3, "recipe#val_interval": 0}
+    configs = [str(CONFIGS / "train.json"), str(METHODS / f"{method}.json")]
+    bundle = {**overrides(tiny_data, tmp_path / "bundle"), **settings}
+    run(run_id="run", init_id="initialize", config_file=configs, bundle_root=str(tmp_path), **bundle)
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update({**overrides(tiny_data, tmp_path / "python"), **settings})
+    reseed(3)  # the bundle's startup#determinism
+    network, recipe = parser.get_parsed_content("network"), parser.get_parsed_content("recipe")
+    items = Dataset(
+        parser.get_parsed_content("datalist")["training"], parser.get_parsed_content("validate#preprocessing")
+    )
+    loader = cached_feature_loader(network, DataLoader(items, batch_size=4), batch_size=4, seed=recipe.seed)
+    create_trainer(network, loader, tmp_path / "python", recipe, device="cpu", progress=False).run()
+    trained = [load_checkpoint(tmp_path / run / "checkpoints" / "final.pt")["network"] for run in ("bundle", "python")]
+    assert set(trained[0]) == set(trained[1]) and trained[0]
+    for key, value in trained[0].items():
+        assert torch.equal(value, trained[1][key]), key
