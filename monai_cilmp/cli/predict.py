@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from monai_cilmp.cli import DefaultsHelpFormatter
-from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, parse_bundle
+from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, from_run_configs, parse_bundle
 from monai_cilmp.cli._launch import add_launch_arguments, relaunch, torchrun_process
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if main:
         print(f"Predicting {len(images)} images with {trained.checkpoint}", file=sys.stderr)
     parser = parse_bundle(
-        ["inference.json", "from_run.json"],
+        from_run_configs(trained.metadata["preset"]),
         {"output_dir": str(trained.directory), "checkpoint_name": args.checkpoint, "device": runtime["device"]},
     )
     if process is not None:

@@ -91,7 +91,7 @@ def predict_images(
         the predictions (see :class:`ImagePredictions`).
     """
     from monai_cilmp.engines.distributed import ShardSampler, rank_and_world_size
-    from monai_cilmp.engines.training import amp_options
+    from monai_cilmp.engines.run_setup import amp_options
 
     device = torch.device(device) if device is not None else next(network.parameters()).device
     use_amp, amp_kwargs = amp_options(device, None)
