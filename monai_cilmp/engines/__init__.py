@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .bundle_metadata import bundle_metadata, record_eval_metrics, write_run_metadata
-from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
 from .distributed import (
@@ -31,6 +30,7 @@ from .inference import ImagePredictions, inference_images, predict_images
 from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
 from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
+from .run_calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .runs import RunFinished, RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated
 from .trainer import (
