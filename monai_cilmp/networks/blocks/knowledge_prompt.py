@@ -176,6 +176,10 @@ class _LayerStack:
             down, up = down.unsqueeze(1), up.unsqueeze(1)
         return (h.float() @ down) @ up
 
+    def _edit_dropout_project(self, h: torch.Tensor, coords: torch.Tensor, rotation: torch.Tensor, p: float):
+        """``project(dropout(h + coords R^T))``: each image's edited ``D``-vectors, in training."""
+        return self.project(F.dropout(h + coords @ rotation.transpose(1, 2).unsqueeze(1), p, training=True))
+
     def edited(self, part: str, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Projected edited rows ``h`` ``(n, D)`` of the ``part`` ("prefix"/"suffix") interventions: ``(depth, B, n,
         out)``; as :meth:`KnowledgePrompt.forward` computes them layer by layer."""
@@ -206,8 +210,11 @@ class _LayerStack:
             u = torch.baddbmm(a1_b, z.float().expand(len(modules), -1, -1), a1_w.transpose(1, 2))  # (depth, B, r)
             coords = fixed.unsqueeze(1) + torch.einsum("lnrk,lbk->lbnr", mixing, u)  # (depth, B, n, r)
         if first.dropout.p > 0 and first.training:
-            edited = F.dropout(h + coords @ rotation.transpose(1, 2).unsqueeze(1), first.dropout.p, training=True)
-            return self.project(edited)
+            if torch.is_grad_enabled():
+                # recomputed in backward, with the same mask (checkpoint replays the random state): the (depth, B, n, D)
+                # mask and edit are not kept alive until then
+                return checkpoint(self._edit_dropout_project, h, coords, rotation, first.dropout.p, use_reentrant=False)
+            return self._edit_dropout_project(h, coords, rotation, first.dropout.p)
         fold = rotation.transpose(1, 2) @ self.down.transpose(1, 2)  # (depth, r, r): R^T down^T
         folded = (coords @ fold.unsqueeze(1)) @ self.up.transpose(1, 2).unsqueeze(1)
         return self.project(h).unsqueeze(1) + folded
