@@ -8,6 +8,7 @@ from .device_cache import device_cached_dataset, device_cached_loader, split_at_
 from .distributed import (
     ShardedEvaluator,
     ShardSampler,
+    any_rank,
     end_process_group,
     gather_in_dataset_order,
     per_process_batch,
@@ -64,6 +65,7 @@ __all__ = [
     "TrainingRecipe",
     "TrainingSetup",
     "amp_options",
+    "any_rank",
     "atomic_torch_save",
     "end_process_group",
     "build_optimizer",

@@ -17,10 +17,19 @@ from .distillation import teacher_kl
 from .feature_head import FrozenFeatureClassifier
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
-from .linear_probe import LinearProbe, ProbeInit, extract_features, feature_items
-from .lp_plus_plus import LPPlusPlus, lp_plus_plus_init
+from .linear_probe import LinearProbe, ProbeFit, ProbeInit, extract_features, feature_items, search_logistic_regression
+from .lp_plus_plus import LPPlusPlus, LPPlusPlusFit, lp_plus_plus_init, lp_plus_plus_step_sizes
 from .maple import MaPLe
-from .methods import METHODS, MethodSpec, build_method, get_method, list_methods, register_method
+from .methods import (
+    METHODS,
+    NETWORK_INPUTS,
+    SPEED_SWITCHES,
+    MethodSpec,
+    build_method,
+    get_method,
+    list_methods,
+    register_method,
+)
 from .prograd import ProGrad
 from .promptsrc import PromptSRC
 from .tip_adapter import TipAdapter, cache_logits
@@ -38,12 +47,16 @@ __all__ = [
     "KgCoOp",
     "KnowledgeText",
     "LPPlusPlus",
+    "LPPlusPlusFit",
     "LinearProbe",
     "MEDICAL_TEMPLATES",
     "METHODS",
+    "NETWORK_INPUTS",
     "MaPLe",
     "MethodSpec",
     "ProGrad",
+    "ProbeFit",
+    "SPEED_SWITCHES",
     "ProbeInit",
     "PromptSRC",
     "TipAdapter",
@@ -58,6 +71,8 @@ __all__ = [
     "knowledge_prompts",
     "list_methods",
     "lp_plus_plus_init",
+    "lp_plus_plus_step_sizes",
+    "search_logistic_regression",
     "register_method",
     "select_prompt_sets",
     "teacher_kl",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_cilmp.knowledge import KnowledgeBank
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.blocks.fused_block import shared_prefix_pays
 from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
@@ -35,13 +35,8 @@ class CILMP(CLIPClassifier):
         knowledge: a :class:`~monai_cilmp.knowledge.KnowledgeBank` or the path of a saved one; it must hold
             exactly ``class_names``. ``None`` removes the knowledge tokens (independent V-L prompting; the prompts
             are then the same for every image, whatever ``conditional`` says).
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or an already loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of learnable text context tokens.
         ctx_init: text whose token embeddings initialise the input context (``None``: random init); it must have
             ``n_ctx`` tokens.
@@ -79,12 +74,9 @@ class CILMP(CLIPClassifier):
         self,
         class_names: Sequence[str],
         knowledge: KnowledgeBank | str | os.PathLike | None,
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 12,
@@ -98,9 +90,10 @@ class CILMP(CLIPClassifier):
         conditional: bool = True,
         truncate_context: bool = True,
         shared_prefix: bool | None = None,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         class_names = self.class_names
         bank = None
         if knowledge is not None:
