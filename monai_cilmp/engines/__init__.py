@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .bundle_metadata import bundle_metadata, record_eval_metrics, write_run_metadata
-from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
 from .distributed import (
@@ -40,6 +39,7 @@ from .recipe import (
     lr_factor,
     warmup_cosine,
 )
+from .run_calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .run_setup import TrainingSetup, amp_options, default_device, is_main_process, prepare_training, reseed
 from .runs import RunFinished, RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated

@@ -18,6 +18,7 @@ from torch import nn
 
 from monai_cilmp.knowledge import KnowledgeBank
 from monai_cilmp.networks.backbone_spec import BackboneLike
+from monai_cilmp.networks.blocks.fused_block import shared_prefix_pays
 from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -54,7 +55,9 @@ class CILMP(CLIPClassifier):
         truncate_context: run the text encoder only up to the longest prompt (exact, as CLIP's text attention
             is causal); ``False`` runs the full context, for checking.
         shared_prefix: run the start of the prompts that every prompt shares (the start token and the context
-            tokens) once per layer instead of once per prompt (exact, as the text attention is causal); used when the
+            tokens) once per layer instead of once per prompt (exact, as the text attention is causal): ``True``
+            always, ``False`` never, ``None`` where it pays, decided from the device the prompts run on
+            (:func:`~monai_cilmp.networks.blocks.fused_block.shared_prefix_pays`: CUDA, not the CPU). Used when the
             text tower supports it (open_clip's causal text transformer), ignored otherwise.
 
     Raises:
@@ -86,7 +89,7 @@ class CILMP(CLIPClassifier):
         dropout: float = 0.1,
         conditional: bool = True,
         truncate_context: bool = True,
-        shared_prefix: bool = True,
+        shared_prefix: bool | None = None,
         **backbone_options: Any,
     ) -> None:
         super().__init__()
@@ -133,7 +136,8 @@ class CILMP(CLIPClassifier):
             if bank is not None
             else None
         )
-        self.shared_prefix = bool(shared_prefix) and getattr(self.text_tower, "supports_shared_prefix", False)
+        supported = getattr(self.text_tower, "supports_shared_prefix", False)
+        self.shared_prefix = (None if shared_prefix is None else bool(shared_prefix)) if supported else False
         self._register_slot_index()
         self.knowledge_metadata: dict[str, Any] = (
             {k: v for k, v in bank.metadata.items() if k != "texts"} if bank is not None else {}
@@ -182,7 +186,7 @@ class CILMP(CLIPClassifier):
         n_cls, length, width = self.prompt_embeddings.shape
         # every layer's knowledge tokens in one batched pass: (knowledge_depth, B, N, width)
         tokens = self.knowledge.all_layers(z) if self.knowledge is not None else None
-        if self.shared_prefix:
+        if self.uses_shared_prefix(self.prompt_embeddings.device):
             return self._encode_prompts_shared_prefix(tokens, n_img)
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -194,6 +198,10 @@ class CILMP(CLIPClassifier):
         x = self._inject(x, 0, tokens).view(n_img * n_cls, length, width)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
+
+    def uses_shared_prefix(self, device: torch.device | str) -> bool:
+        """Whether :meth:`encode_prompts` runs the shared prompt start once on ``device`` (see ``shared_prefix``)."""
+        return shared_prefix_pays(device) if self.shared_prefix is None else self.shared_prefix
 
     def _encode_prompts_shared_prefix(self, tokens: torch.Tensor | None, n_img: int) -> torch.Tensor:
         """:meth:`encode_prompts` with the start token and context tokens (the same in every prompt) run once."""
