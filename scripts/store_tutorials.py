@@ -2,9 +2,9 @@
 
     python scripts/store_tutorials.py [01_quick_start.ipynb ...]   # default: every notebook of the main environment
 
-Figures are shrunk to at most 640 pixels wide with a 128-colour palette, and the temporary folder's path is removed
-from the text outputs, so that a stored notebook stays small (``tests/test_tutorials.py`` checks both, and runs the
-notebooks again).
+Figures are shrunk to at most 640 pixels wide with a 128-colour palette, so that a stored notebook stays small, and
+this machine's paths (the temporary folder, the installed packages, the repository) are taken out of the text
+outputs (``tests/test_tutorials.py`` checks both, and runs the notebooks again).
 """
 
 from __future__ import annotations
@@ -36,8 +36,28 @@ def shrink_png(data: str, width: int = MAX_WIDTH) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _local_paths(workdir: str) -> list[tuple[str, str]]:
+    """This machine's folders in a notebook's text and what they read as once stored: the temporary working folder,
+    the installed packages (a warning's source line) and the repository (the bundle's configs)."""
+    import sysconfig
+
+    return [
+        (workdir + "/", ""),
+        (workdir, "."),
+        (sysconfig.get_paths()["purelib"], "<site-packages>"),
+        (str(TUTORIALS.parent), "<repository>"),
+    ]
+
+
+def _strip(text: str, paths: list[tuple[str, str]]) -> str:
+    for local, stored in paths:
+        text = text.replace(local, stored)
+    return text
+
+
 def store(notebook, workdir: str) -> None:
-    """Shrink the figures of an executed notebook and take ``workdir`` out of its text, in place."""
+    """Shrink the figures of an executed notebook and take this machine's paths out of its text, in place."""
+    paths = _local_paths(workdir)
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
         for output in cell.get("outputs", []):
@@ -46,9 +66,9 @@ def store(notebook, workdir: str) -> None:
                 data["image/png"] = shrink_png(data["image/png"])
                 output.get("metadata", {}).pop("image/png", None)
             if "text/plain" in data:
-                data["text/plain"] = data["text/plain"].replace(workdir + "/", "").replace(workdir, ".")
+                data["text/plain"] = _strip(data["text/plain"], paths)
             if "text" in output:
-                output["text"] = output["text"].replace(workdir + "/", "").replace(workdir, ".")
+                output["text"] = _strip(output["text"], paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,16 @@ def test_notebooks_are_stored_executed_and_small():
             if "plt.show()" in source or "display(" in source:
                 assert any("image/png" in o.get("data", {}) for o in cell["outputs"]), f"{path.name}: cell {index}"
             assert not any(o.get("output_type") == "error" for o in cell["outputs"]), f"{path.name}: cell {index}"
+            text = json.dumps(cell["outputs"])
+            for local in _local_folders():  # the storing machine's folders are taken out (scripts/store_tutorials.py)
+                assert local not in text, f"{path.name}: cell {index} shows the local folder {local}"
+
+
+def _local_folders() -> list[str]:
+    import sys
+    import sysconfig
+
+    return [str(TUTORIALS.parent), sysconfig.get_paths()["purelib"], sys.prefix]
 
 
 @pytest.fixture(scope="module")
