@@ -26,6 +26,7 @@ SLOW_MODULES = (
     "test_cli.py",
     "test_cli_train.py",
     "test_faults.py",
+    "test_gpu.py",
     "test_hostile_inputs.py",
     "bundle/test_cilmp_bundle.py",
     "bundle/test_method_overlays.py",

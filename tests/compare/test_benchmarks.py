@@ -60,6 +60,7 @@ def test_biomedcoop_per_dataset_values_and_class_names():
     assert {"biomedcoop", "coop", "cocoop", "maple", "promptsrc"} <= set(list_benchmarks())
 
 
+@pytest.mark.slow  # a comparison that trains CoOp and CLIP-Adapter
 def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_path, capsys):
     argv = ["compare", "--datalist", tiny_data["datalist"], "--methods", "coop", "tip-adapter", "clip-adapter"]
     argv += ["--shots", "2", "--seeds", "1", "--out", str(tmp_path), "--backbone", "CILMP-Tiny", "--pretrained"]
