@@ -92,6 +92,18 @@ ORIGINALS: dict[str, tuple[str, str, str, dict]] = {
     "coop": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False}}),
     "coop-csc": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True}}),
     "coop-init": ("CoOp", "trainers.coop", "CoOp", {"COOP": {"N_CTX": 4, "CTX_INIT": "a photo of a", "CSC": False}}),
+    "coop-middle": (
+        "CoOp",
+        "trainers.coop",
+        "CoOp",
+        {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": False, "CLASS_TOKEN_POSITION": "middle"}},
+    ),
+    "coop-front": (
+        "CoOp",
+        "trainers.coop",
+        "CoOp",
+        {"COOP": {"N_CTX": 4, "CTX_INIT": "", "CSC": True, "CLASS_TOKEN_POSITION": "front"}},
+    ),
     "cocoop": ("CoOp", "trainers.cocoop", "CoCoOp", {"COCOOP": {"N_CTX": 4, "CTX_INIT": "a photo of a"}}),
     "kgcoop": (
         "KgCoOp/KgCoOp",
@@ -470,22 +482,71 @@ def lp_plus_plus_worker(repo: Path, state_file: str, result_file: str) -> None:
         "shapes": {},
         "centroids": gradient_summary(centroids, "centroids"),
         "alpha": float(alpha),
+        "training": _lp_plus_plus_training(module, model, labels, weights, shots),
     }
     Path(result_file).write_text(json.dumps(result))
 
 
+def _lp_plus_plus_training(module: Any, model: Any, labels: Any, weights: Any, shots: int) -> dict[str, Any]:
+    """LP++'s ``forward`` as it is, for ``LP_PLUS_PLUS_EPOCHS`` full-batch epochs on the cache images (validation: the
+    search images), with its classifier's bias started at zero (its ``nn.Linear`` draws it at random; ours is zero).
+    Each epoch's training logits and loss are read as its ``F.cross_entropy`` receives them; also its step sizes."""
+    import torch
+    import torch.nn.functional as F
+
+    from scripts.fidelity_setup import LP_PLUS_PLUS_EPOCHS, TIP_LABELS, images, tip_search_images
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    epochs: list[dict[str, Any]] = []
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        loss = F.cross_entropy(logits, target, *args, **kwargs)
+        epochs.append({"logits": logits.detach().tolist(), "loss": float(loss)})
+        return loss
+
+    class ZeroBiasLinear(torch.nn.Linear):
+        def reset_parameters(self):
+            super().reset_parameters()
+            torch.nn.init.zeros_(self.bias)
+
+    module.F = types.SimpleNamespace(cross_entropy=cross_entropy)
+    module.nn = types.SimpleNamespace(Linear=ZeroBiasLinear, Module=torch.nn.Module)
+    train = [(images(len(labels), "cache"), labels)]
+    val = [(tip_search_images(), torch.tensor(TIP_LABELS["search"]))]
+    with torch.no_grad():
+        test = model.encode_image(images())
+        test = test / test.norm(dim=-1, keepdim=True)
+    trainer = module.LinearProbe_P2_CLIP({"train_epoch": LP_PLUS_PLUS_EPOCHS, "shots": shots, "output_dir": "."})
+    loss, _ = trainer.forward(train, val, test, torch.zeros(len(test), dtype=torch.long), weights, model, None)
+    with torch.no_grad():
+        features = model.encode_image(images(len(labels), "cache"))
+        features = features / features.norm(dim=-1, keepdim=True)
+    return {
+        "epochs": LP_PLUS_PLUS_EPOCHS,
+        "lr_w": float(module.calculate_lr_w(features)),
+        "lr_alpha": float(module.calculate_lr_alpha(features, weights)),
+        "losses": [e["loss"] for e in epochs],
+        "last_logits": epochs[-1]["logits"],
+        "loss": loss,
+    }
+
+
 def linear_probe_worker(repo: Path, state_file: str, result_file: str) -> None:
     """BiomedCoOp's linear probe (``trainers/LP/linear_probe_clip.py``): its ``forward`` as it is, on loaders of the
-    fixed images (train: Tip-Adapter's cache images; validation: its search images; test: the fixed batch), so that
-    its C search (seven values, then ``num_step`` halvings in log space) and its scikit-learn fits run unchanged.
-    Each fit is read as it passes (a recording ``LogisticRegression`` subclass): its C, its weights and intercept,
-    its decision values on the test features, and (once) the features it was fitted on."""
+    fixed images (train: Tip-Adapter's cache images; validation: its search images, then a second run on other
+    validation images whose accuracies differ between Cs; test: the fixed batch), so that its C search (seven values,
+    then ``num_step`` halvings in log space) and its scikit-learn fits run unchanged. Each fit is read as it passes
+    (a recording ``LogisticRegression`` subclass): its C, its weights and intercept, its decision values on the test
+    features, its accuracy on the validation features (what its search compares), and (once) the features it was
+    fitted on."""
     import importlib
 
+    import numpy as np
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from scripts.fidelity_setup import TIP_LABELS, gradient_summary, images, tip_search_images
+    from scripts.fidelity_setup import PROBE_VALIDATION_LABELS, TIP_LABELS, gradient_summary, images, tip_search_images
 
     os.environ["MPLBACKEND"] = "Agg"  # it draws a loss figure (empty here): no display
     torch.set_num_threads(1)
@@ -497,23 +558,28 @@ def linear_probe_worker(repo: Path, state_file: str, result_file: str) -> None:
     clip = importlib.import_module("clip.clip")
     module = importlib.import_module(ORIGINALS["linear-probe"][1])
     model = clip.build_model(torch.load(state_file)).float().eval()
-    test_images = images()
+    runs = {  # fixture key -> the validation images and labels of one run of its forward
+        "fits": (tip_search_images(), TIP_LABELS["search"]),
+        "probe_validation_fits": (images(len(PROBE_VALIDATION_LABELS), "probe-validation"), PROBE_VALIDATION_LABELS),
+    }
     with torch.no_grad():
-        test = model.encode_image(test_images)
+        test = model.encode_image(images())
         test = test / test.norm(dim=-1, keepdim=True)
-    fits: list[dict] = []
+    current: dict[str, Any] = {}
     features: list[list[float]] = []
 
     class RecordingLogisticRegression(module.LogisticRegression):
         def fit(self, X, y, sample_weight=None):
             out = super().fit(X, y, sample_weight)
-            fits.append(
+            val_features, val_labels = current["val"]
+            current["fits"].append(
                 {
                     "C": float(self.C),
                     "n_iter": int(self.n_iter_.max()),
                     "coef": gradient_summary(torch.from_numpy(self.coef_), "coef"),
                     "intercept": self.intercept_.tolist(),
                     "test_logits": self.decision_function(test.numpy()).tolist(),
+                    "val_accuracy": float(sum(self.predict(val_features) == val_labels) / len(val_labels)),
                 }
             )
             features.append(gradient_summary(torch.from_numpy(X), "features"))
@@ -521,17 +587,24 @@ def linear_probe_worker(repo: Path, state_file: str, result_file: str) -> None:
 
     module.LogisticRegression = RecordingLogisticRegression
     train = [(images(len(TIP_LABELS["cache"]), "cache"), torch.tensor(TIP_LABELS["cache"]))]
-    val = [(tip_search_images(), torch.tensor(TIP_LABELS["search"]))]
-    with tempfile.TemporaryDirectory() as figures:  # its loss figure is saved to the working folder
-        here = os.getcwd()
-        os.chdir(figures)
-        try:
-            trainer = module.LinearProbe_CLIP(ORIGINALS["linear-probe"][3])
-            trainer.forward(train, val, test, torch.zeros(len(test), dtype=torch.long), None, model, None)
-        finally:
-            os.chdir(here)
+    result: dict[str, Any] = {"logits": None, "loss": None, "grads": {}, "shapes": {}}
+    for key, (val_images, val_labels) in runs.items():
+        with torch.no_grad():
+            val_features = model.encode_image(val_images)
+            val_features = (val_features / val_features.norm(dim=-1, keepdim=True)).numpy()
+        current.update(val=(val_features, np.asarray(val_labels)), fits=[])
+        val = [(val_images, torch.tensor(val_labels))]
+        with tempfile.TemporaryDirectory() as figures:  # its loss figure is saved to the working folder
+            here = os.getcwd()
+            os.chdir(figures)
+            try:
+                trainer = module.LinearProbe_CLIP(ORIGINALS["linear-probe"][3])
+                trainer.forward(train, val, test, torch.zeros(len(test), dtype=torch.long), None, model, None)
+            finally:
+                os.chdir(here)
+        result[key] = current["fits"]
     assert all(f == features[0] for f in features), "every fit is on the same training features"
-    result = {"logits": None, "loss": None, "grads": {}, "shapes": {}, "features": features[0], "fits": fits}
+    result["features"] = features[0]
     Path(result_file).write_text(json.dumps(result))
 
 

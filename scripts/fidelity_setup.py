@@ -48,6 +48,11 @@ CLASS_NAMES = ["melanocytic_nevus", "melanoma", "basal cell carcinoma"]
 LABELS = [0, 2, 1, 2]
 #: Tip-Adapter: the labels of its cache images and of the images its alpha/beta search runs on
 TIP_LABELS = {"cache": [0, 0, 1, 1, 2, 2], "search": [0, 0, 1, 1, 2, 2, 1, 0]}
+#: the linear probe's second C search: the labels of its validation images (``images(9, "probe-validation")``), on
+#: which the accuracies differ between Cs, so that both branches of its halving step are taken
+PROBE_VALIDATION_LABELS = [0, 1, 2, 0, 1, 2, 0, 1, 2]
+#: LP++'s full-batch epochs run on both sides: its alpha moves every 10th epoch (twice here)
+LP_PLUS_PLUS_EPOCHS = 25
 #: Tip-Adapter-F's training settings, as the authors' dtd config (``configs/dtd.yaml``)
 TIP_ADAPTER_F_SETTINGS = {"init_alpha": 2.0, "init_beta": 1.0, "lr": 0.001}
 #: the template ensemble of PromptSRC's frozen text target on both sides (the original's ImageNet list is replaced).
@@ -194,6 +199,14 @@ FIDELITY_METHODS: dict[str, Mapping[str, Any]] = {
     },
     "coop-init": {
         "ours": ("coop", {"n_ctx": 4, "ctx_init": "a photo of a"}),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+    },
+    "coop-middle": {
+        "ours": ("coop", {"n_ctx": 4, "ctx_init": None, "class_token_position": "middle"}),
+        "params": {"prompt_learner.ctx": ("ctx", None)},
+    },
+    "coop-front": {
+        "ours": ("coop", {"n_ctx": 4, "ctx_init": None, "class_specific": True, "class_token_position": "front"}),
         "params": {"prompt_learner.ctx": ("ctx", None)},
     },
     "cocoop": {

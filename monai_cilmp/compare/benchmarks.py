@@ -21,7 +21,11 @@ from typing import Any
 __all__ = ["BENCHMARKS_FILE", "benchmark_markdown", "benchmark_settings", "list_benchmarks", "load_benchmarks"]
 
 BENCHMARKS_FILE = Path(__file__).with_name("benchmarks.json")
-_KINDS = ("network", "recipe", "search")
+#: what an entry sets per method: network keywords, recipe fields, recipe fields per shot count K (``{"1": {...}}``:
+#: CoOp's epochs grow with K) and the keywords of a search on the validation split (Tip-Adapter's alpha/beta, a
+#: linear probe's C)
+_KINDS = ("network", "recipe", "recipe_by_shots", "search")
+_HEADERS = ("network", "recipe", "recipe per shot count", "search on validation")
 
 
 @lru_cache(maxsize=1)
@@ -52,7 +56,8 @@ def benchmark_settings(
         class_names: the datalist's class names (to list the renamed ones).
 
     Returns:
-        ``{"benchmark", "title", "source", "dataset", "methods": {method: {"network", "recipe", "search"}},
+        ``{"benchmark", "title", "source", "dataset", "methods": {method: {"network", "recipe", "recipe_by_shots",
+        "search"}},
         "class_names": {ours: the benchmark's}, "not_in_benchmark": [...]}`` (plain data, recorded with a comparison).
 
     Raises:
@@ -87,6 +92,10 @@ def _value(value: Any) -> str:
     return "random" if value is None else json.dumps(value) if isinstance(value, str) else str(value)
 
 
+def _fields(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_value(v)}" for k, v in values.items())
+
+
 def benchmark_markdown(settings: Mapping[str, Any], kept: Mapping[str, Any] | None = None) -> str:
     """The settings :func:`benchmark_settings` returned, as a report section (one row per method).
 
@@ -101,11 +110,12 @@ def benchmark_markdown(settings: Mapping[str, Any], kept: Mapping[str, Any] | No
         + (f" for data set `{settings['dataset']}`" if settings.get("dataset") else " (no data set: common values)")
         + f"; read from {settings['source']}.",
         "",
-        "| method | network | recipe | alpha/beta search on validation |",
-        "|---|---|---|---|",
+        "| method | " + " | ".join(_HEADERS) + " |",
+        "|---|" + "---|" * len(_HEADERS),
     ]
     for method, applied in settings["methods"].items():
-        cells = [", ".join(f"{k}={_value(v)}" for k, v in applied.get(kind, {}).items()) or "-" for kind in _KINDS]
+        cells = [", ".join(f"{k}: {_fields(v)}" for k, v in applied.get("recipe_by_shots", {}).items())]
+        cells = [(cells[0] if kind == "recipe_by_shots" else _fields(applied.get(kind, {}))) or "-" for kind in _KINDS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if settings.get("class_names"):
         names = ", ".join(f"{k} -> {v}" for k, v in settings["class_names"].items())

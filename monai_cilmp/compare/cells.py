@@ -162,6 +162,8 @@ class CellContext:
         eval_transforms: the evaluation transforms (for the cached features of linear probes).
         recipe: the base :class:`~monai_cilmp.engines.TrainingRecipe` (each method's overrides go on top).
         method_recipes: per method, recipe fields that replace those of the base and of the registry.
+        shot_recipes: per method, per shot count K (``"1"``, ``"16"``), recipe fields that replace those of
+            ``method_recipes`` for the cells of that K (a benchmark's, e.g. CoOp's epochs per K).
         knowledge: the knowledge bank (for methods that need one) or ``None``.
         descriptions: class descriptions file for the methods that use them (``None``: the curated ones).
         dataset: registry name of the dataset (picks its curated descriptions), or ``None``.
@@ -178,7 +180,10 @@ class CellContext:
         prompt_names: class name -> the name the text prompts read (a benchmark's spelling), for the methods
             without a knowledge bank.
         searches: per method, keywords of its ``search_alpha_beta`` run on the validation split after training
-            (Tip-Adapter), when the datalist has one.
+            (Tip-Adapter), or of its ``set_validation_features`` given before training (a linear probe's logistic
+            fit searches C on them), when the datalist has a validation split; ``val_shots`` (a number, or
+            ``"shots"`` for the cell's K) first reduces that split to at most so many images per class, drawn as the
+            training images are.
     """
 
     datalist: Mapping[str, Any]
@@ -188,6 +193,7 @@ class CellContext:
     eval_transforms: Any
     recipe: Any
     method_recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    shot_recipes: Mapping[str, Mapping[str, Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
     knowledge: Any = None
     descriptions: str | None = None
     dataset: str | None = None
@@ -228,11 +234,13 @@ class CellContext:
             **kwargs,
         )
 
-    def recipe_for(self, method: str, seed: int):
-        """The training recipe of ``method``: base, then the registry's overrides, then ``method_recipes``."""
+    def recipe_for(self, method: str, seed: int, shots: int | None = None):
+        """The training recipe of ``method``: base, then the registry's overrides, then ``method_recipes``, then
+        ``shot_recipes`` for ``shots`` images per class."""
         from monai_cilmp.networks.nets import get_method
 
         overrides = {**get_method(method).recipe_overrides, **self.method_recipes.get(method, {})}
+        overrides.update(self.shot_recipes.get(method, {}).get(str(shots), {}))
         return dataclasses.replace(self.recipe, **overrides, seed=int(seed), val_interval=0)
 
 
@@ -277,6 +285,23 @@ def _novel_network(cell: Cell, network: Any, context: CellContext) -> tuple[Any 
     return novel, "class-agnostic trained parameters loaded into the network rebuilt for the novel classes"
 
 
+def _search_validation(
+    cell: Cell, data: Mapping[str, Any], search: Mapping[str, Any], context: CellContext
+) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+    """The validation items a search runs on (reduced to ``search["val_shots"]`` per class when given) and the
+    search's other keywords."""
+    from monai_cilmp.data import few_shot_datalist
+
+    search = dict(search)
+    val_shots = search.pop("val_shots", None)
+    items = list(data.get("validation") or [])
+    if val_shots is not None and items and cell.shots != FULL:
+        shots = cell.shots if val_shots == "shots" else min(int(val_shots), cell.shots)
+        drawn = few_shot_datalist(data, cell.shots, cell.seed, val_shots=shots, sampler=context.sampler)
+        items = list(drawn["validation"])
+    return items, search
+
+
 def _search_on_validation(
     network: Any, items: Sequence[Mapping[str, Any]], search: Mapping[str, Any], batch_size: int, context: CellContext
 ) -> dict[str, float]:
@@ -317,7 +342,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     b2n = context.protocol == Protocol.BASE_TO_NOVEL
     data = context.subset_loaders["base"][0] if b2n else context.datalist
     names = list(data["class_names"])
-    recipe = context.recipe_for(spec.name, cell.seed)
+    recipe = context.recipe_for(spec.name, cell.seed, cell.shots)
     if cell.shots == FULL:
         training = [dict(item) for item in data["training"]]
     elif b2n and context.sampler == "dassl":  # Dassl draws over all classes, then keeps the base ones
@@ -333,8 +358,16 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     extra_search: dict[str, float] | None = None
     # a method built from the training features (Tip-Adapter's cache) is fitted by the trainer, even with no parameters
     trained = spec.needs_training and (n_params > 0 or network.uses_training_features)
+    search = context.searches.get(spec.name)
+    search_items, search = _search_validation(cell, data, search, context) if search is not None else ([], None)
     if trained:
         start = time.perf_counter()
+        if search_items and callable(getattr(network, "set_validation_features", None)):
+            # a probe's logistic fit searches C on these (LP++'s loop keeps its best epoch) when the engine fits it
+            from monai_cilmp.networks.nets import extract_features
+
+            images = _loader(search_items, context.eval_transforms, recipe.batch_size, False, context.num_workers)
+            network.set_validation_features(*extract_features(network, images, device=context.device), **search)
         if spec.cached_features:
             images = _loader(training, context.eval_transforms, recipe.batch_size, False, context.num_workers)
             batch = per_process_batch(recipe.batch_size)
@@ -347,9 +380,8 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
             network, train_loader, directory, recipe, device=context.device, metadata=metadata, progress=False
         )
         trainer.run()
-        search = context.searches.get(spec.name)
-        if search is not None and data.get("validation") and callable(getattr(network, "search_alpha_beta", None)):
-            extra_search = _search_on_validation(network, data["validation"], search, recipe.batch_size, context)
+        if search_items and callable(getattr(network, "search_alpha_beta", None)):
+            extra_search = _search_on_validation(network, search_items, search, recipe.batch_size, context)
         train_seconds = time.perf_counter() - start
         n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
     rank, world_size = rank_and_world_size()
@@ -363,6 +395,8 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     split = "test_base" if b2n else "test"
     metrics = evaluate_split(network, loader, names, directory, items=data["test"], split=split, **evaluate)
     extra: dict[str, Any] = {"alpha_beta_search": extra_search} if extra_search else {}
+    if getattr(network, "fit_summary", None):  # a fit of its own (a probe's C search, LP++'s loop), recorded
+        extra["fit_summary"] = network.fit_summary
     if b2n:
         novel_data, novel_loader = context.subset_loaders["novel"]
         novel, how = _novel_network(cell, network, context)

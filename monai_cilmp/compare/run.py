@@ -235,13 +235,21 @@ def run_comparison(
     recipe = recipe or TrainingRecipe()
     method_recipes = {k: dict(v) for k, v in (method_recipes or {}).items()}
     bench: dict[str, Any] | None = None
+    shot_recipes: dict[str, dict[str, dict[str, Any]]] = {}
     if benchmark:
         from .benchmarks import benchmark_settings
 
         bench = benchmark_settings(benchmark, methods, dataset, names)
         for method, applied in bench["methods"].items():
+            given = set(recipe_given) | set(method_recipes.get(method, {}))  # what the caller set wins
             wanted = {k: v for k, v in applied.get("recipe", {}).items() if k not in recipe_given}
             method_recipes[method] = {**wanted, **method_recipes.get(method, {})}
+            by_shots = {
+                str(shots): {k: v for k, v in fields.items() if k not in given}
+                for shots, fields in applied.get("recipe_by_shots", {}).items()
+            }
+            if any(by_shots.values()):
+                shot_recipes[method] = {k: v for k, v in by_shots.items() if v}
     pretrained = None if pretrained in (None, "", "none") else str(pretrained)
     label = backbone_label(backbone, pretrained)
     settings = {
@@ -258,6 +266,7 @@ def run_comparison(
         "dataset": dataset,
         "recipe": {k: v for k, v in recipe.to_dict().items() if k not in ("seed", "val_interval")},
         "method_recipes": method_recipes,
+        **({"shot_recipes": shot_recipes} if shot_recipes else {}),
         **({"benchmark": bench} if bench else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +315,7 @@ def run_comparison(
             eval_transforms=eval_transforms,
             recipe=recipe,
             method_recipes=method_recipes,
+            shot_recipes=shot_recipes,
             knowledge=bank,
             descriptions=str(descriptions) if descriptions else None,
             dataset=dataset if curated else None,

@@ -563,7 +563,8 @@ for _spec in (
         },
         papers=_BIOMEDCOOP,
         curated_descriptions=False,
-        notes="BiomedCoOp's split_OCTMNIST.json could not be read here (its class names are unchecked); the class "
+        notes="BiomedCoOp's split_OCTMNIST.json could not be read here; its prompt file (trainers/prompt_templates.py) "
+        "names the classes as ours but 'normal OCT scan' (compare --benchmark biomedcoop renames it); the class "
         "order is MedMNIST's. No OCT preset: the ultrasound preset's speckle-robust grey normalisation is the "
         "closest.",
     ),

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,31 @@ def _write_error(path: Path, error: OSError) -> OSError:
     else:
         return error
     return type(error)(error.errno, message)
+
+
+def _umask() -> int:
+    """The process's umask (read from ``/proc`` on Linux; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` gives: those of the file it replaces, else ``0o666`` less the umask.
+
+    ``tempfile.mkstemp`` creates its file readable by its owner only; renamed into place as it is, every record and
+    checkpoint of a run shared with a group would be unreadable by the group.
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def _sync(path: str) -> None:
@@ -51,7 +77,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _write_error(path, e) from e
-    os.close(fd)
+    try:
+        os.fchmod(fd, _new_file_mode(path))
+    except OSError:  # a file system without Unix permissions: its own defaults
+        pass
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         _sync(tmp)  # the data reach the disk before the rename makes them the file

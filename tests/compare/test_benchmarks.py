@@ -13,14 +13,18 @@ from monai_cilmp.compare import Cell
 from monai_cilmp.compare.benchmarks import benchmark_markdown, benchmark_settings, list_benchmarks, load_benchmarks
 from monai_cilmp.data import get_dataset
 from monai_cilmp.engines import TrainingRecipe
-from monai_cilmp.networks.nets import TipAdapter, get_method
+from monai_cilmp.networks.nets import LinearProbe, LPPlusPlus, TipAdapter, get_method
 
 LABEL = "CILMP-Tiny (random)"
 
 
 def test_every_entry_names_a_registered_method_and_options_it_takes():
     recipe_fields = {f.name for f in dataclasses.fields(TrainingRecipe)}
-    search_options = set(inspect.signature(TipAdapter.search_alpha_beta).parameters) - {"self", "features", "labels"}
+    searches = {  # the keywords of each method's search on validation (and the split's reduction, val_shots)
+        TipAdapter: set(inspect.signature(TipAdapter.search_alpha_beta).parameters),
+        LinearProbe: set(inspect.signature(LinearProbe.set_validation_features).parameters),
+        LPPlusPlus: set(inspect.signature(LPPlusPlus.set_validation_features).parameters),
+    }
     for name, entry in load_benchmarks().items():
         assert entry["title"] and entry["source"]
         sections = [entry["methods"], *(d.get("methods", {}) for d in entry.get("datasets", {}).values())]
@@ -30,7 +34,10 @@ def test_every_entry_names_a_registered_method_and_options_it_takes():
                 accepted = set(inspect.signature(spec.network.__init__).parameters)
                 assert set(applied.get("network", {})) <= accepted, (name, method)
                 assert set(applied.get("recipe", {})) <= recipe_fields, (name, method)
+                search_options = searches.get(spec.network, set()) - {"self", "features", "labels"} | {"val_shots"}
                 assert set(applied.get("search", {})) <= search_options, (name, method)
+                for fields in applied.get("recipe_by_shots", {}).values():
+                    assert set(fields) <= recipe_fields, (name, method)
         for dataset, values in entry.get("datasets", {}).items():
             renamed = values.get("class_names", {})
             assert set(renamed) <= set(get_dataset(dataset).class_names), (name, dataset)
@@ -60,9 +67,28 @@ def test_biomedcoop_per_dataset_values_and_class_names():
     assert {"biomedcoop", "coop", "cocoop", "maple", "promptsrc"} <= set(list_benchmarks())
 
 
-@pytest.mark.slow  # a comparison that trains CoOp and CLIP-Adapter
+def test_coop_epochs_per_shot_count_and_octmnist_names():
+    """CoOp's scripts train 50 epochs at 1 shot, 100 at 2 and 4, 200 at 8 and 16 (COOP.md); BiomedCoOp prompts
+    OCTMNIST's normal class as "normal OCT scan" (its prompt file's key)."""
+    from monai_cilmp.compare.cells import CellContext
+
+    settings = benchmark_settings("coop", ["coop", "coop-csc"])
+    by_shots = settings["methods"]["coop"]["recipe_by_shots"]
+    assert {k: v["max_epochs"] for k, v in by_shots.items()} == {"1": 50, "2": 100, "4": 100, "8": 200, "16": 200}
+    assert settings["methods"]["coop-csc"]["recipe_by_shots"] == by_shots
+    context = CellContext({}, None, None, None, None, TrainingRecipe(), {"coop": {"lr": 0.003}}, {"coop": by_shots})
+    assert [context.recipe_for("coop", 1, k).max_epochs for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    assert context.recipe_for("coop", 1, 1).lr == 0.003  # a K the table lacks keeps the method's recipe:
+    assert context.recipe_for("coop", 1, 3) == context.recipe_for("coop", 1)
+    assert "1: max_epochs=50" in benchmark_markdown(settings)
+    octmnist = benchmark_settings("biomedcoop", ["coop"], "octmnist", list(get_dataset("octmnist").class_names))
+    assert octmnist["class_names"] == {"normal": "normal OCT scan"}
+
+
+@pytest.mark.slow  # a comparison that trains CoOp, CLIP-Adapter and the probes
 def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_path, capsys):
     argv = ["compare", "--datalist", tiny_data["datalist"], "--methods", "coop", "tip-adapter", "clip-adapter"]
+    argv += ["linear-probe", "lp++"]
     argv += ["--shots", "2", "--seeds", "1", "--out", str(tmp_path), "--backbone", "CILMP-Tiny", "--pretrained"]
     argv += ["none", "--offline", "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--benchmark", "biomedcoop"]
     assert main(argv) == 0
@@ -74,6 +100,11 @@ def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_p
     assert adapter["recipe"]["lr"] == 0.01 and adapter["recipe"]["momentum"] == 0.0
     tip = json.loads(Cell("tip-adapter", 2, 1, LABEL).record_path(tmp_path).read_text())
     assert set(tip["alpha_beta_search"]) == {"alpha", "beta", "accuracy"}  # searched on the validation split
+    probe = json.loads(Cell("linear-probe", 2, 1, LABEL).record_path(tmp_path).read_text())
+    fit = probe["fit_summary"]  # BiomedCoOp's C search on K validation images per class, recorded with the cell
+    assert len(fit["trace"]) == 7 + 2 * 8 and fit["C"] in {t["C"] for t in fit["trace"][-2:]}
+    lpp = json.loads(Cell("lp++", 2, 1, LABEL).record_path(tmp_path).read_text())["fit_summary"]
+    assert len(lpp["losses"]) == 300 and lpp["val_accuracy"] is not None  # its own loop, best validation epoch
     report = (tmp_path / "results.md").read_text()
     assert "## Benchmark settings" in report and '| coop | n_ctx=4, ctx_init="a photo of a"' in report
     assert "ratio=0.5, renormalize=False" in report

@@ -18,7 +18,9 @@ from scripts.fidelity_setup import (
     CLASS_NAMES,
     FIDELITY_METHODS,
     LABELS,
+    LP_PLUS_PLUS_EPOCHS,
     MODEL_CONFIG,
+    PROBE_VALIDATION_LABELS,
     TEMPLATES,
     TIP_ADAPTER_F_SETTINGS,
     TIP_LABELS,
@@ -210,6 +212,13 @@ def test_prograd_projection_is_triggered_and_needed(fixture, backbone):
     assert unprojected > 3 * TOLERANCE
 
 
+@pytest.mark.parametrize("method", ["coop-middle", "coop-front"])
+def test_class_token_positions_are_told_apart(method, fixture, backbone):
+    """CoOp's middle and front class-token positions (matched above) differ from the class name at the end."""
+    logits, _, _ = run_ours(method, fixture["methods"][method], backbone, class_token_position="end")
+    assert relative_error(logits, fixture["methods"][method]["logits"]) > 3 * TOLERANCE
+
+
 def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, backbone):
     """BiomedCoOp's LP++: its ``compute_centroids`` (class sums) and ``calculate_init_alpha`` (own-class similarity)
     on the same features, and the logits of its formula at that initialisation (bias zero on both sides)."""
@@ -228,6 +237,38 @@ def test_lp_plus_plus_initialisation_and_logits_match_the_original(fixture, back
     assert relative_error(gradient_summary(weight / shots, "centroids"), figures["centroids"]) > 3 * TOLERANCE
 
 
+def test_lp_plus_plus_full_batch_training_matches_the_original(fixture, backbone):
+    """``fit="full-batch"`` is BiomedCoOp's LP++ loop: the same step sizes (``calculate_lr_w``/``calculate_lr_alpha``),
+    the same loss at every epoch (SGD with momentum on the weights, alpha moved every 10th epoch by its summed
+    gradient) and the same training logits at the last epoch (both biases started at zero)."""
+    figures = fixture["methods"]["lp++"]["training"]
+    assert figures["epochs"] == LP_PLUS_PLUS_EPOCHS
+    net = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0], fit="full-batch", epochs=figures["epochs"])
+    labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        features = net.encode_image(images(len(labels), "cache"))
+        net.set_validation_features(net.encode_image(tip_search_images()), torch.tensor(TIP_LABELS["search"]))
+    net.fit_training_features(features, labels)
+    summary = net.fit_summary
+    assert relative_error(summary["lr_w"], figures["lr_w"]) <= TOLERANCE
+    assert relative_error(summary["lr_alpha"], figures["lr_alpha"]) <= TOLERANCE
+    assert relative_error(summary["losses"], figures["losses"]) <= TOLERANCE
+    assert not net.trainable_parameters(), "its own loop trained it: the engine does not"
+    # the last epoch's logits are those of the state after the step before it: rerun ours one epoch shorter
+    shorter = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0], fit="full-batch")
+    shorter.epochs = figures["epochs"] - 1
+    shorter.fit_training_features(features, labels)
+    with torch.no_grad():
+        logits = shorter(features)
+    assert relative_error(logits, figures["last_logits"]) <= TOLERANCE
+    # alpha's moves matter: without them the last logits are told apart
+    still = build_method("lp++", CLASS_NAMES, backbone, template=TEMPLATES[0], fit="full-batch", alpha_interval=1000)
+    still.epochs = figures["epochs"] - 1
+    still.fit_training_features(features, labels)
+    with torch.no_grad():
+        assert relative_error(still(features), figures["last_logits"]) > 3 * TOLERANCE
+
+
 #: BiomedCoOp's linear probe's fit compared: the C of its search where L-BFGS's stopping point does not move with the
 #: features' float rounding (6e-6 here; at C = 1 it stops after 7 iterations at scikit-learn's tol 1e-4, and 1e-7
 #: in the features moves the logits by up to 1.2e-4; at C >= 1e4 the six cache images are separable and the weights
@@ -239,8 +280,9 @@ def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
     """BiomedCoOp's ``trainers/LP`` fits scikit-learn's L2 logistic regression (L-BFGS, C searched on validation
     images) on normalised CLIP image features. The features are our probe's, and the fit at the same C on our
     features, loaded into our probe's head, gives the original's weights, intercepts and test logits; there, the
-    gradient of our training loss is that of the data term of the original's objective. (Our ``linear-probe``
-    trains its head by SGD on the mean cross-entropy, without penalty or C search: docs/compare.md.)"""
+    gradient of our training loss is that of the data term of the original's objective. (``linear-probe`` trains
+    its head by SGD on the mean cross-entropy by default; ``fit="logistic"`` is the original's fit and C search:
+    the next test.)"""
     from sklearn.linear_model import LogisticRegression
 
     figures = fixture["methods"]["linear-probe"]
@@ -272,6 +314,39 @@ def test_linear_probe_features_and_fits_match_the_original(fixture, backbone):
         assert (net.head.weight.grad + penalty).abs().max() <= 1e-4, f"weight gradient at C={c}"
         assert net.head.bias.grad.abs().max() <= 1e-4, f"bias gradient at C={c}"
         assert (net.head.weight.grad * len(labels) + penalty).abs().max() > 1e-3, "the summed reading"
+
+
+#: L-BFGS's stopping point at these Cs moves with the features' float rounding (6e-6 here): at C = 1e6 the
+#: logits agree to 1.8e-4 only (at C = 1, to 1.2e-4), so the search that ends there is compared to this looser bound
+LINEAR_PROBE_ILL_CONDITIONED_C = {1e6: 5e-4, 1.0: 5e-4}
+
+
+@pytest.mark.parametrize("run", ["fits", "probe_validation_fits"])
+def test_linear_probe_logistic_search_matches_the_original(fixture, backbone, run):
+    """``fit="logistic"`` is BiomedCoOp's ``trainers/LP`` (and CoOp's ``lpclip``): the same Cs fitted in the same
+    order with the same validation accuracies (the seven decades, then the halvings of the range: on the second
+    validation set the accuracies differ, so both branches are taken), the same C chosen, and the chosen fit's
+    test logits."""
+    figures = fixture["methods"]["linear-probe"][run]
+    validation = tip_search_images() if run == "fits" else images(len(PROBE_VALIDATION_LABELS), "probe-validation")
+    val_labels = TIP_LABELS["search"] if run == "fits" else PROBE_VALIDATION_LABELS
+    net = build_method("linear-probe", CLASS_NAMES, backbone, fit="logistic", search_steps=2).eval()
+    labels = torch.tensor(TIP_LABELS["cache"])
+    with torch.no_grad():
+        net.set_validation_features(net.encode_image(validation), torch.tensor(val_labels))
+        net.fit_training_features(net.encode_image(images(len(labels), "cache")), labels)
+        logits = net(images())
+    trace = net.fit_summary["trace"]
+    assert [t["C"] for t in trace] == [f["C"] for f in figures]  # exactly: the same arithmetic on the same Cs
+    assert [t["val_accuracy"] for t in trace] == pytest.approx([f["val_accuracy"] for f in figures], abs=1e-8)
+    chosen = net.fit_summary["C"]
+    # the original's last step keeps one of its two fits: the one of the chosen C
+    theirs = [f for f in figures[-2:] if f["C"] == chosen]
+    assert theirs, f"C {chosen} is not one of the original's last two fits"
+    bound = LINEAR_PROBE_ILL_CONDITIONED_C.get(chosen, TOLERANCE)
+    assert relative_error(logits, theirs[0]["test_logits"]) <= bound
+    assert net.trainable_state_dict()["logistic_C"].item() == chosen
+    assert not net.trainable_parameters(), "the fitted head does not train"
 
 
 def test_linear_probe_zero_shot_initialisation_is_the_original_zero_shot_classifier(fixture, backbone):

@@ -73,3 +73,51 @@ def test_wrong_feature_size_is_explained(shared_backbone):
     net = LinearProbe(CLASSES, shared_backbone)
     with pytest.raises(ValueError, match=r"Cached features must be \(B, 64\)"):
         net(torch.zeros(2, 5))
+
+
+def test_logistic_fit_is_scikit_learns_fit_and_travels_in_the_trained_state(shared_backbone):
+    """``fit="logistic"``: without validation features, scikit-learn's fit at ``C`` (its decision values are the
+    head's logits); with them, the C search's choice; the head does not train, and its fit and C are in the trained
+    state (a checkpoint), which loads into a fresh probe; a binary fit keeps scikit-learn's probabilities."""
+    from sklearn.linear_model import LogisticRegression
+
+    from monai_cilmp.engines import fit_training_features
+
+    net = LinearProbe(CLASSES, shared_backbone, fit="logistic", C=10.0)
+    assert not net.trainable_parameters() and net.uses_training_features
+    features, labels = extract_features(net, _loader(n=12))
+    assert fit_training_features(net, DataLoader(feature_items(features, labels), batch_size=5))
+    theirs = LogisticRegression(C=10.0, max_iter=1000).fit(features.numpy(), labels.numpy())
+    with torch.no_grad():
+        torch.testing.assert_close(net(features), torch.from_numpy(theirs.decision_function(features.numpy())).float())
+    assert net.fit_summary["C"] == 10.0 and net.fit_summary["val_accuracy"] is None
+    net.set_validation_features(features[:8], labels[:8], steps=1)
+    net.fit_training_features(features, labels)
+    assert len(net.fit_summary["trace"]) == 7 + 2 and net.fit_summary["val_accuracy"] is not None
+    fresh = LinearProbe(CLASSES, shared_backbone, fit="logistic")
+    fresh.load_trainable_state_dict(net.trainable_state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(features), net(features))
+    assert fresh.fit_summary["C"] == net.fit_summary["C"]
+    binary = LinearProbe(CLASSES[:2], shared_backbone, fit="logistic")
+    keep = labels < 2
+    binary.fit_training_features(features[keep], labels[keep])
+    theirs = LogisticRegression(max_iter=1000).fit(features[keep].numpy(), labels[keep].numpy())
+    with torch.no_grad():
+        probabilities = binary(features[keep]).softmax(-1)
+    torch.testing.assert_close(probabilities, torch.from_numpy(theirs.predict_proba(features[keep].numpy())).float())
+
+
+def test_logistic_fit_options_are_checked(shared_backbone):
+    with pytest.raises(ValueError, match="fit='sgd'"):
+        LinearProbe(CLASSES, shared_backbone, init="zero-shot", anchor_weight=1.0, fit="logistic")
+    with pytest.raises(ValueError, match="C > 0"):
+        LinearProbe(CLASSES, shared_backbone, fit="logistic", C=0)
+    sgd = LinearProbe(CLASSES, shared_backbone)
+    with pytest.raises(ValueError, match="SGD"):
+        sgd.set_validation_features(torch.zeros(2, sgd.feature_dim), torch.tensor([0, 1]))
+    logistic = LinearProbe(CLASSES, shared_backbone, fit="logistic")
+    with pytest.raises(ValueError, match="at least two classes"):
+        logistic.fit_training_features(torch.randn(3, logistic.feature_dim), torch.tensor([1, 1, 1]))
+    with pytest.raises(ValueError, match="fit='logistic' probe"):
+        logistic.load_trainable_state_dict({})

@@ -42,3 +42,29 @@ def test_logits_blend_visual_weights_and_text_weights_per_class(shared_backbone)
             expected[b, c] = visual + float(bias[c]) + float(alpha[c]) * float(f[b] @ net.text_weights[c])
     torch.testing.assert_close(net(f), expected, rtol=1e-5, atol=1e-5)
     assert set(net.trainable_parameters()) == {"visual_weight", "bias", "alpha"}
+
+
+def test_full_batch_fit_trains_by_its_own_loop_and_keeps_its_best_validation_epoch(shared_backbone):
+    """``fit="full-batch"``: the authors' loop runs when the training features are fitted (the loss falls), the
+    engine then trains nothing, the kept epoch is the last most accurate on validation, and the trained state loads
+    into a fresh network."""
+    torch.manual_seed(0)
+    net = LPPlusPlus(CLASSES, shared_backbone, fit="full-batch", epochs=12)
+    assert not net.trainable_parameters()
+    features = torch.nn.functional.normalize(torch.randn(8, net.feature_dim), dim=-1)
+    labels = torch.arange(8) % len(CLASSES)
+    net.set_validation_features(features[:4], labels[:4])
+    net.fit_training_features(features, labels)
+    summary = net.fit_summary
+    assert len(summary["losses"]) == 12 and summary["losses"][-1] < summary["losses"][0]
+    assert 1 <= summary["kept_epoch"] <= 12 and summary["val_accuracy"] is not None
+    fresh = LPPlusPlus(CLASSES, shared_backbone, fit="full-batch")
+    fresh.load_trainable_state_dict(net.trainable_state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(features), net(features))
+    with pytest.raises(ValueError, match="full-batch"):
+        fresh.load_trainable_state_dict({})
+    with pytest.raises(ValueError, match="full-batch"):
+        LPPlusPlus(CLASSES, shared_backbone).set_validation_features(features, labels)
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        LPPlusPlus(CLASSES, shared_backbone, fit="full-batch", epochs=0)

@@ -17,8 +17,8 @@ from .distillation import teacher_kl
 from .feature_head import FrozenFeatureClassifier
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
-from .linear_probe import LinearProbe, ProbeInit, extract_features, feature_items
-from .lp_plus_plus import LPPlusPlus, lp_plus_plus_init
+from .linear_probe import LinearProbe, ProbeFit, ProbeInit, extract_features, feature_items, search_logistic_regression
+from .lp_plus_plus import LPPlusPlus, LPPlusPlusFit, lp_plus_plus_init, lp_plus_plus_step_sizes
 from .maple import MaPLe
 from .methods import METHODS, MethodSpec, build_method, get_method, list_methods, register_method
 from .prograd import ProGrad
@@ -38,12 +38,14 @@ __all__ = [
     "KgCoOp",
     "KnowledgeText",
     "LPPlusPlus",
+    "LPPlusPlusFit",
     "LinearProbe",
     "MEDICAL_TEMPLATES",
     "METHODS",
     "MaPLe",
     "MethodSpec",
     "ProGrad",
+    "ProbeFit",
     "ProbeInit",
     "PromptSRC",
     "TipAdapter",
@@ -58,6 +60,8 @@ __all__ = [
     "knowledge_prompts",
     "list_methods",
     "lp_plus_plus_init",
+    "lp_plus_plus_step_sizes",
+    "search_logistic_regression",
     "register_method",
     "select_prompt_sets",
     "teacher_kl",

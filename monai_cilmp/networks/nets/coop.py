@@ -2,8 +2,10 @@
 
 The hand-written words of a prompt template ("a photo of a") are replaced by ``n_ctx`` learnable token embeddings
 at the input of the frozen text encoder: ``[SOT] ctx_1 .. ctx_n <class name> . [EOT]``. The context is shared by
-all classes ("unified") or learned per class ("class-specific", CSC). The image side is plain CLIP. Only the context
-trains: ``n_ctx * width`` scalars (8,192 for ViT-B/16 with 16 tokens), ``C`` times that with CSC.
+all classes ("unified") or learned per class ("class-specific", CSC). CoOp's other class-token positions put the
+class name in the middle of the context (``ctx_1 .. ctx_{n/2} <name> ctx_{n/2+1} .. ctx_n .``) or in front of it
+(``<name> ctx_1 .. ctx_n .``), as its code's ``CLASS_TOKEN_POSITION`` does. The image side is plain CLIP. Only
+the context trains: ``n_ctx * width`` scalars (8,192 for ViT-B/16 with 16 tokens), ``C`` times that with CSC.
 """
 
 from __future__ import annotations
@@ -18,9 +20,37 @@ from torch import nn
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
-from .base import CLIPClassifier, as_plain_tensor, splice_tokens
+from .base import CLIPClassifier, OptionEnum, as_plain_tensor, look_up, splice_tokens
 
-__all__ = ["CoOp"]
+__all__ = ["ClassTokenPosition", "CoOp"]
+
+
+class ClassTokenPosition(OptionEnum):
+    """Where CoOp's prompt puts the class name relative to the learned context."""
+
+    END = "end"
+    MIDDLE = "middle"
+    FRONT = "front"
+
+
+def class_token_order(
+    slot_start: int, n_ctx: int, name_lengths: Sequence[int], length: int, position: str
+) -> torch.Tensor:
+    """``(C, length)`` source positions that move each class's name (``name_lengths[c]`` tokens right after the
+    ``n_ctx`` context slots from ``slot_start``) to ``position``; the other tokens keep their places."""
+    rows = []
+    for name_length in name_lengths:
+        context = list(range(slot_start, slot_start + n_ctx))
+        name = list(range(slot_start + n_ctx, slot_start + n_ctx + name_length))
+        if position == ClassTokenPosition.FRONT:
+            moved = name + context
+        elif position == ClassTokenPosition.MIDDLE:
+            half = n_ctx // 2
+            moved = context[:half] + name + context[half:]
+        else:
+            moved = context + name
+        rows.append(list(range(slot_start)) + moved + list(range(slot_start + n_ctx + name_length, length)))
+    return torch.tensor(rows, dtype=torch.long)
 
 
 class CoOp(CLIPClassifier):
@@ -40,9 +70,12 @@ class CoOp(CLIPClassifier):
             must have ``n_ctx`` tokens (``"a photo of a"`` has 4).
         class_specific: one context per class (CoOp's CSC) instead of one shared by all classes.
         truncate_context: run the text encoder only up to the longest prompt (exact: its attention is causal).
+        class_token_position: ``"end"`` (CoOp's default), ``"middle"`` or ``"front"``: where the class name sits
+            relative to the context (module docstring).
 
     Raises:
-        ValueError: ``ctx_init`` does not have ``n_ctx`` tokens, or a prompt does not fit the text context.
+        ValueError: ``ctx_init`` does not have ``n_ctx`` tokens, a prompt does not fit the text context, or an
+            unknown ``class_token_position``.
     """
 
     prompt_parameters = ("ctx",)
@@ -60,9 +93,11 @@ class CoOp(CLIPClassifier):
         ctx_init: str | None = None,
         class_specific: bool = False,
         truncate_context: bool = True,
+        class_token_position: str = ClassTokenPosition.END,
     ) -> None:
         super().__init__()
         backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        self.class_token_position = look_up(class_token_position, ClassTokenPosition)
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}.")
         self.n_ctx, self.class_specific = int(n_ctx), bool(class_specific)
@@ -70,6 +105,13 @@ class CoOp(CLIPClassifier):
         self.vision_tower = build_vision_tower(backbone.model)
         texts = [f"{name.replace('_', ' ')}." for name in self.class_names]
         self._build_prompts(texts, [self.n_ctx] * len(texts), truncate=truncate_context)
+        self.register_buffer("token_order", None, persistent=False)
+        if self.class_token_position != ClassTokenPosition.END:
+            lengths = [len(self.text_tower.encode(name.replace("_", " "))) for name in self.class_names]
+            order = class_token_order(
+                self.slot_start, self.n_ctx, lengths, self.prompt_embeddings.shape[1], self.class_token_position
+            )
+            self.register_buffer("token_order", order, persistent=False)
         ctx = self._context_init(ctx_init, self.n_ctx, self.text_tower.width)
         if self.class_specific:
             ctx = ctx.expand(len(texts), -1, -1).clone()
@@ -92,7 +134,11 @@ class CoOp(CLIPClassifier):
         ctx = ctx.unsqueeze(0)
         if ctx_shift is not None:
             ctx = ctx + ctx_shift[:, None, None, :].to(ctx.dtype)
-        return splice_tokens(self.prompt_embeddings.unsqueeze(0), self.slot_start, ctx)
+        x = splice_tokens(self.prompt_embeddings.unsqueeze(0), self.slot_start, ctx)
+        if self.token_order is None:
+            return x
+        index = self.token_order[None, :, :, None].expand(x.shape[0], -1, -1, x.shape[-1])
+        return x.gather(2, index)
 
     def text_features(self, ctx_shift: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised class text features ``(N, C, embed_dim)`` of the learned prompts (``N = 1`` without shift)."""
