@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from monai_cilmp.bench_options import LEVERS, add_arguments
+from monai_cilmp.bench_options import LEVERS, SHARED_PREFIX_SETTINGS, add_arguments
+from monai_cilmp.networks.blocks.fused_block import shared_prefix_pays
 
 __all__ = ["LEVERS", "README_MARKERS", "main", "markdown_table", "matmul_peak_gflops", "run_benchmark", "update_readme"]
 
@@ -93,11 +94,13 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
-def _variants(args: argparse.Namespace) -> dict[str, dict[str, bool]]:
-    """The networks to build: ours with the levers the options ask for, then each ablation and the full context."""
+def _variants(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, bool]]:
+    """The networks to build: ours with the levers the options ask for (the shared prompt start as CILMP decides it
+    on ``device``), then each ablation and the full context."""
+    setting = SHARED_PREFIX_SETTINGS[args.shared_prefix]
     ours = {
         "truncate": True,
-        "shared_prefix": not args.no_shared_prefix,
+        "shared_prefix": shared_prefix_pays(device) if setting is None else setting,
         "compute_dtype": args.frozen_in_compute_dtype,
         "compile": args.compile,
     }
@@ -123,7 +126,7 @@ def _build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
     )
     backbones: dict[bool, Any] = {}
     nets = {}
-    for name, levers in _variants(args).items():
+    for name, levers in _variants(args, device).items():
         cast = levers["compute_dtype"] and dtype != torch.float32
         if cast not in backbones:  # random backbone weights do not depend on the global random state
             backbones[cast] = load_backbone(args.backbone, None, quick_gelu=args.activation == "quick_gelu")
@@ -352,6 +355,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": args.steps,
             "conditional": not args.unconditional,
             "levers": steps["cilmp"].levers,
+            "shared_prefix_setting": args.shared_prefix,
             "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
             "text_tokens_per_prompt": int(net.prompt_embeddings.shape[1]),
             "torch": torch.__version__,

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DESCRIPTION", "DTYPES", "LEVERS", "add_arguments"]
+__all__ = ["DESCRIPTION", "DTYPES", "LEVERS", "SHARED_PREFIX_SETTINGS", "add_arguments"]
 
 #: autocast dtypes of the benchmark (fp32: none)
 DTYPES = ("bf16", "fp16", "fp32")
 
 #: the speed levers --ablate can switch off (each variant is the main network minus one lever)
 LEVERS = ("shared_prefix", "compute_dtype", "compile")
+
+#: --shared-prefix: CILMP's ``shared_prefix`` None (where it pays), True, False
+SHARED_PREFIX_SETTINGS = {"auto": None, "on": True, "off": False}
 
 DESCRIPTION = """Throughput, memory and utilisation of the CILMP network (random weights, any open_clip shape).
 
@@ -50,9 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--compile", action="store_true", help="run the network through torch.compile")
     parser.add_argument(
+        "--shared-prefix",
+        choices=SHARED_PREFIX_SETTINGS,
+        default="auto",
+        help="run the start of the prompts (start token and context) once per layer instead of once per prompt: "
+        "auto (CILMP's default) where it pays, on CUDA; on or off everywhere",
+    )
+    parser.add_argument(
         "--no-shared-prefix",
-        action="store_true",
-        help="run the start of the prompts (start token and context) once per prompt instead of once per layer",
+        dest="shared_prefix",
+        action="store_const",
+        const="off",
+        help="the same as --shared-prefix off",
     )
     parser.add_argument(
         "--frozen-in-compute-dtype",

@@ -45,7 +45,7 @@ SLOW_MODULES = (
     "engines/test_stopping.py",
     "engines/test_device_cache.py",
     "engines/test_inference.py",
-    "engines/test_calibration.py",
+    "engines/test_run_calibration.py",
     "knowledge/test_cli_knowledge.py",
     "knowledge/test_extraction.py",
     "explain/test_saliency.py",

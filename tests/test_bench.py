@@ -52,3 +52,24 @@ def test_readme_is_rewritten_between_the_markers_only(tmp_path):
     assert update_readme(text, [_report(1.5, 1.0)]) == text  # idempotent
     with pytest.raises(ValueError, match="no benchmark table markers"):
         update_readme("no markers", [])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_shared_prompt_start_is_on_by_default_only_where_it_pays(device):
+    """The bench builds CILMP with the shared prompt start CILMP's default chooses on the device (CUDA: on, CPU: off),
+    records it among the levers, and ablates it only where it is on."""
+    import argparse
+
+    import torch
+
+    from monai_cilmp.bench import _variants
+    from monai_cilmp.bench_options import add_arguments
+
+    def variants(*argv: str) -> dict:
+        return _variants(add_arguments(argparse.ArgumentParser()).parse_args(list(argv)), torch.device(device))
+
+    auto = variants("--ablate", "shared_prefix")
+    assert auto["cilmp"]["shared_prefix"] is (device == "cuda")
+    assert ("without_shared_prefix" in auto) is (device == "cuda")
+    assert variants("--shared-prefix", "on")["cilmp"]["shared_prefix"] is True
+    assert variants("--no-shared-prefix")["cilmp"]["shared_prefix"] is False

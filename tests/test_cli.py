@@ -39,6 +39,8 @@ def test_bench_reports_json(tmp_path, capsys):
             "--steps",
             "1",
             "--full-context",
+            "--shared-prefix",
+            "on",
             "--ablate",
             "shared_prefix",
             "compute_dtype",
@@ -51,6 +53,7 @@ def test_bench_reports_json(tmp_path, capsys):
     assert code == 0
     report = json.loads(out.read_text())
     assert report["config"]["classes"] == 3
+    assert report["config"]["shared_prefix_setting"] == "on"
     assert report["config"]["levers"] == {
         "truncate": True,
         "shared_prefix": True,

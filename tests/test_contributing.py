@@ -40,6 +40,8 @@ def test_each_method_has_its_pieces(method):
     assert overlay["network_def"]["_target_"] == f"monai_cilmp.networks.nets.{spec.network.__name__}"
     assert {f"recipe#{k}" for k in spec.recipe_overrides} <= set(overlay)
     assert ("train#dataset" in overlay) == spec.cached_features, "cached-feature methods set train#dataset"
+    table = (ROOT / "docs" / "compare.md").read_text().split("\n## The methods\n", 1)[-1].split("\n#", 1)[0]
+    assert f"\n| `{method}` | " in table, f"docs/compare.md's table of the methods has no row for `{method}`"
 
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))

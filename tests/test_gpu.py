@@ -176,7 +176,7 @@ def test_bundle_train_evaluate_and_inference(device, tmp_path):
     run(
         run_id="run",
         init_id="initialize",
-        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+        config_file=[str(CONFIGS / c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
         **common,
     )
     rows = list(csv.DictReader((out / "probabilities.csv").open()))

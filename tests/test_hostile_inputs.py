@@ -165,7 +165,7 @@ def test_bundle_inference_config_with_hostile_names(hostile, trained, tmp_path):
     run(
         run_id="run",
         init_id="initialize",
-        config_file=[bundle_config("inference.json"), bundle_config("from_run.json")],
+        config_file=[bundle_config(c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
         logging_file=bundle_config("logging.conf"),
         **literal_overrides({**settings, "probabilities_file": str(probabilities)}),
     )

@@ -143,7 +143,7 @@ def user_message(error: BaseException) -> tuple[str, bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     # OpenMP threads that spin while they wait made training several times slower on a loaded small machine
-    # (benchmarks/threads_workers.py); OpenMP reads the policy once, when torch is imported, which is after this line
+    # (scripts/bench_threads_workers.py); OpenMP reads the policy once, when torch is imported, which is after this line
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, also after the command

@@ -24,6 +24,7 @@ __all__ = [
     "bundle_config",
     "class_overrides",
     "config_settings",
+    "from_run_configs",
     "parse_bundle",
     "quick_gelu_option",
     "run_bundle",
@@ -200,6 +201,15 @@ def _check_setting(key: str, current: Any, value: Any) -> None:
         expected, example, fits = "a JSON object", json.dumps(current), isinstance(value, dict)
     if not fits:
         raise ValueError(f"--set {key} expects {expected}, not {json.dumps(value)}: e.g. --set {key}={example}.")
+
+
+def from_run_configs(preset: str) -> list[str]:
+    """The bundle configs that predict with a run folder: ``inference.json``, the overlay of the run's modality preset
+    (its listed transforms, ``presets/<preset>.json``; the name is looked up among the presets, never used as given)
+    and ``from_run.json``."""
+    from monai_cilmp.transforms import get_preset  # the command line imports what a command needs when it runs
+
+    return ["inference.json", f"presets/{get_preset(preset).name}.json", "from_run.json"]
 
 
 def parse_bundle(configs: list[str], overrides: Mapping[str, Any]):

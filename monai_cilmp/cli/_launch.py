@@ -1,10 +1,11 @@
 """Several processes for one command, through torch's own launcher (``torch.distributed.run``, i.e. ``torchrun``).
 
-``monai-cilmp train --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT]`` re-launches the same command line
-through ``python -m torch.distributed.run ... -m monai_cilmp`` (:func:`relaunch`); each process then finds itself
-under torchrun (:func:`torchrun_process`: ``torchrun -m monai_cilmp train ...`` started by hand is the same) and
-trains its share of every global batch (docs/scaling.md). The launcher options are this module's only concern: what
-a process does under torchrun is up to the command.
+``monai-cilmp train|evaluate|predict --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT]`` re-launches the
+same command line through ``python -m torch.distributed.run ... -m monai_cilmp`` (:func:`relaunch`); each process
+then finds itself under torchrun (:func:`torchrun_process`: ``torchrun -m monai_cilmp train ...`` started by hand
+is the same) and trains its share of every global batch, or evaluates / predicts its share of the images
+(docs/scaling.md). The launcher options are this module's only concern: what a process does under torchrun is up
+to the command.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TorchrunProcess", "add_launch_arguments", "one_process_only", "relaunch", "torchrun_process"]
+__all__ = ["TorchrunProcess", "add_launch_arguments", "relaunch", "torchrun_process"]
 
 #: the launcher's options (value-taking), removed from the command line the processes get
 LAUNCH_OPTIONS = ("--nproc-per-node", "--nnodes", "--rdzv-endpoint", "--rdzv-id", "--max-restarts")
@@ -65,21 +66,6 @@ def torchrun_process() -> TorchrunProcess | None:
         world_size=int(os.environ["WORLD_SIZE"]),
         restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
     )
-
-
-def one_process_only(command: str) -> None:
-    """Refuse to run ``command`` as one of several torchrun processes (each would evaluate the whole set and write
-    the same files).
-
-    Raises:
-        ValueError: this process is one of several of a torchrun launch.
-    """
-    process = torchrun_process()
-    if process is not None and process.world_size > 1:
-        raise ValueError(
-            f"monai-cilmp {command} runs in one process (it does not shard its images over {process.world_size} "
-            "processes yet): start it without torchrun."
-        )
 
 
 def _without_launch_options(argv: Sequence[str]) -> list[str]:
@@ -136,7 +122,9 @@ def relaunch(args: argparse.Namespace, argv: Sequence[str], global_batch: int | 
         command.append("--standalone")
     else:
         command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", f"--rdzv-id={args.rdzv_id}"]
-    command += ["-m", "monai_cilmp", *_without_launch_options(argv)]
+    # "--": the launcher's own parser must not take the command's options for abbreviations of its own ("--run" of
+    # evaluate/predict would be an ambiguous "--run-path")
+    command += ["-m", "--", "monai_cilmp", *_without_launch_options(argv)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
     process = subprocess.Popen(command, env=env)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, run_bundle
+from monai_cilmp.cli._launch import add_launch_arguments, relaunch, torchrun_process
 
 CHECKPOINTS = ("final", "best", "last")
 
@@ -19,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Evaluate a run folder written by `monai-cilmp train` (the CILMP bundle's evaluate.json). The network is "
             "rebuilt from what the run recorded (backbone weights checked against their hash, random weights from "
-            "their seed, the run's own copy of the knowledge bank), so the numbers are the same on any machine."
+            "their seed, the run's own copy of the knowledge bank), so the numbers are the same on any machine. With "
+            "--nproc-per-node N the split is shared among N processes (torchrun) and the first writes the report."
         ),
         formatter_class=DefaultsHelpFormatter,
     )
@@ -47,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "which then stays as it is (e.g. a read-only shared model store); default: the run folder",
     )
     add_runtime_arguments(parser)
+    add_launch_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,10 +65,17 @@ def run_configs(method: str | None, preset: str | None = None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.cli._launch import one_process_only
+    import sys
 
-    one_process_only("evaluate")
     from monai_cilmp.engines.runs import load_run
+
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must be between 0 and 1 (exclusive), not {args.alpha}.")
+    launched = relaunch(args, getattr(args, "argv", None) or sys.argv[1:])
+    if launched is not None:  # the processes of torch.distributed.run did the work
+        return launched
+    process = torchrun_process()  # one of several: each evaluates its share, the first writes the report
+    main = process is None or process.main
 
     trained = load_run(args.run, args.checkpoint)
     overrides = trained.bundle_overrides()
@@ -73,15 +83,21 @@ def run(args: argparse.Namespace) -> int:
         overrides["datalist_file"] = str(Path(args.datalist).resolve())
     if not overrides.get("datalist_file"):
         raise ValueError(f"Run '{trained.directory}' recorded no datalist: pass --datalist.")
-    if not 0 < args.alpha < 1:
-        raise ValueError(f"--alpha must be between 0 and 1 (exclusive), not {args.alpha}.")
     overrides["split"] = args.split
     overrides.update({"conformal#alpha": args.alpha, "conformal#method": args.conformal})
     overrides["conformal#class_conditional"] = bool(args.class_conditional)
     overrides.update(apply_runtime(args))
     report_dir = Path(args.out).expanduser().resolve() if args.out else trained.directory
+    configs = run_configs(trained.method, overrides.get("preset"))
+    if process is not None:  # the split sharded over the processes, rank 0 writes
+        configs.append("multi_gpu_evaluate.json")
+        if overrides["device"].startswith("cuda"):  # one GPU per process
+            overrides["device"] = f"cuda:{process.local_rank}"
+    if not main:  # it writes nothing: no staging folder of its own
+        run_bundle(configs, {**overrides, "report_dir": str(report_dir)})
+        return 0
     print(f"Evaluating {trained.checkpoint} on the {args.split} split of {overrides['datalist_file']}")
-    write_report(run_configs(trained.method, overrides.get("preset")), overrides, trained.directory, report_dir)
+    write_report(configs, overrides, trained.directory, report_dir)
     prefix = report_dir / args.split
     print(f"Metrics: {prefix}_metrics.json; confusion matrix: {prefix}_confusion.png;")
     print(f"predictions: {prefix}_predictions.csv; reliability diagram: {prefix}_reliability.png;")

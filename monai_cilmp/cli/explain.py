@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, parse_bundle
+from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, from_run_configs, parse_bundle
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).resolve() if args.out else run_dir / "explanations"
     print(f"Explaining {len(images)} images with {trained.checkpoint}", file=sys.stderr)
     parser = parse_bundle(
-        ["inference.json", "from_run.json"],
+        from_run_configs(trained.metadata["preset"]),
         {"output_dir": str(run_dir), "checkpoint_name": args.checkpoint, "device": runtime["device"]},
     )
     network = parser.get_parsed_content("network")

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from monai_cilmp.cli import DefaultsHelpFormatter
-from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, parse_bundle
+from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, from_run_configs, parse_bundle
+from monai_cilmp.cli._launch import add_launch_arguments, relaunch, torchrun_process
 from monai_cilmp.cli.evaluate import CHECKPOINTS
 
 _SKIP = {".json", ".csv", ".txt", ".md", ".safetensors", ".pt", ".log", ".lock"}
@@ -21,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Predict with a run folder written by `monai-cilmp train` (the CILMP bundle's inference.json). Files "
             "that cannot be read are reported one sentence each on standard error and the others are predicted; "
-            "the exit status is then 1."
+            "the exit status is then 1. With --nproc-per-node N the images are shared among N processes (torchrun) "
+            "and the first writes the same lines as one process would."
         ),
         formatter_class=DefaultsHelpFormatter,
     )
@@ -29,8 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
     parser.add_argument("--out", help="write the JSON lines to this file instead of standard output")
     parser.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help="which checkpoint of the run")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="images per forward pass (of each process: a memory setting)"
+    )
     add_runtime_arguments(parser)
+    add_launch_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -76,22 +81,31 @@ def warn_if_learned_nothing(probabilities: list, class_names: list[str], calibra
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.cli._launch import one_process_only
-
-    one_process_only("predict")
     from monai_cilmp.engines import load_calibration, load_run, predict_images
     from monai_cilmp.utils import atomic_write
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}.")
+    launched = relaunch(args, getattr(args, "argv", None) or sys.argv[1:])
+    if launched is not None:  # the processes of torch.distributed.run did the work
+        return launched
+    process = torchrun_process()  # one of several: each predicts its share, the first writes the whole
+    main = process is None or process.main
     trained = load_run(args.run, args.checkpoint)
     images = collect_images(args.inputs)
     runtime = apply_runtime(args)
-    print(f"Predicting {len(images)} images with {trained.checkpoint}", file=sys.stderr)
+    if process is not None and runtime["device"].startswith("cuda"):  # one GPU per process
+        runtime["device"] = f"cuda:{process.local_rank}"
+    if main:
+        print(f"Predicting {len(images)} images with {trained.checkpoint}", file=sys.stderr)
     parser = parse_bundle(
-        ["inference.json", "from_run.json"],
+        from_run_configs(trained.metadata["preset"]),
         {"output_dir": str(trained.directory), "checkpoint_name": args.checkpoint, "device": runtime["device"]},
     )
+    if process is not None:
+        from monai_cilmp.engines.distributed import end_process_group, start_process_group
+
+        start_process_group(runtime["device"])
     predictions = predict_images(
         parser.get_parsed_content("network"),
         images,
@@ -101,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         num_workers=runtime["num_workers"],
         calibration=(calibration := load_calibration(trained.directory)),  # the temperature and sets of `evaluate`
     )
+    if process is not None:  # every rank holds the whole result now
+        end_process_group()
+    if not main:
+        return 1 if predictions.errors else 0
     names = trained.class_names
     sets = predictions.sets or {}
     lines = [

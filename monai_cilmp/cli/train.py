@@ -141,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if process is not None and overrides["device"].startswith("cuda"):  # one GPU per process
         overrides["device"] = f"cuda:{process.local_rank}"
     quick_gelu = quick_gelu_option(args)
-    if quick_gelu is not None:  # recorded with the network's settings, so evaluation rebuilds the same
-        overrides.update({"network_def#quick_gelu": quick_gelu, "network_hparams#quick_gelu": quick_gelu})
+    if quick_gelu is not None:  # network_hparams records it with the network's settings: evaluation rebuilds the same
+        overrides["network_def#quick_gelu"] = quick_gelu
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"Nothing to resume in '{out}': it has no checkpoints/last.pt.")
     if process is None or process.main:

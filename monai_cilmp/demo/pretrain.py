@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_cilmp.networks.backbones import TINY_BACKBONE, load_backbone
-from monai_cilmp.networks.blocks.towers import run_block
+from monai_cilmp.networks.blocks.fused_block import run_block
 from monai_cilmp.utils.files import atomic_write
 
 from .lesions import BORDERS, PALETTE, SHAPES, SIZES, TEXTURES, LesionAttributes, render_lesions

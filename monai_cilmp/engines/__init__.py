@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .bundle_metadata import bundle_metadata, record_eval_metrics, write_run_metadata
-from .calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
 from .checkpoint import TrainingCheckpoint, atomic_torch_save, load_checkpoint
 from .device_cache import device_cached_dataset, device_cached_loader, split_at_first_random
 from .distributed import (
     ShardedEvaluator,
     ShardSampler,
+    any_rank,
     end_process_group,
     gather_in_dataset_order,
     per_process_batch,
@@ -30,7 +30,17 @@ from .features import cached_feature_loader, fit_training_features, training_fea
 from .inference import ImagePredictions, inference_images, predict_images
 from .model_zoo import ModelZooError, load_trained_state, pack_run, trained_state_file
 from .progress import EpochSummary, LossProgressBar
-from .recipe import TrainingRecipe, build_optimizer, build_scheduler, lr_factor
+from .recipe import (
+    OPTIMIZERS,
+    TrainingRecipe,
+    build_optimizer,
+    build_scheduler,
+    create_optimizer,
+    lr_factor,
+    warmup_cosine,
+)
+from .run_calibration import CALIBRATION_FILE, RunCalibration, fit_calibration, load_calibration, save_calibration
+from .run_setup import TrainingSetup, amp_options, default_device, is_main_process, prepare_training, reseed
 from .runs import RunFinished, RunFolderError, TrainedRun, load_run, prepare_run_folder, run_lock
 from .stopping import StopOnSignal, Terminated
 from .trainer import (
@@ -41,10 +51,10 @@ from .trainer import (
     predict,
     scores_and_labels,
 )
-from .training import TrainingSetup, amp_options, default_device, prepare_training, reseed
 
 __all__ = [
     "CALIBRATION_FILE",
+    "OPTIMIZERS",
     "EpochSummary",
     "ExportNetwork",
     "ImagePredictions",
@@ -64,6 +74,7 @@ __all__ = [
     "TrainingRecipe",
     "TrainingSetup",
     "amp_options",
+    "any_rank",
     "atomic_torch_save",
     "end_process_group",
     "build_optimizer",
@@ -72,6 +83,7 @@ __all__ = [
     "calibration_logits",
     "cached_feature_loader",
     "create_evaluator",
+    "create_optimizer",
     "create_trainer",
     "default_device",
     "device_cached_dataset",
@@ -85,6 +97,7 @@ __all__ = [
     "format_trust_summary",
     "headline_metrics",
     "inference_images",
+    "is_main_process",
     "load_calibration",
     "load_checkpoint",
     "load_run",
@@ -111,5 +124,6 @@ __all__ = [
     "trained_state_file",
     "write_evaluation_report",
     "write_predictions",
+    "warmup_cosine",
     "write_run_metadata",
 ]

@@ -11,7 +11,10 @@ that of one dataset. When a run starts, :func:`write_run_metadata` writes ``<run
 - ``network_data_format`` of the run's network: the image size of its backbone, one output channel per class (its
   ``channel_def`` maps each channel to the run's class name, as model-zoo classification bundles do), ``logits`` (the
   network returns scaled cosine logits; the probabilities are their softmax),
-- ``label_classes`` / ``pred_classes`` from the class names.
+- ``label_classes`` / ``pred_classes`` from the class names,
+- ``speed_levers``: the device type the run trained on and the speed levers whose default depends on it (CILMP's
+  shared prompt start runs once only where it pays, on CUDA: :func:`run_speed_levers`), so that a run can be
+  reproduced with the same arithmetic elsewhere (CILMP's ``shared_prefix``).
 
 :func:`record_eval_metrics` adds a split's metrics (``eval_metrics``) after ``evaluate``. The file verifies with
 ``python -m monai.bundle verify_metadata`` and ``verify_net_in_out`` (see the bundle README).
@@ -27,6 +30,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from monai_cilmp.utils.bundle import bundle_config
 from monai_cilmp.utils.files import write_json
 
@@ -37,6 +42,7 @@ __all__ = [
     "bundle_template",
     "network_data_format",
     "record_eval_metrics",
+    "run_speed_levers",
     "write_run_metadata",
 ]
 
@@ -154,7 +160,19 @@ def write_run_metadata(run_dir: str | os.PathLike, network: Any, settings: Mappi
     if settings.get("datalist"):
         source = f"{source or 'datalist'}: {settings['datalist']}"
     meta = bundle_metadata(list(network.class_names), int(network.image_size), data_source=source)
+    meta["speed_levers"] = run_speed_levers(network)
     return write_json(Path(run_dir) / RUN_METADATA, meta)
+
+
+def run_speed_levers(network: Any) -> dict[str, Any]:
+    """The device type ``network`` runs on and the speed levers that follow it: ``shared_prefix``, whether CILMP's
+    shared prompt start runs once there (``uses_shared_prefix``; absent for networks without it)."""
+    tensor = next(iter(network.parameters()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
+    levers: dict[str, Any] = {"device": device.type}
+    if callable(getattr(network, "uses_shared_prefix", None)):
+        levers["shared_prefix"] = bool(network.uses_shared_prefix(device))
+    return levers
 
 
 def record_eval_metrics(run_dir: str | os.PathLike, split: str, metrics: Mapping[str, Any]) -> Path | None:

@@ -32,6 +32,7 @@ from monai.engines import SupervisedEvaluator
 __all__ = [
     "ShardSampler",
     "ShardedEvaluator",
+    "any_rank",
     "end_process_group",
     "gather_in_dataset_order",
     "per_process_batch",
@@ -39,6 +40,7 @@ __all__ = [
     "rank_seed",
     "reduce_logged_loss",
     "sharded_indices",
+    "start_process_group",
 ]
 
 
@@ -47,6 +49,18 @@ def rank_and_world_size() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def start_process_group(device: torch.device | str) -> None:
+    """Join the default process group of a ``torchrun`` launch, if not joined yet (its rendezvous is in the
+    environment torchrun set): NCCL for a GPU ``device`` (made the current one), gloo for the CPU. The counterpart of
+    :func:`end_process_group`, for the commands that run their own code rather than a bundle's (``predict``); the
+    bundle's ``multi_gpu_*.json`` overlays do the same in their ``initialize``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def end_process_group() -> None:
@@ -149,39 +163,69 @@ def sharded_indices(loader: Any) -> list[int] | None:
     return indices
 
 
-def gather_in_dataset_order(loader: Any, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def gather_in_dataset_order(loader: Any, *rows: torch.Tensor | Sequence[Any]) -> tuple[Any, ...]:
     """Rows that every rank computed for its shard of ``loader`` (same order as the loader gave them), gathered from
     every rank and put in the dataset's order, each dataset item once (a ``DistributedSampler`` pads a shard by
     repeating items: the repeats are dropped).
 
     The result is the same on any number of ranks, one included (a ``DistributedSampler`` of one replica shuffles:
-    its rows are put in the dataset's order too). For a loader that is not sharded (no ``DistributedSampler``: every
-    rank holds the whole set, in the loader's order) ``tensors`` are returned unchanged.
+    its rows are put in the dataset's order too). For a loader that is not sharded (no ``DistributedSampler`` or
+    :class:`ShardSampler`: every rank holds the whole set, in the loader's order) ``rows`` are returned unchanged.
+    Every rank of the group must call it (it is a collective), an empty shard included.
 
     Args:
         loader: the loader the rows were computed from (its sampler says which dataset items they are).
-        tensors: tensors whose first dimension runs over the loader's items.
+        rows: tensors whose first dimension runs over the loader's items, or lists of one object per item (file
+            names); a tensor comes back as a tensor on its device, a list as a list.
 
     Raises:
-        ValueError: the tensors do not have one row per item of this rank's shard.
+        ValueError: the rows do not have one entry per item of this rank's shard.
     """
     indices = sharded_indices(loader)
     if indices is None:
-        return tensors
+        return rows
     rank, world_size = rank_and_world_size()
-    if any(len(t) != len(indices) for t in tensors):
-        raise ValueError(f"Rank {rank} has {len(indices)} items in its shard but rows of {[len(t) for t in tensors]}.")
-    shards: list[Any] = [(indices, [t.detach().cpu() for t in tensors])]
+    if any(len(r) != len(indices) for r in rows):
+        raise ValueError(f"Rank {rank} has {len(indices)} items in its shard but rows of {[len(r) for r in rows]}.")
+    local = [r.detach().cpu() if isinstance(r, torch.Tensor) else list(r) for r in rows]
+    shards: list[Any] = [(indices, local)]
     if world_size > 1:
         shards = [None] * world_size
-        torch.distributed.all_gather_object(shards, (indices, [t.detach().cpu() for t in tensors]))
+        torch.distributed.all_gather_object(shards, (indices, local))
     order = torch.tensor([i for shard, _ in shards for i in shard], dtype=torch.long)
     unique, first = _first_occurrences(order)
-    result = []
-    for position, original in enumerate(tensors):
-        rows = torch.cat([shard_tensors[position] for _, shard_tensors in shards])
-        result.append(rows[first][torch.argsort(unique)].to(original.device))
+    picked = first[torch.argsort(unique)]
+    result: list[Any] = []
+    for position, original in enumerate(rows):
+        if isinstance(original, torch.Tensor):
+            gathered = torch.cat([shard_rows[position] for _, shard_rows in shards])
+            result.append(gathered[picked].to(original.device))
+        else:
+            gathered_list = [item for _, shard_rows in shards for item in shard_rows[position]]
+            result.append([gathered_list[i] for i in picked.tolist()])
     return tuple(result)
+
+
+def any_rank(flag: bool | torch.Tensor) -> bool:
+    """Whether ``flag`` is true on at least one rank (an all-reduce of one number; ``flag`` itself in one process).
+
+    A decision that stops a run (a non-finite loss, an unreadable batch) must be taken by every rank together: a
+    rank that raises alone leaves the others waiting in their next collective (DDP's gradient all-reduce) until the
+    launcher's timeout. Every rank of the group must call it at the same point.
+
+    Args:
+        flag: this rank's answer, a ``bool`` or a one-element tensor (which may stay on its device: with NCCL the
+            all-reduce runs there and the result is read back once).
+    """
+    _, world_size = rank_and_world_size()
+    if world_size < 2:
+        return bool(flag)
+    device = torch.device("cpu")
+    if torch.distributed.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    value = torch.as_tensor(flag).detach().reshape(1).to(device=device, dtype=torch.float32)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def _first_occurrences(order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

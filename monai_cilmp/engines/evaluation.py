@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from monai_cilmp.engines.bundle_metadata import record_eval_metrics
-from monai_cilmp.engines.calibration import RunCalibration, fit_calibration, load_calibration, save_calibration
+from monai_cilmp.engines.run_calibration import RunCalibration, fit_calibration, load_calibration, save_calibration
 from monai_cilmp.engines.trainer import create_evaluator
 from monai_cilmp.metrics import classification_metrics, save_confusion_matrix, save_metrics
 from monai_cilmp.metrics.calibration import calibration_metrics, save_reliability_diagram

@@ -39,7 +39,7 @@ def cached_feature_loader(
     batch_size: int = 64,
     shuffle: bool = True,
     device: torch.device | str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> torch.utils.data.DataLoader:
     """A loader of cached image features of ``image_loader``, extracted once by ``network.encode_image``.
 
@@ -49,8 +49,10 @@ def cached_feature_loader(
         batch_size: feature batch size.
         shuffle: shuffle every epoch (the trainer reseeds torch per epoch, so the order is reproducible).
         device: where the encoder runs (default: the network's device).
-        seed: the shuffling seed of the ``DistributedSampler`` under ``torch.distributed`` (one process shuffles
-            from torch's global random state instead).
+        seed: the shuffling seed of the ``DistributedSampler`` under ``torch.distributed``: pass the recipe's
+            (``recipe.seed``), as ``multi_gpu_train.json`` gives its sampler ``@recipe#seed``, so that the ranks shuffle
+            as the bundle's run of the method does; default: the default recipe's. One process shuffles from torch's
+            global random state instead, which the trainer reseeds from the recipe's seed at every epoch.
 
     Returns:
         a ``DataLoader`` over ``{"image": (D,) feature, "label": label}`` items (features on the CPU, float32); under
@@ -67,7 +69,10 @@ def cached_feature_loader(
     if torch.distributed.is_available() and torch.distributed.is_initialized():  # one process of torchrun included
         from monai.data import DistributedSampler
 
-        sampler = DistributedSampler(items, even_divisible=True, shuffle=shuffle, seed=int(seed))
+        from monai_cilmp.engines.recipe import TrainingRecipe
+
+        seed = TrainingRecipe().seed if seed is None else int(seed)
+        sampler = DistributedSampler(items, even_divisible=True, shuffle=shuffle, seed=seed)
         return DataLoader(items, batch_size=int(batch_size), sampler=sampler, num_workers=0)
     return DataLoader(items, batch_size=int(batch_size), shuffle=shuffle, num_workers=0)
 

@@ -83,16 +83,24 @@ def predict_images(
         calibration: a :class:`~monai_cilmp.engines.RunCalibration` (its temperature and conformal sets), or
             ``None`` for plain softmax probabilities.
 
+    Under ``torch.distributed`` every rank predicts its share of ``paths``
+    (:class:`~monai_cilmp.engines.distributed.ShardSampler`: no image twice) and every rank returns the whole result,
+    gathered in input order: the same as one process up to the float rounding of other batch compositions.
+
     Returns:
         the predictions (see :class:`ImagePredictions`).
     """
-    from monai_cilmp.engines.training import amp_options
+    from monai_cilmp.engines.distributed import ShardSampler, rank_and_world_size
+    from monai_cilmp.engines.run_setup import amp_options
 
     device = torch.device(device) if device is not None else next(network.parameters()).device
     use_amp, amp_kwargs = amp_options(device, None)
+    items = _ItemsOrErrors(paths, transform, key)
+    world_size = rank_and_world_size()[1]
     loader = torch.utils.data.DataLoader(
-        _ItemsOrErrors(paths, transform, key),
+        items,
         batch_size=batch_size,
+        sampler=ShardSampler(items) if world_size > 1 else None,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -119,6 +127,13 @@ def predict_images(
                     sets[index] = members[i]
             else:
                 errors[index] = f"'{paths[index]}' gave non-finite class scores; the image may be corrupt."
+    if world_size > 1:  # every rank's share, keyed by input position: merged, then put in input order below
+        shares: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(shares, (probabilities, sets, errors))
+        for share_probabilities, share_sets, share_errors in shares:
+            probabilities.update(share_probabilities)
+            sets.update(share_sets)
+            errors.update(share_errors)
     out = ImagePredictions((paths[i], probabilities[i]) for i in sorted(probabilities))
     out.errors = {paths[i]: errors[i] for i in sorted(errors)}
     out.sets = {paths[i]: sets[i] for i in sorted(sets)} if sets else None

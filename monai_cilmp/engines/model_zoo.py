@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_cilmp.transforms import get_preset
 from monai_cilmp.utils.files import atomic_write, write_json
 
 __all__ = [
@@ -187,6 +188,9 @@ def pack_run(
         "network_hparams": dict(meta["network"]),
     }
     config.update({k: _plain_or_literal(v) for k, v in values.items()})
+    # the preset's listed transforms, as its overlay has them (the name is looked up among the presets)
+    preset_overlay = bundle / "configs" / "presets" / f"{get_preset(meta['preset']).name}.json"
+    config["transforms"] = json.loads(preset_overlay.read_text(encoding="utf-8"))["transforms"]
     if weights:
         config["pretrained"] = pretrained
     elif (backbone, pretrained) != OPENAI_CLIP:  # else the bundle's own download (large_files.yml) is those weights

@@ -2,8 +2,9 @@
 ``SupervisedEvaluator``.
 
 A run is declared by the bundle's ``train.json`` (and the overlays of the methods, ``multi_gpu_train.json``,
-``demo.json``): :func:`~monai_cilmp.engines.prepare_training` (folder, network, optimiser, schedule), the handlers
-(``train#handlers``, ``validate#handlers``) and a :class:`RunFolderTrainer`. :func:`create_trainer` builds that very
+``demo.json``): :func:`~monai_cilmp.engines.prepare_training` (folder, network), the recipe's optimiser, schedule
+and loss (``train#optimizer``, ``train#lr_scheduler``, ``train#loss_function``), the handlers (``train#handlers``,
+``validate#handlers``) and a :class:`RunFolderTrainer`. :func:`create_trainer` builds that very
 trainer from those configs for code that brings its own network and loaders (``monai-cilmp compare``, ``bench``,
 notebooks, tests), so there is one recipe. At the end of an epoch the handlers run in this order: learning-rate
 schedule, validation (which writes ``best.pt`` and ``models/model.pt`` on a new best accuracy), GPA (accumulate; at
@@ -42,9 +43,9 @@ from monai_cilmp.engines.distributed import ShardedEvaluator, rank_seed, reduce_
 from monai_cilmp.engines.outputs import scores_and_labels
 from monai_cilmp.engines.progress import LOGGER_NAME
 from monai_cilmp.engines.recipe import TrainingRecipe
+from monai_cilmp.engines.run_setup import TrainingSetup, amp_options, default_device, reseed
 from monai_cilmp.engines.runs import run_lock
 from monai_cilmp.engines.stopping import StopOnSignal
-from monai_cilmp.engines.training import TrainingSetup, amp_options, default_device, reseed
 from monai_cilmp.utils.bundle import bundle_config
 from monai_cilmp.utils.config import literal_overrides
 

@@ -43,6 +43,13 @@ class EvaluationReport:
     once, by the evaluator this handler is attached to; only the calibration's validation split is predicted here,
     with the evaluator's network and device.
 
+    Under ``torch.distributed``, with the evaluator's loader sharded (a
+    :class:`~monai_cilmp.engines.distributed.ShardSampler`, ``multi_gpu_evaluate.json``), every rank collects its
+    shard, the rows are gathered in the split's order
+    (:func:`~monai_cilmp.engines.distributed.gather_in_dataset_order`), and rank 0 alone predicts the calibration
+    split and writes the report (every rank gets the metrics in ``engine.state.evaluation_report`` only on rank 0):
+    the files are those of one process, up to the float rounding of other batch compositions.
+
     Args:
         class_names: class names in label order.
         output_dir: where the files go (the run folder).
@@ -116,11 +123,20 @@ class EvaluationReport:
         self._files += files if len(files) == len(self._labels[-1]) else [None] * len(self._labels[-1])
 
     def write(self, engine: Engine) -> None:
+        from monai_cilmp.engines.distributed import gather_in_dataset_order, rank_and_world_size
         from monai_cilmp.engines.evaluation import calibration_logits, write_evaluation_report
 
-        if not self._logits:
+        classes = len(self.class_names)
+        logits = np.concatenate(self._logits) if self._logits else np.zeros((0, classes), np.float32)
+        labels = np.concatenate(self._labels) if self._labels else np.zeros((0,), np.int64)
+        loader = getattr(engine, "data_loader", None)
+        if rank_and_world_size()[1] > 1 and loader is not None:  # every rank, an empty shard included
+            gathered = gather_in_dataset_order(loader, torch.from_numpy(logits), torch.from_numpy(labels), self._files)
+            logits, labels, self._files = gathered[0].numpy(), gathered[1].numpy(), list(gathered[2])
+        if not len(logits):
             raise ValueError(f"The {self.split} split has no images: nothing to evaluate; check the datalist.")
-        logits, labels = np.concatenate(self._logits), np.concatenate(self._labels)
+        if rank_and_world_size()[0] != 0:  # one writer
+            return
         names = [f if f is not None else i for i, f in enumerate(self._files)]
         network = getattr(engine, "network", None)
         device = getattr(engine.state, "device", None)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from monai_cilmp.engines.distributed import any_rank, rank_and_world_size
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
@@ -46,6 +48,12 @@ class NonFiniteGuard:
     starts (no device involved); images already on the device (a device-resident cache) are checked on the device
     and read back together with the loss, in the same single wait.
 
+    Under ``torch.distributed`` the decision is the ranks' together: every rank checks its own shard, the ranks agree
+    in one all-reduce of a flag (on the device, in the same single wait) and, when any rank found a non-finite value,
+    every rank raises the same sentence (the first such rank's, naming its files). A rank that raised alone would
+    leave the others waiting for it in DDP's next gradient all-reduce. Images on the host are then checked with the
+    loss as well (after the backward pass, which DDP needs every rank to run; still before any weight changes).
+
     Args:
         image_key: the batch key of the images.
     """
@@ -68,19 +76,29 @@ class NonFiniteGuard:
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             return
         finite = torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1)
-        if images.device.type != "cpu":  # read back with the loss, in check_loss's single wait
+        # on the device, or with other ranks to agree with: read back with the loss, in check_loss's single wait
+        if images.device.type != "cpu" or rank_and_world_size()[1] > 1:
             self._pending_images = finite
             return
         if not bool(finite.all()):
-            self._raise_images(engine, finite)
+            raise NonFiniteError(self._images_message(engine, finite))
 
-    def _raise_images(self, engine: Engine, finite: torch.Tensor) -> None:
+    def _images_message(self, engine: Engine, finite: torch.Tensor) -> str:
         batch = engine.state.batch
         files = batch_files(batch, self.image_key)
         bad = [f for f, ok in zip(files, finite.tolist()) if not ok] if len(files) == len(finite) else files
-        raise NonFiniteError(
+        return (
             f"Image(s) {_describe(bad)} hold NaN or infinite values (epoch {engine.state.epoch}): fix or remove them "
             "from the datalist (`monai-cilmp prepare --check` lists such images), then resume with --resume."
+        )
+
+    def _loss_message(self, engine: Engine, loss: Any) -> str:
+        value = float(loss.detach().float().sum()) if isinstance(loss, torch.Tensor) else float("nan")
+        return (
+            f"The training loss became {value} at epoch {engine.state.epoch}, "
+            f"iteration {engine.state.iteration}, on {_describe(batch_files(engine.state.batch, self.image_key))}; "
+            "no weights were changed and checkpoints/last.pt holds the last good epoch: check those images or "
+            "lower the learning rate, then resume with --resume."
         )
 
     def check_loss(self, engine: Engine) -> None:
@@ -91,16 +109,22 @@ class NonFiniteGuard:
         checks = [] if images is None else [images.all()]
         if isinstance(loss, torch.Tensor):
             checks.append(torch.isfinite(loss.detach()).all())
-        if not checks:
+        distributed = rank_and_world_size()[1] > 1
+        if not checks and not distributed:
             return
-        ok = checks[0] if len(checks) == 1 else torch.stack([c.to(checks[-1].device) for c in checks]).all()
-        if bool(ok):  # the iteration's one host-device synchronisation
+        ok = torch.stack([c.to(checks[-1].device) for c in checks]).all() if checks else torch.tensor(True)
+        if distributed:  # one flag for all ranks; still the iteration's one host-device synchronisation
+            if not any_rank(~ok):
+                return
+        elif bool(ok):  # the iteration's one host-device synchronisation
             return
+        message = None
         if images is not None and not bool(images.all()):
-            self._raise_images(engine, images)
-        raise NonFiniteError(
-            f"The training loss became {float(loss.detach().float().sum())} at epoch {engine.state.epoch}, "
-            f"iteration {engine.state.iteration}, on {_describe(batch_files(engine.state.batch, self.image_key))}; "
-            "no weights were changed and checkpoints/last.pt holds the last good epoch: check those images or "
-            "lower the learning rate, then resume with --resume."
-        )
+            message = self._images_message(engine, images)
+        elif not bool(ok):
+            message = self._loss_message(engine, loss)
+        if distributed:  # every rank raises the same sentence: the first rank's that found something
+            messages: list[Any] = [None] * rank_and_world_size()[1]
+            torch.distributed.all_gather_object(messages, message)
+            message = next(m for m in messages if m is not None)
+        raise NonFiniteError(message)

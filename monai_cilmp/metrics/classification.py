@@ -32,15 +32,15 @@ __all__ = [
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest ROC AUC; NaN when some class is absent from ``labels`` (AUC undefined)."""
     import torch
-    from monai.metrics import ROCAUCMetric
+    from monai.metrics import compute_roc_auc
 
     n_cls = probs.shape[1]
     if len(np.unique(labels)) < n_cls:
         return float("nan")
-    metric = ROCAUCMetric(average="macro")
     y = torch.nn.functional.one_hot(torch.as_tensor(labels), n_cls)
-    metric(torch.as_tensor(probs), y)
-    return float(metric.aggregate())
+    # the function, not the ROCAUCMetric class: these are all the predictions already, and the class would gather
+    # its buffers from every rank under torch.distributed (where only rank 0 writes the report)
+    return float(compute_roc_auc(torch.as_tensor(probs), y, average="macro"))
 
 
 def classification_metrics(

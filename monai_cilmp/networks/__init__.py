@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import blocks, nets
+from .backbone_spec import BackboneSpec, resolve_backbone
 from .backbones import Backbone, BackboneWeightsNotFoundError, load_backbone, register_model_configs
 from .nets import CILMP, IVLP, CoCoOp, CoOp, KgCoOp, LinearProbe, ZeroShotCLIP, build_method, list_methods
 
@@ -10,6 +11,7 @@ register_model_configs()  # CILMP-Tiny and the other project configs, known to o
 
 __all__ = [
     "Backbone",
+    "BackboneSpec",
     "BackboneWeightsNotFoundError",
     "CILMP",
     "CoCoOp",
@@ -23,4 +25,5 @@ __all__ = [
     "list_methods",
     "load_backbone",
     "nets",
+    "resolve_backbone",
 ]

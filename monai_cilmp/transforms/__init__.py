@@ -10,10 +10,10 @@ Array transforms declare their ``backend``; each has a dictionary variant with t
 
 from __future__ import annotations
 
-from . import calibration, color, intensity, presets, readers, spatial
-from .calibration import *  # noqa: F403
+from . import color, intensity, post, presets, readers, spatial
 from .color import *  # noqa: F403
 from .intensity import *  # noqa: F403
+from .post import *  # noqa: F403
 from .presets import *  # noqa: F403
 from .readers import *  # noqa: F403
 from .spatial import *  # noqa: F403
@@ -24,5 +24,5 @@ __all__ = [
     *color.__all__,
     *spatial.__all__,
     *presets.__all__,
-    *calibration.__all__,
+    *post.__all__,
 ]

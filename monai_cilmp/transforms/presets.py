@@ -682,5 +682,6 @@ def check_preset_transforms(preset: str, transforms_preset: str) -> None:
     if preset != listed:
         raise ValueError(
             f"The data's modality preset is '{preset}' but the config lists the transforms of '{listed}': add the "
-            f"overlay configs/presets/{preset}.json after train.json (monai-cilmp train does this for you)."
+            f"overlay configs/presets/{preset}.json after train.json or inference.json (the monai-cilmp commands do "
+            "this for you)."
         )

@@ -2,7 +2,7 @@
 
 PyTorch's defaults (one compute thread per core) plus a fixed number of DataLoader workers oversubscribe a small
 CPU machine: each worker decodes and augments images while the training step wants every core, and OpenMP threads
-that wait for a core spin. Measured on a loaded 2-core machine (``benchmarks/threads_workers.py``, a ViT-B/16-shape
+that wait for a core spin. Measured on a loaded 2-core machine (``scripts/bench_threads_workers.py``, a ViT-B/16-shape
 CILMP step on 8 images), torch's 2 spinning threads made a step 1.5-4x slower than 1 thread and took up to 2.4x its
 CPU time; with one thread, the step's CPU time hardly depends on the workers, and one worker overlapping the
 loading with the step was the fastest. The rules here:

@@ -150,7 +150,7 @@ def test_inference_writes_monai_predictions_and_our_probabilities(trained_bundle
     run(
         run_id="run",
         init_id="initialize",
-        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+        config_file=[str(CONFIGS / c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
         bundle_root=str(trained_bundle),
         dataset_name="toy",
     )
@@ -164,7 +164,9 @@ def test_inference_writes_monai_predictions_and_our_probabilities(trained_bundle
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
     assert [int(float(r[1])) for r in monai_rows] == probs.argmax(1).tolist()
     assert [r["predicted"] for r in rows] == [sorted(CLASSES)[i] for i in probs.argmax(1)]
-    parser = parse_bundle(["inference.json", "from_run.json"], {"output_dir": str(out), "device": "cpu"})
+    parser = parse_bundle(
+        ["inference.json", "presets/dermoscopy.json", "from_run.json"], {"output_dir": str(out), "device": "cpu"}
+    )
     reference = predict_images(
         parser.get_parsed_content("network"),
         [r["image"] for r in rows],
@@ -313,7 +315,7 @@ def test_run_metadata_verifies_the_network_in_and_out(trained_bundle):
     verify_net_in_out(
         net_id="network_def",
         meta_file=str(trained_bundle / "runs" / "toy" / "configs" / "metadata.json"),
-        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+        config_file=[str(CONFIGS / c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
         bundle_root=str(trained_bundle),
         dataset_name="toy",
         device="cpu",
@@ -345,7 +347,7 @@ def test_ckpt_export_gives_the_same_probabilities(trained_bundle, checkpoint, ke
         ckpt_file=str(out / checkpoint),
         key_in_ckpt=key,
         meta_file=str(out / "configs" / "metadata.json"),
-        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+        config_file=[str(CONFIGS / c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
         bundle_root=str(trained_bundle),
         dataset_name="toy",
     )
@@ -377,7 +379,7 @@ def test_inference_with_an_empty_input_folder_is_one_sentence(trained_bundle, tm
     with pytest.raises(Exception) as info:
         run(
             run_id="run",
-            config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+            config_file=[str(CONFIGS / c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
             bundle_root=str(trained_bundle),
             dataset_name="toy",
             input_dir=str(tmp_path),
@@ -406,7 +408,7 @@ def test_inference_needs_only_the_run_folder(trained_bundle, tmp_path):
     try:
         run(
             run_id="run",
-            config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "from_run.json")],
+            config_file=[str(CONFIGS / c) for c in ("inference.json", "presets/dermoscopy.json", "from_run.json")],
             bundle_root=str(tmp_path / "nowhere"),
             output_dir=str(run_copy),
             input_dir=str(images),
@@ -430,7 +432,8 @@ def test_monai_required_bundle_properties_are_present(trained_bundle, tmp_path, 
         config, settings = "train.json", {**TINY, "bundle_root": str(tmp_path), "train#trainer#max_epochs": 1}
     else:
         config, settings = "inference.json", {"bundle_root": str(trained_bundle)}
-    configs = [str(CONFIGS / config)] + ([str(CONFIGS / "from_run.json")] if workflow_type == "infer" else [])
+    overlays = ["presets/dermoscopy.json", "from_run.json"] if workflow_type == "infer" else []
+    configs = [str(CONFIGS / c) for c in (config, *overlays)]
     workflow = ConfigWorkflow(
         config_file=configs, meta_file=str(CONFIGS / "metadata.json"), workflow_type=workflow_type
     )

@@ -63,7 +63,11 @@ def test_packed_inference_config_predicts_like_the_run(packed, tmp_path):
     outputs = {}
     for name, configs, settings in (
         ("bundle", [bundle / "configs" / "inference.json"], {"bundle_root": str(bundle)}),
-        ("run", [CONFIGS / "inference.json", CONFIGS / "from_run.json"], {"output_dir": str(run_dir)}),
+        (
+            "run",
+            [CONFIGS / "inference.json", CONFIGS / "presets" / "dermoscopy.json", CONFIGS / "from_run.json"],
+            {"output_dir": str(run_dir)},
+        ),
     ):
         out = tmp_path / name
         run(

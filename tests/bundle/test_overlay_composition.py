@@ -94,7 +94,7 @@ def test_overlays_compose_in_any_order(method, order, tiny_data, tmp_path, proce
 
     assert parser["method"] == method
     steps = parser["initialize"]
-    assert steps == [f"$@startup#{name}" for name in parser["startup"]]
+    assert steps == [f"@startup#{name}" for name in parser["startup"]]
     assert ("init_process_group" in str(parser["startup#process_group"])) == distributed
     assert (parser["startup#data"] == "$@demo#prepare") == demo
     assert any(key == "finalize" for key in parser.config) == distributed

@@ -156,19 +156,21 @@ def test_model_file_without_validation_is_the_final_state(tmp_path):
     assert all(torch.equal(state[k], final[k]) for k in final)
 
 
-@pytest.mark.parametrize("section", ["train", "validate"])
+@pytest.mark.parametrize("section", ["train", "validate", "inference"])
 @pytest.mark.parametrize("preset", [p.value for p in PresetName])
 def test_listed_preprocessing_is_the_presets_pipeline(tmp_path, section, preset):
-    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing`` with the preset's overlay
-    (``configs/presets/<preset>.json``), flattened, are the modality preset's pipeline: the same transforms in the
-    same order, giving the same tensor for the same random state."""
+    """The per-stage lists of ``train#preprocessing`` / ``validate#preprocessing`` (and inference.json's
+    ``preprocessing``) with the preset's overlay (``configs/presets/<preset>.json``), flattened, are the modality
+    preset's pipeline: the same transforms in the same order, giving the same tensor for the same random state."""
     from monai.data import MetaTensor
 
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
+    config = "inference.json" if section == "inference" else "train.json"
+    parser.read_config([str(CONFIGS / config), str(CONFIGS / "presets" / f"{preset}.json")])
     parser.update({"preset": preset, "image_size": 32, "image_mean": mean, "image_std": std})
-    listed = parser.get_parsed_content(f"{section}#preprocessing").flatten()
+    listed = parser.get_parsed_content("preprocessing" if section == "inference" else f"{section}#preprocessing")
+    listed = listed.flatten()
     build = get_preset(preset).train_transforms if section == "train" else get_preset(preset).eval_transforms
     expected = build(keys="image", image_size=32, mean=mean, std=std)
     assert [type(t) for t in listed.transforms] == [type(t) for t in expected.transforms]
@@ -192,3 +194,79 @@ def test_bundle_readme_names_each_listed_handler_at_its_index():
             row = re.search(rf"\| `{section}#handlers#{index}` \| `([^`]+)`", readme)
             assert row is not None, f"{section}#handlers#{index} is not in the README"
             assert row.group(1) == handler["_target_"].rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        TrainingRecipe(lr=0.05, max_epochs=5, warmup_epochs=2, warmup_lr=0.003, weight_decay=0.001, momentum=0.8),
+        TrainingRecipe(lr=0.001, max_epochs=4, warmup_epochs=0, optimizer="AdamW", eps=1e-4, weight_decay=0.01),
+    ],
+)
+def test_optimizer_and_schedule_are_the_recipes_listed_components(tmp_path, recipe):
+    """``train#optimizer`` and ``train#lr_scheduler`` are components of the config built from ``recipe#<field>``: the
+    optimiser the recipe names (over the trainable parameters only, with the recipe's hyper-parameters) and the
+    constant warm-up then cosine of ``lr_factor``, epoch by epoch, exactly as ``build_optimizer``/``build_scheduler``
+    give them; a change of one recipe field changes the run's optimiser."""
+    from monai_cilmp.engines import build_optimizer, build_scheduler, lr_factor
+    from tests.engines.test_trainer import loaders, make_net
+
+    network = make_net()
+    trainer = create_trainer(network, loaders()[0], tmp_path / "run", recipe, device="cpu", progress=False)
+    optimizer, scheduler = trainer.optimizer, trainer.checkpoint.scheduler
+    reference = build_optimizer(make_net(), recipe)
+    reference_scheduler = build_scheduler(reference, recipe)
+    assert (
+        type(optimizer)
+        is type(reference)
+        is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[recipe.optimizer.lower()]
+    )
+    assert [p for group in optimizer.param_groups for p in group["params"]] == [
+        p for p in network.parameters() if p.requires_grad
+    ]
+    expected = {k: v for k, v in reference.param_groups[0].items() if k != "params"}
+    assert {k: v for k, v in optimizer.param_groups[0].items() if k != "params"} == expected
+    for epoch in range(recipe.max_epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        assert lr == reference.param_groups[0]["lr"] == recipe.lr * lr_factor(epoch, recipe), epoch
+        for opt, sched in ((optimizer, scheduler), (reference, reference_scheduler)):
+            opt.step()
+            sched.step()
+
+
+def test_an_optimizer_name_is_data_looked_up_in_a_table(tmp_path, monkeypatch):
+    """``recipe#optimizer`` (``--set``, a method overlay, ``create_trainer``'s recipe) only chooses among the listed
+    optimisers: another name, even one written like an expression, is one sentence naming the choices and runs no
+    code."""
+    from tests.engines.test_trainer import loaders, make_net
+
+    monkeypatch.chdir(tmp_path)
+    for attempt, name in enumerate(("lbfgs", "$__import__('os').mkdir('pwned')")):
+        recipe = TrainingRecipe(max_epochs=1, optimizer=name)
+        with pytest.raises(ValueError, match="recipe optimizer must be 'sgd' or 'adamw', got"):
+            create_trainer(make_net(), loaders()[0], tmp_path / str(attempt), recipe, device="cpu", progress=False)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_inference_preprocessing_is_listed_and_checked_against_the_preset():
+    """inference.json lists its preprocessing step by step (its preset's deterministic transforms, as validation
+    does), so ``--set`` changes one step; a run of another modality without its preset overlay is one sentence that
+    names the overlay, not images read as the wrong modality."""
+    from monai.transforms import ScaleIntensityRanged
+
+    def preprocessing(configs, **overrides):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / c) for c in configs])
+        parser.update({"image_size": 32, "image_mean": [0.5] * 3, "image_std": [0.2] * 3, **overrides})
+        return parser.get_parsed_content("preprocessing").flatten().transforms
+
+    steps = preprocessing(["inference.json"])
+    scale = next(t for t in steps if isinstance(t, ScaleIntensityRanged))
+    assert scale.scaler.a_max == 255.0
+    changed = preprocessing(["inference.json"], **{"transforms#intensity#1#a_max": 4095.0})
+    assert next(t for t in changed if isinstance(t, ScaleIntensityRanged)).scaler.a_max == 4095.0
+    assert [type(t) for t in changed] == [type(t) for t in steps]
+    with pytest.raises(RuntimeError) as info:  # MONAI's wrapper of the check's one sentence (the CLI shows the latter)
+        preprocessing(["inference.json"], preset="ct")
+    assert "add the overlay configs/presets/ct.json" in str(info.value.__cause__)
+    assert preprocessing(["inference.json", "presets/ct.json"], preset="ct")

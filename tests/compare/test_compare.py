@@ -202,7 +202,7 @@ def test_readme_compare_offline_fails_fast_and_leaves_nothing(tiny_data, tmp_pat
     import time
 
     from monai_cilmp.cli import main
-    from monai_cilmp.networks import backbones
+    from monai_cilmp.networks import backbone_weights
 
     def no_network(*args, **kwargs):
         raise OSError("network disabled in this test")
@@ -210,7 +210,7 @@ def test_readme_compare_offline_fails_fast_and_leaves_nothing(tiny_data, tmp_pat
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    backbones._reachable.cache_clear()
+    backbone_weights._reachable.cache_clear()
     out = tmp_path / "cmp"
     start = time.monotonic()
     code = main(

@@ -11,6 +11,8 @@ uses (a ``DistributedSampler`` of the global batch divided by the world size for
 - ``streams``: CILMP with random augmentation: what each rank drew at each epoch start (``OUT/streams.pt``);
 - ``small-validation``: one epoch with a 3-image validation set: the validation metrics and the same metrics
   computed directly on the 3 images (``OUT/validation.pt``);
+- ``nonfinite``: CILMP whose loss rank 1 alone turns NaN at the second step: every rank stops with the same
+  :class:`~monai_cilmp.handlers.NonFiniteError` sentence (``OUT/nonfinite<rank>.txt``), none waits for another;
 - ``elastic``: CILMP for 3 epochs, resuming from ``last.pt`` when there is one; rank 1 is killed once during
   epoch 2, so ``torchrun --max-restarts`` restarts every worker, which resume from epoch 1.
 """
@@ -194,6 +196,31 @@ def small_validation(out: Path) -> None:
         torch.save(everyone, out / "validation.pt")
 
 
+def nonfinite(out: Path) -> None:
+    from monai_cilmp.handlers import NonFiniteError
+
+    net = network("cilmp")
+    trainer = create_trainer(net, train_loader(Dataset(toy_data(16))), out / "run", recipe(), progress=False)
+    before = {k: v.detach().clone() for k, v in net.trainable_state_dict().items()}
+
+    @trainer.on(IterationEvents.LOSS_COMPLETED)
+    def poison(engine) -> None:  # the graph stays: the backward pass (and DDP's all-reduce) still runs on every rank
+        if dist.get_rank() == 1 and engine.state.iteration == 2:
+            engine.state.output["loss"] = engine.state.output["loss"] * float("nan")
+
+    @trainer.on(IterationEvents.MODEL_COMPLETED)
+    def remember(engine) -> None:
+        before.update({k: v.detach().clone() for k, v in net.trainable_state_dict().items()})
+
+    try:
+        trainer.run()
+        message = "no error"
+    except NonFiniteError as e:
+        message = str(e)
+    changed = any(not torch.equal(before[k], v) for k, v in net.trainable_state_dict().items())
+    (out / f"nonfinite{dist.get_rank()}.txt").write_text(f"{message}\nweights changed: {changed}\n")
+
+
 def elastic(out: Path) -> None:
     """An uninterrupted run (once), then the same run, of which rank 1 is killed in epoch 2 on the first attempt."""
 
@@ -229,6 +256,7 @@ SCENARIOS = {
     "equivalence": equivalence,
     "streams": streams,
     "small-validation": small_validation,
+    "nonfinite": nonfinite,
     "elastic": elastic,
 }
 

@@ -94,3 +94,19 @@ def test_network_data_format_describes_probabilities_or_logits():
     assert probabilities["type"] == "probabilities" and probabilities["value_range"] == [0, 1]
     logits = network_data_format(["a", "b"], 224)["outputs"]["pred"]
     assert logits["type"] == "logits" and logits["channel_def"] == {"0": "a", "1": "b"}
+
+
+@pytest.mark.parametrize("shared_prefix", [None, True, False])
+def test_run_metadata_records_the_device_and_the_shared_prompt_start(tmp_path, tiny_backbone, shared_prefix):
+    """The run says which arithmetic it ran: by default the shared prompt start runs once only on CUDA, so a CPU run
+    records it off; forced on, it records it on; the file still verifies."""
+    from monai_cilmp.engines.bundle_metadata import RUN_METADATA, write_run_metadata
+    from monai_cilmp.networks.nets import CILMP
+
+    classes = ["class a", "class b"]
+    net = CILMP(classes, random_bank(classes, dim=16), tiny_backbone, shared_prefix=shared_prefix, text_prompt_depth=2)
+    write_run_metadata(tmp_path, net, {"dataset_name": "toy"})
+    meta = json.loads((tmp_path / RUN_METADATA).read_text())
+    assert meta["speed_levers"] == {"device": "cpu", "shared_prefix": shared_prefix is True}
+    if SCHEMA.is_file():
+        verify_metadata(meta_file=str(tmp_path / RUN_METADATA), filepath=str(SCHEMA))

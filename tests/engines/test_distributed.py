@@ -47,13 +47,13 @@ def _torchrun(launcher: list[str], *worker_args: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment())
 
 
-def _finish(process: subprocess.Popen) -> str:
+def _finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> str:
     try:
-        output, _ = process.communicate(timeout=TIMEOUT)
+        output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         output, _ = process.communicate()
-        pytest.fail(f"torchrun did not finish in {TIMEOUT} s:\n{output[-3000:]}")
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{output[-3000:]}")
     assert process.returncode == 0, output[-4000:]
     return output
 
@@ -188,6 +188,17 @@ def test_two_nodes_on_loopback_train_what_one_node_trains(tmp_path, equivalence_
     difference = _max_difference(two_nodes["state"], equivalence_runs[2]["cilmp"]["state"])
     print(f"cilmp: max |2 nodes x 1 - 1 node x 2| = {difference:.2e}")
     assert difference <= 1e-6
+
+
+@pytest.mark.distributed
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_the_same_sentence(tmp_path):
+    """Rank 1 alone gets a NaN loss: without the ranks' agreement rank 0 would wait for it in the next all-reduce
+    (gloo's 30-minute timeout); with it both stop at once, before the optimiser step, with rank 1's sentence."""
+    _finish(_torchrun(["--standalone", "--nnodes=1", "--nproc-per-node=2"], "nonfinite", str(tmp_path)), timeout=240)
+    said = [(tmp_path / f"nonfinite{rank}.txt").read_text().splitlines() for rank in (0, 1)]
+    assert said[0] == said[1], said
+    assert said[0][0].startswith("The training loss became nan at epoch 1, iteration 2"), said[0]
+    assert said[0][1] == "weights changed: False"
 
 
 @pytest.mark.distributed

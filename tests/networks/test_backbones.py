@@ -11,7 +11,14 @@ import open_clip
 import pytest
 import torch
 
-from monai_cilmp.networks import BackboneWeightsNotFoundError, backbones, load_backbone
+from monai_cilmp.networks import (
+    BackboneWeightsNotFoundError,
+    backbone_activation,
+    backbone_checkpoints,
+    backbone_weights,
+    backbones,
+    load_backbone,
+)
 from monai_cilmp.networks.backbones import (
     BIOMEDCLIP_ARCHITECTURE,
     TINY_BACKBONE,
@@ -293,12 +300,12 @@ def test_openai_release_archives_are_told_from_state_dicts(tmp_path):
     """OpenAI released CLIP as TorchScript archives (trained with QuickGELU); torch.save writes plain ones."""
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "state.pt")
-    assert backbones._is_torchscript(str(tmp_path / "scripted.pt"))
-    assert not backbones._is_torchscript(str(tmp_path / "state.pt"))
-    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "scripted.pt")) is True
-    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "state.pt")) is None
+    assert backbone_checkpoints._is_torchscript(str(tmp_path / "scripted.pt"))
+    assert not backbone_checkpoints._is_torchscript(str(tmp_path / "state.pt"))
+    assert backbone_activation._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "scripted.pt")) is True
+    assert backbone_activation._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "state.pt")) is None
     (tmp_path / "ViT-B-16.pt").write_bytes(b"")  # the file name of OpenAI's ViT-B/16 release
-    assert backbones._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "ViT-B-16.pt")) is True
+    assert backbone_activation._quick_gelu_from_provenance("ViT-B-16", str(tmp_path / "ViT-B-16.pt")) is True
 
 
 def test_missing_weights_without_a_network_fail_at_once(monkeypatch):
@@ -315,7 +322,7 @@ def test_missing_weights_without_a_network_fail_at_once(monkeypatch):
         raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(backbone_weights, "_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(backbones.BackboneWeightsNotFoundError, match="not available here: download them once with"):
         backbones.load_backbone("ViT-B-16", "openai")
     assert calls and all(calls)  # every look-up was cache-only
@@ -380,7 +387,7 @@ def test_a_torchscript_archive_loads_its_exact_weights(tmp_path):
     """Issue 21: OpenAI's release format (a TorchScript archive) is read with ``torch.jit.load`` (no Python pickle)
     and its weights go into the model open_clip builds; no ``load_openai_model`` (a TypeError on open_clip 3)."""
     original = _tiny_archive(tmp_path / "tiny.pt")
-    assert backbones._is_torchscript(str(tmp_path / "tiny.pt"))
+    assert backbone_checkpoints._is_torchscript(str(tmp_path / "tiny.pt"))
     loaded = load_backbone(TINY_BACKBONE, str(tmp_path / "tiny.pt")).model.state_dict()
     assert set(loaded) == set(original)
     assert all(torch.equal(loaded[k], original[k]) for k in original)
@@ -402,7 +409,7 @@ def test_a_torchscript_archive_with_a_pickle_payload_never_runs_it(tmp_path):
             if item.filename.endswith("/data.pkl"):
                 data = pickle.dumps(_Payload(marker), protocol=2)
             target.writestr(item, data)
-    assert backbones._is_torchscript(str(tmp_path / "evil.pt"))
+    assert backbone_checkpoints._is_torchscript(str(tmp_path / "evil.pt"))
     with pytest.raises(ValueError, match="looks like a TorchScript archive but could not be read as one"):
         load_backbone(TINY_BACKBONE, str(tmp_path / "evil.pt"))
     with pytest.raises(Exception, match="posix.system|unknown type"):  # torch's own refusal, checked directly

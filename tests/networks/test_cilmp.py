@@ -362,12 +362,35 @@ def test_shared_prefix_gives_the_same_logits_and_gradients(tiny_backbone, depths
         torch.testing.assert_close(outputs[0][1][name], grad, rtol=1e-4, atol=2e-5, msg=name)
 
 
-def test_shared_prefix_only_where_the_tower_supports_it(family_backbones):
+def test_shared_prefix_only_where_the_tower_supports_it_and_by_default_where_it_pays(family_backbones):
     for name, backbone in family_backbones.items():
+        causal = name != "CILMP-Tiny-BERT"
         torch.manual_seed(1)
         net = CILMP(CLASSES, random_bank(), backbone)
-        assert net.shared_prefix == (name != "CILMP-Tiny-BERT")
-        assert CILMP(CLASSES, random_bank(), backbone, shared_prefix=False).shared_prefix is False
+        assert net.shared_prefix is (None if causal else False)
+        assert net.uses_shared_prefix("cuda") is causal and net.uses_shared_prefix("cpu") is False
+        assert CILMP(CLASSES, random_bank(), backbone, shared_prefix=True).uses_shared_prefix("cpu") is causal
+        assert CILMP(CLASSES, random_bank(), backbone, shared_prefix=False).uses_shared_prefix("cuda") is False
+
+
+def _logits_and_gradients(net):
+    net.knowledge.eval()  # no dropout: the two paths draw their masks in a different order
+    logits = net(images(3))
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    return [logits.detach()] + [p.grad for p in net.trainable_parameters().values()]
+
+
+@pytest.mark.parametrize("pays", [False, True])
+def test_default_shared_prefix_follows_the_device_bitwise(tiny_backbone, monkeypatch, pays):
+    """shared_prefix=None runs exactly the forced path of the device's choice: on the CPU the unshared one, so the
+    CPU's results are those of shared_prefix=False bit for bit; where it pays (CUDA) the shared one."""
+    from monai_cilmp.networks.nets import cilmp
+
+    monkeypatch.setattr(cilmp, "shared_prefix_pays", lambda device: pays)
+    nets = [build(tiny_backbone, random_bank(), shared_prefix=s).train() for s in (None, pays)]
+    nets[1].load_trainable_state_dict(nets[0].trainable_state_dict())
+    auto, forced = (_logits_and_gradients(net) for net in nets)
+    assert all(torch.equal(a, b) for a, b in zip(auto, forced, strict=True))
 
 
 def test_dropout_acts_on_the_edited_knowledge_in_training(tiny_backbone):

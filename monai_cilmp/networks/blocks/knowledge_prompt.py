@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .interventions import ConditionalLoReFT, LowRankProjection
 
@@ -152,6 +153,13 @@ class KnowledgePrompt(nn.Module):
             return torch.cat(parts, dim=2)
 
 
+def _mixing(w_cond: torch.Tensor, h: torch.Tensor, a2_w: torch.Tensor) -> torch.Tensor:
+    """``M_h = W_ah diag(h) A2`` of every layer and row: ``(depth, n, r, r)`` from ``W_ah`` ``(depth, r, D)``, ``h``
+    ``(n, D)`` and ``A2`` ``(depth, D, r)``; its intermediate ``(depth, n, r, D)`` product is the largest tensor of the
+    knowledge tokens."""
+    return (w_cond.unsqueeze(1) * h[None, :, None, :]) @ a2_w.unsqueeze(1)
+
+
 class _LayerStack:
     """The parameters of every :class:`KnowledgePromptLayer`, stacked along a leading layer axis (autograd flows)."""
 
@@ -167,6 +175,10 @@ class _LayerStack:
         if h.ndim == 4:
             down, up = down.unsqueeze(1), up.unsqueeze(1)
         return (h.float() @ down) @ up
+
+    def _edit_dropout_project(self, h: torch.Tensor, coords: torch.Tensor, rotation: torch.Tensor, p: float):
+        """``project(dropout(h + coords R^T))``: each image's edited ``D``-vectors, in training."""
+        return self.project(F.dropout(h + coords @ rotation.transpose(1, 2).unsqueeze(1), p, training=True))
 
     def edited(self, part: str, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Projected edited rows ``h`` ``(n, D)`` of the ``part`` ("prefix"/"suffix") interventions: ``(depth, B, n,
@@ -190,12 +202,19 @@ class _LayerStack:
             a2_w = torch.stack([m.condition[1].weight for m in modules])  # (depth, D, r)
             a2_b = torch.stack([m.condition[1].bias for m in modules])  # (depth, D)
             fixed = fixed + (h * a2_b.unsqueeze(1)) @ w_cond.transpose(1, 2)  # m_h = W_ah (c * h)
-            mixing = (w_cond.unsqueeze(1) * h[None, :, None, :]) @ a2_w.unsqueeze(1)  # (depth, n, r, r): M_h
+            if torch.is_grad_enabled() and (w_cond.requires_grad or a2_w.requires_grad):
+                # recomputed in backward: autograd would keep two (depth, n, r, D) tensors alive per part otherwise
+                mixing = checkpoint(_mixing, w_cond, h, a2_w, use_reentrant=False)
+            else:
+                mixing = _mixing(w_cond, h, a2_w)
             u = torch.baddbmm(a1_b, z.float().expand(len(modules), -1, -1), a1_w.transpose(1, 2))  # (depth, B, r)
             coords = fixed.unsqueeze(1) + torch.einsum("lnrk,lbk->lbnr", mixing, u)  # (depth, B, n, r)
         if first.dropout.p > 0 and first.training:
-            edited = F.dropout(h + coords @ rotation.transpose(1, 2).unsqueeze(1), first.dropout.p, training=True)
-            return self.project(edited)
+            if torch.is_grad_enabled():
+                # recomputed in backward, with the same mask (checkpoint replays the random state): the (depth, B, n, D)
+                # mask and edit are not kept alive until then
+                return checkpoint(self._edit_dropout_project, h, coords, rotation, first.dropout.p, use_reentrant=False)
+            return self._edit_dropout_project(h, coords, rotation, first.dropout.p)
         fold = rotation.transpose(1, 2) @ self.down.transpose(1, 2)  # (depth, r, r): R^T down^T
         folded = (coords @ fold.unsqueeze(1)) @ self.up.transpose(1, 2).unsqueeze(1)
         return self.project(h).unsqueeze(1) + folded

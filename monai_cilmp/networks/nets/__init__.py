@@ -20,7 +20,16 @@ from .kgcoop import KgCoOp
 from .linear_probe import LinearProbe, ProbeFit, ProbeInit, extract_features, feature_items, search_logistic_regression
 from .lp_plus_plus import LPPlusPlus, LPPlusPlusFit, lp_plus_plus_init, lp_plus_plus_step_sizes
 from .maple import MaPLe
-from .methods import METHODS, MethodSpec, build_method, get_method, list_methods, register_method
+from .methods import (
+    METHODS,
+    NETWORK_INPUTS,
+    SPEED_SWITCHES,
+    MethodSpec,
+    build_method,
+    get_method,
+    list_methods,
+    register_method,
+)
 from .prograd import ProGrad
 from .promptsrc import PromptSRC
 from .tip_adapter import TipAdapter, cache_logits
@@ -42,10 +51,12 @@ __all__ = [
     "LinearProbe",
     "MEDICAL_TEMPLATES",
     "METHODS",
+    "NETWORK_INPUTS",
     "MaPLe",
     "MethodSpec",
     "ProGrad",
     "ProbeFit",
+    "SPEED_SWITCHES",
     "ProbeInit",
     "PromptSRC",
     "TipAdapter",

@@ -2,9 +2,10 @@
 
 A network here is a frozen open_clip backbone plus a few trained parameters. The engines rely on:
 
-- the constructor taking ``class_names``, ``backbone`` (a name or a loaded
-  :class:`~monai_cilmp.networks.backbones.Backbone`), ``pretrained``, ``offline``, ``cache_dir`` and
-  ``quick_gelu``;
+- the constructor taking ``class_names``, ``backbone`` (a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded
+  :class:`~monai_cilmp.networks.backbones.Backbone` or a model name), ``pretrained`` and, for a model name, the
+  other :data:`~monai_cilmp.networks.backbone_spec.BACKBONE_OPTIONS` as keywords (``offline``, ``cache_dir``,
+  ``quick_gelu``);
 - the attributes ``class_names``, ``image_size``, ``image_mean``, ``image_std``, ``backbone_name``,
   ``backbone_pretrained`` (to build transforms and record a run);
 - ``forward(images) -> (B, C)`` logits, MONAI ``MetaTensor`` inputs accepted;
@@ -23,7 +24,6 @@ layout, context initialisation, splicing learned tokens into a prompt, frozen cl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cilmp.networks.backbones import Backbone, load_backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike, resolve_backbone
+from monai_cilmp.networks.backbones import Backbone
 
 __all__ = [
     "CLIPClassifier",
@@ -116,19 +117,17 @@ class CLIPClassifier(nn.Module):
     def _init_classifier(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone,
-        pretrained: str | None,
-        offline: bool,
-        cache_dir: str | os.PathLike | None,
-        quick_gelu: bool | None = None,
+        backbone: BackboneLike,
+        pretrained: str | None = "openai",
+        **backbone_options: Any,
     ) -> Backbone:
         """Check the class names, load the backbone if needed, set the shared attributes; returns the backbone.
 
-        ``quick_gelu`` is passed to :func:`~monai_cilmp.networks.backbones.load_backbone` (unused for a loaded one).
+        ``backbone``, ``pretrained`` and ``backbone_options`` go to
+        :func:`~monai_cilmp.networks.backbone_spec.resolve_backbone`.
         """
         self.class_names = check_class_names(class_names)
-        if not isinstance(backbone, Backbone):
-            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir, quick_gelu=quick_gelu)
+        backbone = resolve_backbone(backbone, pretrained, **backbone_options)
         self.image_size = backbone.image_size
         self.image_mean, self.image_std = tuple(backbone.mean), tuple(backbone.std)
         self.backbone_name, self.backbone_pretrained = backbone.name, backbone.pretrained

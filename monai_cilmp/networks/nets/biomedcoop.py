@@ -24,12 +24,13 @@ Only the context trains (as CoOp); the defaults are the paper's (``lambda_1 = la
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 
 from .base import as_plain_tensor
@@ -71,11 +72,8 @@ class BiomedCoOp(CoOp):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         prompts: class -> description texts (the registry passes the project's knowledge texts).
         n_ctx: number of context tokens (4 in the paper).
         ctx_init: text initialising the context (``"a photo of a"`` in the paper).
@@ -91,11 +89,9 @@ class BiomedCoOp(CoOp):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         prompts: Mapping[str, Sequence[str] | str] | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
@@ -103,6 +99,7 @@ class BiomedCoOp(CoOp):
         kdsp_weight: float = 1.0,
         tau: float = 1.5,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         if prompts is None:
             raise ValueError("BiomedCoOp needs description prompts per class (prompts=...; build_method adds them).")
@@ -114,8 +111,7 @@ class BiomedCoOp(CoOp):
             class_names,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             class_specific=False,

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_cilmp.knowledge import KnowledgeBank
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
+from monai_cilmp.networks.blocks.fused_block import shared_prefix_pays
 from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -34,13 +35,8 @@ class CILMP(CLIPClassifier):
         knowledge: a :class:`~monai_cilmp.knowledge.KnowledgeBank` or the path of a saved one; it must hold
             exactly ``class_names``. ``None`` removes the knowledge tokens (independent V-L prompting; the prompts
             are then the same for every image, whatever ``conditional`` says).
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or an already loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of learnable text context tokens.
         ctx_init: text whose token embeddings initialise the input context (``None``: random init); it must have
             ``n_ctx`` tokens.
@@ -59,7 +55,9 @@ class CILMP(CLIPClassifier):
         truncate_context: run the text encoder only up to the longest prompt (exact, as CLIP's text attention
             is causal); ``False`` runs the full context, for checking.
         shared_prefix: run the start of the prompts that every prompt shares (the start token and the context
-            tokens) once per layer instead of once per prompt (exact, as the text attention is causal); used when the
+            tokens) once per layer instead of once per prompt (exact, as the text attention is causal): ``True``
+            always, ``False`` never, ``None`` where it pays, decided from the device the prompts run on
+            (:func:`~monai_cilmp.networks.blocks.fused_block.shared_prefix_pays`: CUDA, not the CPU). Used when the
             text tower supports it (open_clip's causal text transformer), ignored otherwise.
 
     Raises:
@@ -76,12 +74,9 @@ class CILMP(CLIPClassifier):
         self,
         class_names: Sequence[str],
         knowledge: KnowledgeBank | str | os.PathLike | None,
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 12,
@@ -94,10 +89,11 @@ class CILMP(CLIPClassifier):
         dropout: float = 0.1,
         conditional: bool = True,
         truncate_context: bool = True,
-        shared_prefix: bool = True,
+        shared_prefix: bool | None = None,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         class_names = self.class_names
         bank = None
         if knowledge is not None:
@@ -140,7 +136,8 @@ class CILMP(CLIPClassifier):
             if bank is not None
             else None
         )
-        self.shared_prefix = bool(shared_prefix) and getattr(self.text_tower, "supports_shared_prefix", False)
+        supported = getattr(self.text_tower, "supports_shared_prefix", False)
+        self.shared_prefix = (None if shared_prefix is None else bool(shared_prefix)) if supported else False
         self._register_slot_index()
         self.knowledge_metadata: dict[str, Any] = (
             {k: v for k, v in bank.metadata.items() if k != "texts"} if bank is not None else {}
@@ -189,7 +186,7 @@ class CILMP(CLIPClassifier):
         n_cls, length, width = self.prompt_embeddings.shape
         # every layer's knowledge tokens in one batched pass: (knowledge_depth, B, N, width)
         tokens = self.knowledge.all_layers(z) if self.knowledge is not None else None
-        if self.shared_prefix:
+        if self.uses_shared_prefix(self.prompt_embeddings.device):
             return self._encode_prompts_shared_prefix(tokens, n_img)
 
         def inject(layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -201,6 +198,10 @@ class CILMP(CLIPClassifier):
         x = self._inject(x, 0, tokens).view(n_img * n_cls, length, width)
         features = self.text_tower(x, self.pool_index.repeat(n_img), inject)
         return F.normalize(features.view(n_img, n_cls, -1), dim=-1)
+
+    def uses_shared_prefix(self, device: torch.device | str) -> bool:
+        """Whether :meth:`encode_prompts` runs the shared prompt start once on ``device`` (see ``shared_prefix``)."""
+        return shared_prefix_pays(device) if self.shared_prefix is None else self.shared_prefix
 
     def _encode_prompts_shared_prefix(self, tokens: torch.Tensor | None, n_img: int) -> torch.Tensor:
         """:meth:`encode_prompts` with the start token and context tokens (the same in every prompt) run once."""

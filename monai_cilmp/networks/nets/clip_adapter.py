@@ -18,14 +18,14 @@ normalised again before the cosine, as gaopengcuhk/CLIP-Adapter's code does; Bio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 
 from .feature_head import FrozenFeatureClassifier
 from .zeroshot import DEFAULT_TEMPLATE
@@ -38,11 +38,8 @@ class CLIPAdapter(FrozenFeatureClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         reduction: ``r``, the bottleneck is ``D // r`` wide (4 in the paper).
         ratio: ``alpha``, the weight of the adapted feature (0.2 in the paper, 0.5 in BiomedCoOp's benchmark).
         renormalize: normalise the mixed feature before the cosine (the original code); ``False``: BiomedCoOp's.
@@ -58,11 +55,9 @@ class CLIPAdapter(FrozenFeatureClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         reduction: int = 4,
         ratio: float = 0.2,
         renormalize: bool = True,
@@ -70,11 +65,12 @@ class CLIPAdapter(FrozenFeatureClassifier):
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | None = None,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
         if not 0.0 <= ratio <= 1.0 or reduction < 1:
             raise ValueError(f"CLIP-Adapter needs 0 <= ratio <= 1 and reduction >= 1, got {ratio} and {reduction}.")
-        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self._init_features(class_names, backbone, pretrained, text, template, templates, prompts, **backbone_options)
         self.ratio, self.renormalize = float(ratio), bool(renormalize)
         hidden = max(1, self.feature_dim // int(reduction))
         self.adapter = nn.Sequential(

@@ -9,12 +9,13 @@ the context and the meta-network (35,360 scalars for ViT-B/16 with 4 context tok
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 
 from .coop import CoOp
@@ -27,13 +28,8 @@ class CoCoOp(CoOp):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of context tokens (CoCoOp's default 4).
         ctx_init: text initialising the context (default ``"a photo of a"``; ``None``: random).
         meta_reduction: the meta-network's hidden size is ``embed_dim // meta_reduction`` (16 in the paper).
@@ -43,25 +39,21 @@ class CoCoOp(CoOp):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         meta_reduction: int = 16,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         self._meta_reduction = int(meta_reduction)
         super().__init__(
             class_names,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
-            quick_gelu=quick_gelu,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             class_specific=False,

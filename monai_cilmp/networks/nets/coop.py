@@ -10,13 +10,14 @@ the context trains: ``n_ctx * width`` scalars (8,192 for ViT-B/16 with 16 tokens
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -58,13 +59,8 @@ class CoOp(CLIPClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of learnable context tokens (CoOp's default 16).
         ctx_init: text whose token embeddings initialise the context (``None``: N(0, 0.02²), CoOp's default); it
             must have ``n_ctx`` tokens (``"a photo of a"`` has 4).
@@ -83,20 +79,18 @@ class CoOp(CLIPClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         n_ctx: int = 16,
         ctx_init: str | None = None,
         class_specific: bool = False,
         truncate_context: bool = True,
         class_token_position: str = ClassTokenPosition.END,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         self.class_token_position = look_up(class_token_position, ClassTokenPosition)
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}.")

@@ -9,12 +9,13 @@ features ``(B, D)`` cached once by the engine (:func:`~monai_cilmp.engines.cache
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -29,11 +30,8 @@ class FrozenFeatureClassifier(CLIPClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         text: zero-shot text kind of the class embeddings (:class:`~monai_cilmp.networks.nets.ZeroShotText`).
         template: the template of ``text="template"``.
         templates: the templates of ``text="ensemble"``.
@@ -47,17 +45,16 @@ class FrozenFeatureClassifier(CLIPClassifier):
     def _init_features(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone,
+        backbone: BackboneLike,
         pretrained: str | None,
-        offline: bool,
-        cache_dir: str | os.PathLike | None,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | None = None,
+        **backbone_options: Any,
     ) -> Backbone:
         """Set up the towers and the zero-shot class embeddings; returns the backbone."""
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         self.vision_tower = build_vision_tower(backbone.model)
         self.feature_dim = self._embed_dim(backbone.model)
         tower = build_text_tower(backbone.model, backbone.tokenizer)

@@ -8,10 +8,10 @@ so comparing the two isolates what the LLM knowledge adds; this class only fixes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from typing import Any
 
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 
 from .cilmp import CILMP
 
@@ -23,13 +23,8 @@ class IVLP(CILMP):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of text context tokens per layer.
         ctx_init: text initialising the input context (``None``: random); must have ``n_ctx`` tokens.
         text_prompt_depth: text layers with their own context tokens.
@@ -41,27 +36,23 @@ class IVLP(CILMP):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 12,
         vision_prompt_depth: int = 12,
         n_ctx_vision: int = 4,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         super().__init__(
             class_names,
             None,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
-            quick_gelu=quick_gelu,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             text_prompt_depth=text_prompt_depth,

@@ -17,11 +17,12 @@ to the classification loss.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 
 from .base import look_up
@@ -49,13 +50,8 @@ class KgCoOp(CoOp):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of context tokens (4 in the paper).
         ctx_init: text initialising the context (the paper: ``"a photo of a"``).
         class_specific: one context per class.
@@ -72,12 +68,9 @@ class KgCoOp(CoOp):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         class_specific: bool = False,
@@ -85,6 +78,7 @@ class KgCoOp(CoOp):
         distance: str = "cosine",
         templates: str | Sequence[str] = DEFAULT_HANDCRAFTED_TEMPLATE,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         templates = [templates] if isinstance(templates, str) else list(templates)
         if not templates or any("{}" not in t for t in templates):
@@ -97,9 +91,7 @@ class KgCoOp(CoOp):
             class_names,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
-            quick_gelu=quick_gelu,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             class_specific=class_specific,

@@ -18,7 +18,6 @@ then trains by gradient. The features, the search and the fits are checked again
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -211,13 +211,8 @@ class LinearProbe(CLIPClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         init: ``"random"`` (PyTorch's default for ``nn.Linear``) or ``"zero-shot"`` (starts as the zero-shot
             classifier: its logits at initialisation are :class:`~monai_cilmp.networks.nets.ZeroShotCLIP`'s).
         text: zero-shot text kind for ``init="zero-shot"`` (see :class:`~monai_cilmp.networks.nets.ZeroShotText`).
@@ -242,12 +237,9 @@ class LinearProbe(CLIPClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         init: str = ProbeInit.RANDOM,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
@@ -258,9 +250,10 @@ class LinearProbe(CLIPClassifier):
         C: float = 1.0,  # noqa: N803 (scikit-learn's and the originals' name)
         c_grid: Sequence[float] = LOGISTIC_C_GRID,
         search_steps: int = 8,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         self.init = look_up(init, ProbeInit)
         self.fit = look_up(fit, ProbeFit)
         if anchor_weight and self.init != ProbeInit.ZERO_SHOT:

@@ -31,7 +31,6 @@ Training, two ways (``fit``):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 
 from .base import OptionEnum, look_up
 from .feature_head import FrozenFeatureClassifier
@@ -97,11 +96,8 @@ class LPPlusPlus(FrozenFeatureClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         kappa: scale of the initial blending factor (250, as in the public implementation).
         text: zero-shot text kind of the class embeddings.
         template: the template of ``text="template"``.
@@ -121,11 +117,9 @@ class LPPlusPlus(FrozenFeatureClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         kappa: float = 250.0,
         text: str = "template",
         template: str = DEFAULT_TEMPLATE,
@@ -134,9 +128,10 @@ class LPPlusPlus(FrozenFeatureClassifier):
         fit: str = LPPlusPlusFit.SGD,
         epochs: int = 300,
         alpha_interval: int = 10,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self._init_features(class_names, backbone, pretrained, text, template, templates, prompts, **backbone_options)
         self.kappa = float(kappa)
         self.fit = look_up(fit, LPPlusPlusFit)
         if int(epochs) < 1 or int(alpha_interval) < 1:

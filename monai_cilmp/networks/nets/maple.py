@@ -20,14 +20,14 @@ As the authors' code (muzairkhattak/multimodal-prompt-learning, ``trainers/maple
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 
 from .ivlp import IVLP
 
@@ -39,11 +39,8 @@ class MaPLe(IVLP):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of prompt tokens per layer (both modalities).
         ctx_init: text initialising the input text prompts: its first ``n_ctx`` words (which must be ``n_ctx``
             tokens); the words after them stay in the prompt before the class name with ``keep_init_words``.
@@ -61,17 +58,16 @@ class MaPLe(IVLP):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         n_ctx: int = 2,
         ctx_init: str | None = "a photo of a",
         prompt_depth: int = 9,
         keep_init_words: bool = True,
         copy_deep_couplings: bool = True,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         if ctx_init:
             words = ctx_init.replace("_", " ").split()
@@ -82,8 +78,7 @@ class MaPLe(IVLP):
             class_names,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             text_prompt_depth=prompt_depth,

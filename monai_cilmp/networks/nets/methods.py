@@ -37,11 +37,14 @@ name                       network
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
+from monai_cilmp.networks.backbone_spec import BackboneSpec
 from monai_cilmp.networks.backbones import Backbone
 
 from .base import CLIPClassifier, look_up
@@ -60,7 +63,33 @@ from .promptsrc import PromptSRC
 from .tip_adapter import TipAdapter
 from .zeroshot import ZeroShotCLIP, knowledge_prompts
 
-__all__ = ["METHODS", "MethodSpec", "build_method", "get_method", "list_methods", "register_method"]
+__all__ = [
+    "METHODS",
+    "NETWORK_INPUTS",
+    "SPEED_SWITCHES",
+    "MethodSpec",
+    "build_method",
+    "get_method",
+    "list_methods",
+    "register_method",
+]
+
+#: constructor arguments that are the network's inputs, not its settings: the backbone and its options
+#: (:class:`~monai_cilmp.networks.BackboneSpec`), the data the bundle wires in (``knowledge``, ``prompts``)
+NETWORK_INPUTS = frozenset(
+    {"self", "class_names", "backbone", "pretrained", "backbone_options", "knowledge", "prompts"}
+)
+#: keywords that change how fast a network computes, never what (each checked exact by the network tests)
+SPEED_SWITCHES = frozenset({"truncate_context", "shared_prefix"})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data (an option enum as its string, a tuple as a list)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,21 @@ class MethodSpec:
     cached_features: bool = False
     knowledge_text: str = "attributes"
     recipe: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting of the method's network with its value, as JSON data: the network's keyword defaults (the
+        one place they are declared) with :attr:`kwargs` on top; what a run records to rebuild the network, and
+        what ``scripts/write_method_configs.py`` writes into the method's bundle overlay."""
+        defaults = {
+            k: p.default
+            for k, p in inspect.signature(self.network.__init__).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and k not in NETWORK_INPUTS | SPEED_SWITCHES
+        }
+        unknown = sorted(set(self.kwargs) - set(defaults))
+        if unknown:
+            raise ValueError(f"Method '{self.name}' sets {unknown}, which {self.network.__name__} has no keyword for.")
+        return {k: _plain(v) for k, v in {**defaults, **self.kwargs}.items()}
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
@@ -141,7 +185,7 @@ def get_method(name: str) -> MethodSpec:
 def build_method(
     name: str,
     class_names: Sequence[str],
-    backbone: str | Backbone = "ViT-B-16",
+    backbone: str | BackboneSpec | Backbone = "ViT-B-16",
     pretrained: str | None = "openai",
     *,
     knowledge: Any = None,
@@ -154,18 +198,19 @@ def build_method(
     """Build the network of method ``name``.
 
     Pass a loaded :class:`~monai_cilmp.networks.backbones.Backbone` to build several methods on one backbone (the
-    networks share its frozen modules; nothing is copied).
+    networks share its frozen modules; nothing is copied), or a :class:`~monai_cilmp.networks.BackboneSpec` (which
+    holds its own ``pretrained``, ``offline``, ``cache_dir`` and ``quick_gelu``).
 
     Args:
         name: a registered method name (:func:`list_methods`).
         class_names: class names in label order.
-        backbone: model name or loaded backbone.
-        pretrained: pretrained tag or checkpoint file (``None``: random weights).
+        backbone: model name, backbone spec or loaded backbone.
+        pretrained: pretrained tag or checkpoint file, for a model name (``None``: random weights).
         knowledge: knowledge bank or its path, for methods that need one (ignored by the others).
         descriptions: class descriptions (mapping or file) for methods that use them; default the curated ones.
         dataset: registry name of the dataset, to pick its curated descriptions.
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        offline: never download backbone weights (for a model name).
+        cache_dir: where backbone weights are cached (for a model name).
         **kwargs: constructor keywords overriding the method's defaults.
 
     Raises:
@@ -182,9 +227,9 @@ def build_method(
         options["knowledge"] = knowledge
     if spec.uses_descriptions and "prompts" not in options:
         options["prompts"] = knowledge_prompts(class_names, descriptions, dataset, spec.knowledge_text)
-    return spec.network(
-        class_names, backbone=backbone, pretrained=pretrained, offline=offline, cache_dir=cache_dir, **options
-    )
+    if isinstance(backbone, str):
+        options = {"offline": offline, "cache_dir": cache_dir, **options}
+    return spec.network(class_names, backbone=backbone, pretrained=pretrained, **options)
 
 
 for _spec in (

@@ -20,11 +20,12 @@ are the same, only the number differs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 
 from .base import as_plain_tensor
@@ -40,11 +41,8 @@ class ProGrad(CoOp):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of context tokens.
         ctx_init: text initialising the context (``None``: random).
         class_specific: one context per class.
@@ -56,17 +54,16 @@ class ProGrad(CoOp):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         class_specific: bool = False,
         temperature: float = 1.0,
         template: str = DEFAULT_HANDCRAFTED_TEMPLATE,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         if "{}" not in template or temperature <= 0:
             raise ValueError(
@@ -77,8 +74,7 @@ class ProGrad(CoOp):
             class_names,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             class_specific=class_specific,

@@ -22,13 +22,13 @@ pass of the image encoder per training step (without gradients). Only the prompt
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from monai_cilmp.networks.backbones import Backbone, load_backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike, resolve_backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower
 
 from .base import as_plain_tensor
@@ -44,11 +44,8 @@ class PromptSRC(IVLP):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         n_ctx: number of text context tokens per layer.
         ctx_init: text initialising the input context (``None``: random); must have ``n_ctx`` tokens.
         text_prompt_depth: text layers with their own context tokens.
@@ -66,11 +63,9 @@ class PromptSRC(IVLP):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         n_ctx: int = 4,
         ctx_init: str | None = "a photo of a",
         text_prompt_depth: int = 9,
@@ -82,19 +77,19 @@ class PromptSRC(IVLP):
         templates: Sequence[str] = MEDICAL_TEMPLATES,
         normalize_templates: bool = False,
         truncate_context: bool = True,
+        **backbone_options: Any,
     ) -> None:
         if min(text_weight, image_weight, logit_weight) < 0:
             raise ValueError(
                 f"PromptSRC's loss weights must be >= 0, got {text_weight}, {image_weight}, {logit_weight}."
             )
-        if not isinstance(backbone, Backbone):  # loaded here: the frozen text features need the token table
-            backbone = load_backbone(backbone, pretrained, offline=offline, cache_dir=cache_dir)
+        # loaded here: the frozen text features need the token table
+        backbone = resolve_backbone(backbone, pretrained, **backbone_options)
         super().__init__(
             class_names,
             backbone,
             pretrained,
-            offline=offline,
-            cache_dir=cache_dir,
+            **backbone_options,
             n_ctx=n_ctx,
             ctx_init=ctx_init,
             text_prompt_depth=text_prompt_depth,

@@ -24,14 +24,14 @@ network is exactly zero-shot CLIP (an empty cache adds nothing). Checkpoints kee
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cilmp.networks.backbones import Backbone
+from monai_cilmp.networks.backbone_spec import BackboneLike
 
 from .feature_head import FrozenFeatureClassifier
 from .zeroshot import DEFAULT_TEMPLATE
@@ -96,11 +96,8 @@ class TipAdapter(FrozenFeatureClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         fine_tune: train the cache keys (Tip-Adapter-F); otherwise nothing trains.
         alpha: weight of the cache prediction (1.0 in the paper).
         beta: sharpness of the affinity (5.5 in the paper's ImageNet setting).
@@ -121,11 +118,9 @@ class TipAdapter(FrozenFeatureClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
         fine_tune: bool = False,
         alpha: float = 1.0,
         beta: float = 5.5,
@@ -134,11 +129,12 @@ class TipAdapter(FrozenFeatureClassifier):
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | None = None,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
         if alpha < 0 or beta < 0:
             raise ValueError(f"Tip-Adapter needs alpha >= 0 and beta >= 0, got {alpha} and {beta}.")
-        self._init_features(class_names, backbone, pretrained, offline, cache_dir, text, template, templates, prompts)
+        self._init_features(class_names, backbone, pretrained, text, template, templates, prompts, **backbone_options)
         self.fine_tune, self.alpha, self.beta = bool(fine_tune), float(alpha), float(beta)
         self.scale = None if scale is None else float(scale)
         keys = torch.zeros(0, self.feature_dim)

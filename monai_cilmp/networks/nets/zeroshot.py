@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
 
@@ -185,13 +186,8 @@ class ZeroShotCLIP(CLIPClassifier):
 
     Args:
         class_names: class names in label order; ``_`` reads as a space.
-        backbone: open_clip model name, ``hf-hub:`` id, local folder, or a loaded
-            :class:`~monai_cilmp.networks.backbones.Backbone`.
-        pretrained: pretrained tag or checkpoint file for a model name (``None``: random weights).
-        offline: never download backbone weights.
-        cache_dir: where backbone weights are cached.
-        quick_gelu: force the backbone's QuickGELU activation on or off (``None``: from the weights' provenance; see
-            :func:`~monai_cilmp.networks.backbones.load_backbone`).
+        backbone: the frozen backbone: a :class:`~monai_cilmp.networks.BackboneSpec`, a loaded ``Backbone``, or a
+            model name with ``pretrained`` and ``backbone_options`` (:func:`~monai_cilmp.networks.resolve_backbone`).
         text: a :class:`ZeroShotText` kind; default ``"descriptions"`` when ``prompts`` are given, else
             ``"template"``.
         template: the single template (``{}`` is the class name).
@@ -205,19 +201,17 @@ class ZeroShotCLIP(CLIPClassifier):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str | Backbone = "ViT-B-16",
+        backbone: BackboneLike = "ViT-B-16",
         pretrained: str | None = "openai",
         *,
-        offline: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        quick_gelu: bool | None = None,
         text: str | None = None,
         template: str = DEFAULT_TEMPLATE,
         templates: Sequence[str] | None = None,
         prompts: Mapping[str, Sequence[str] | str] | str | os.PathLike | None = None,
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
-        backbone = self._init_classifier(class_names, backbone, pretrained, offline, cache_dir, quick_gelu)
+        backbone = self._init_classifier(class_names, backbone, pretrained, **backbone_options)
         if isinstance(prompts, (str, os.PathLike)):
             prompts = knowledge_prompts(self.class_names, prompts)
         self.text = look_up(text or ("descriptions" if prompts is not None else "template"), ZeroShotText)

@@ -1,11 +1,11 @@
 """The classification infer task: one trained CILMP run served through MONAI Label.
 
 The network and the preprocessing are rebuilt exactly as ``monai-cilmp predict --run DIR`` rebuilds them: the CILMP
-bundle's ``inference.json`` with its ``from_run.json`` overlay reads the run folder (``monai_cilmp.engines.load_run``:
-every stored value checked, the backbone weights against their hash, the run's own copy of the knowledge bank),
-builds the run's network with its trained state, and its ``preprocessing`` is the training preset's evaluation
-pipeline. Class probabilities come from the library's ``predict`` (the same evaluator, autocast and softmax as the
-command line).
+bundle's ``inference.json`` with the run's preset overlay (``presets/<preset>.json``) and its ``from_run.json`` overlay
+reads the run folder (``monai_cilmp.engines.load_run``: every stored value checked, the backbone weights against
+their hash, the run's own copy of the knowledge bank), builds the run's network with its trained state, and its
+``preprocessing`` lists the training preset's deterministic stages. Class probabilities come from the library's
+``predict`` (the same evaluator, autocast and softmax as the command line).
 
 Unlike MONAI Label's generic ``BundleInferTask`` this task has no post-restore step (``Restored`` would try to put a
 class-score vector back into image space) and no post-transforms at all: the writer turns the probabilities into
@@ -114,7 +114,7 @@ class CILMPClassification(BasicInferTask):
     def _load(self, device: str) -> tuple[Any, Any]:
         """The network (trained state loaded, eval mode, on ``device``) and the preprocessing, built once per device
         and rebuilt when the checkpoint file changes."""
-        from monai_cilmp.cli._bundle import parse_bundle
+        from monai_cilmp.cli._bundle import from_run_configs, parse_bundle
 
         device = str(device)
         with self._lock:
@@ -124,11 +124,10 @@ class CILMPClassification(BasicInferTask):
                 return cached[0], cached[1]
             logger.info(f"Building the CILMP network of {self.run_dir} on {device}")
             overrides = {"output_dir": str(self.run_dir), "checkpoint_name": self.checkpoint_name, "device": device}
-            network = parse_bundle(["inference.json", "from_run.json"], overrides).get_parsed_content("network")
+            configs = from_run_configs(self.preset)  # the run's preset lists its transforms
+            network = parse_bundle(configs, overrides).get_parsed_content("network")
             network.eval()
-            preprocessing = parse_bundle(["inference.json", "from_run.json"], overrides).get_parsed_content(
-                "preprocessing"
-            )
+            preprocessing = parse_bundle(configs, overrides).get_parsed_content("preprocessing")
             self._loaded[device] = (network, preprocessing, mtime)
             return network, preprocessing
 

@@ -6,9 +6,9 @@ in a fresh process of its own (clean thread pools). Prints, per setting, the med
 time per step of the main process and of the loader workers, and the ratio to the fastest setting; the default
 (:func:`monai_cilmp.utils.runtime.configure_runtime` with nothing given) should be within 1.2x of the best.
 
-    PYTHONPATH=. python benchmarks/threads_workers.py                       # ViT-B-16 shape, random weights
-    PYTHONPATH=. python benchmarks/threads_workers.py --backbone CILMP-Tiny --steps 10
-    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. python benchmarks/threads_workers.py   # threads sleep while they wait
+    PYTHONPATH=. python scripts/bench_threads_workers.py                       # ViT-B-16 shape, random weights
+    PYTHONPATH=. python scripts/bench_threads_workers.py --backbone CILMP-Tiny --steps 10
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. python scripts/bench_threads_workers.py   # threads sleep while they wait
 
 The machine may be shared: the CPU times show how much of a step's wall time was this run's own work.
 """

@@ -1,12 +1,13 @@
-"""What a training run is made of before its handlers: the run folder checked and locked, the network on its device,
-fitted from the training features, the optimiser and schedule of the recipe, mixed precision, the TensorBoard writer.
+"""What a training run is made of before its optimiser and handlers: the run folder checked, recorded and locked, the
+network on its device, fitted from the training features, wrapped for DDP.
 
 :func:`prepare_training` does the part of setting up a run that has to happen in this order and that a config cannot
 express (it depends on what the network turns out to have once fitted: Tip-Adapter-F creates its trained keys from
-the training set; a zero-shot network has nothing to train). It returns a :class:`TrainingSetup` whose parts the
-bundle's ``train.json`` hands to the handlers and the trainer it lists (``train#optimizer``, ``train#lr_scheduler``,
-``train#checkpoint``, ``train#handlers``, ``train#trainer``); :func:`~monai_cilmp.engines.create_trainer` builds that
-trainer from ``train.json`` for a network and loaders made in Python.
+the training set; a zero-shot network has nothing to train). It returns a :class:`TrainingSetup`, which the bundle's
+``train.json`` lists as ``train#setup``: the components that must wait for it (the optimiser, which trains the
+parameters the fitting made; the TensorBoard writer, which writes into the checked folder) name it, and the trainer
+is handed it (``train#trainer``); :func:`~monai_cilmp.engines.create_trainer` builds that trainer from ``train.json``
+for a network and loaders made in Python.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ from torch import nn
 
 from monai_cilmp.engines.bundle_metadata import write_run_metadata
 from monai_cilmp.engines.features import fit_training_features
-from monai_cilmp.engines.recipe import TrainingRecipe, build_optimizer, build_scheduler
+from monai_cilmp.engines.recipe import TrainingRecipe
 from monai_cilmp.engines.runs import prepare_run_folder, record_run_inputs, run_lock
 
-__all__ = ["TrainingSetup", "amp_options", "default_device", "prepare_training", "reseed"]
+__all__ = ["TrainingSetup", "amp_options", "default_device", "is_main_process", "prepare_training", "reseed"]
 
 
 def default_device() -> torch.device:
     """The first GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files: rank 0 of an initialised process group, or a single process."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
 
 
 def reseed(seed: int, dataset: Any | None = None) -> None:
@@ -75,11 +82,8 @@ class TrainingSetup:
         main_process: whether this process writes the run's files (rank 0, or no DDP).
         trains: whether the network has parameters to train (zero-shot CLIP does not).
         resume: continue from ``out_dir/checkpoints/last.pt``.
-        optimizer: SGD over the trained parameters (``None`` when nothing trains).
-        lr_scheduler: the recipe's epoch-level schedule (``None`` when nothing trains).
-        amp: autocast on (GPU only).
+        amp: autocast on (GPU only; off when nothing trains).
         amp_kwargs: its dtype.
-        summary_writer: the run's one TensorBoard writer (``None`` outside the main process or when nothing trains).
     """
 
     network: nn.Module
@@ -91,11 +95,8 @@ class TrainingSetup:
     main_process: bool
     trains: bool
     resume: bool = False
-    optimizer: torch.optim.Optimizer | None = None
-    lr_scheduler: Any | None = None
     amp: bool = False
     amp_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    summary_writer: Any | None = None
 
     @property
     def non_blocking(self) -> bool:
@@ -131,16 +132,17 @@ def prepare_training(
     overwrite: bool = False,
     frozen_in_compute_dtype: bool = False,
 ) -> TrainingSetup:
-    """Prepare a training run: check, record and lock its folder, then build what its handlers and trainer share.
+    """Prepare a training run: check, record and lock its folder, then fit and place the network its optimiser trains.
 
     In this order: the recipe gets ``max_epochs``; Python, NumPy and torch are seeded with the recipe's seed; the
     network moves to ``device``; the main process checks ``out_dir`` and records the run's settings in ``run.json``
     (see :func:`~monai_cilmp.engines.runs.prepare_run_folder`: another run's folder is refused unless ``overwrite``,
     a resume with other settings is refused); the network is fitted from the training features when it uses them
     (:func:`~monai_cilmp.engines.fit_training_features`: this may create the parameters that train); the run's bundle
-    metadata is written; then, when something trains, the optimiser and schedule of the recipe are built over the
-    trained parameters, the network is wrapped for DDP when a process group is initialised, and mixed precision is
-    chosen (bf16, else fp16, on a GPU; fp32 on the CPU).
+    metadata is written; then, when something trains, the network is wrapped for DDP when a process group is
+    initialised, and mixed precision is chosen (bf16, else fp16, on a GPU; fp32 on the CPU). The optimiser, schedule
+    and TensorBoard writer are the config's (``train#optimizer``, ``train#lr_scheduler``, ``train#summary_writer``),
+    built after this.
 
     Args:
         network: a :class:`~monai_cilmp.networks.nets.CLIPClassifier`.
@@ -172,7 +174,7 @@ def prepare_training(
     reseed(recipe.seed)
     network = network.to(device)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    main_process = not distributed or torch.distributed.get_rank() == 0
+    main_process = is_main_process()
     settings = record_run_inputs({"recipe": recipe.to_dict(), **(metadata or {})}, out_dir)
     if main_process:
         with run_lock(out_dir):
@@ -200,13 +202,7 @@ def prepare_training(
     if distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         setup.engine_network = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-    setup.optimizer = build_optimizer(network, recipe)
-    setup.lr_scheduler = build_scheduler(setup.optimizer, recipe)
     setup.amp, setup.amp_kwargs = amp_options(device, amp)
     if setup.amp and frozen_in_compute_dtype and hasattr(network, "to_compute_dtype"):
         network.to_compute_dtype(setup.amp_kwargs["dtype"])
-    if main_process:  # one writer of logs, shared by every handler (one event file per run)
-        from torch.utils.tensorboard import SummaryWriter
-
-        setup.summary_writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
     return setup
