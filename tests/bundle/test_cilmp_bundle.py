@@ -49,26 +49,18 @@ def _tiny_dataset(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle")
-    _tiny_dataset(root)
-    run(
-        run_id="run",
-        init_id="initialize",
-        config_file=[str(CONFIGS / "train.json")],
-        logging_file=str(CONFIGS / "logging.conf"),
-        bundle_root=str(root),
-        dataset_name="toy",
-        **{**TINY, "train#trainer#max_epochs": 2},
-    )
-    return root
+def trained_bundle(tiny_bundle_run):
+    """The bundle root of the session's tiny run (``tests/bundle/conftest.py``): this module's tests add to its
+    ``runs/toy`` in order."""
+    return tiny_bundle_run[0]
 
 
 def test_train_writes_a_checkpoint_with_what_inference_needs(trained_bundle):
     from monai_cilmp.engines import load_checkpoint
+    from tests.bundle.conftest import TINY_RUN_EPOCHS
 
     final = load_checkpoint(trained_bundle / "runs" / "toy" / "checkpoints" / "final.pt")
-    assert final["engine"]["epoch"] == 2
+    assert final["engine"]["epoch"] == TINY_RUN_EPOCHS == 2
     meta = final["metadata"]
     assert meta["class_names"] == sorted(CLASSES) and meta["preset"] == "dermoscopy"
     assert meta["network"]["text_prompt_depth"] == 2 and Path(meta["knowledge"]).is_absolute()

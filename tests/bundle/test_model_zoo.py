@@ -1,8 +1,8 @@
 """The bundle passes MONAI model-zoo's checks (``scripts/model_zoo_check.py``) once a run is packed into it.
 
-A tiny run (CILMP-Tiny, random weights, 1 epoch) is packed into a copy of ``bundles/cilmp`` with the documented
-command (``monai-cilmp export --run RUN --format bundle --out BUNDLE``); the copy then goes through model-zoo's min
-and full checks the way its CI runs them, with MONAI's own calls.
+The session's tiny run (CILMP-Tiny, random weights, 2 epochs; ``tests/bundle/conftest.py``) is packed into a copy
+of ``bundles/cilmp`` with the documented command (``monai-cilmp export --run RUN --format bundle --out BUNDLE``); the
+copy then goes through model-zoo's min and full checks the way its CI runs them, with MONAI's own calls.
 """
 
 from __future__ import annotations
@@ -15,29 +15,22 @@ import torch
 from monai.bundle import run
 
 from scripts.model_zoo_check import FULL_CHECKS, MIN_CHECKS, requirement_pins, run_checks
-from tests.bundle.test_cilmp_bundle import BUNDLE, CONFIGS, TINY, _tiny_dataset
+from tests.bundle.test_cilmp_bundle import BUNDLE, CONFIGS
 
 
 @pytest.fixture(scope="module")
-def packed(tmp_path_factory):
-    """``(run folder, bundle copy)``: a 1-epoch tiny run packed into ``models/cilmp`` as a model-zoo bundle."""
+def packed(tiny_bundle_run):
+    """``(run folder, bundle copy)``: the session's tiny run (``tests/bundle/conftest.py``, as trained) packed into
+    ``models/cilmp`` as a model-zoo bundle."""
     from monai_cilmp.cli import main
 
-    root = tmp_path_factory.mktemp("zoo")
-    _tiny_dataset(root)
-    run(
-        run_id="run",
-        init_id="initialize",
-        config_file=[str(CONFIGS / "train.json")],
-        logging_file=str(CONFIGS / "logging.conf"),
-        bundle_root=str(root),
-        dataset_name="toy",
-        **{**TINY, "train#trainer#max_epochs": 1},
-    )
+    root, as_trained = tiny_bundle_run
+    run_dir = root / "zoo" / "toy"  # parents[1] is the root, whose data/toy the run was trained on
+    shutil.copytree(as_trained, run_dir)
     bundle = root / "models" / "cilmp"
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("__pycache__"))
-    assert main(["export", "--run", str(root / "runs" / "toy"), "--format", "bundle", "--out", str(bundle)]) == 0
-    return root / "runs" / "toy", bundle
+    assert main(["export", "--run", str(run_dir), "--format", "bundle", "--out", str(bundle)]) == 0
+    return run_dir, bundle
 
 
 def test_packed_bundle_passes_model_zoo_min_and_full_checks(packed):

@@ -85,6 +85,7 @@ def test_coop_epochs_per_shot_count_and_octmnist_names():
     assert octmnist["class_names"] == {"normal": "normal OCT scan"}
 
 
+@pytest.mark.slow  # a comparison that trains CoOp, CLIP-Adapter and the probes
 def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_path, capsys):
     argv = ["compare", "--datalist", tiny_data["datalist"], "--methods", "coop", "tip-adapter", "clip-adapter"]
     argv += ["linear-probe", "lp++"]

@@ -13,6 +13,7 @@ from monai_cilmp.compare import backbone_label, run_comparison, summarise_cells,
 from .test_compare import LABEL, TINY, recipe
 
 
+@pytest.mark.slow  # two comparisons of two seeds
 def test_one_report_holds_several_backbones(tiny_data, tmp_path):
     from safetensors.torch import save_file
 

@@ -105,6 +105,7 @@ def test_prepare_check_says_what_the_readers_say(project, capsys):
         assert sentence.replace(str(root / "bad"), str(images / "round red lesion")) in err, (name, err)
 
 
+@pytest.mark.slow  # trains a run through the CLI
 @pytest.mark.parametrize("name", ["blank.png", "time.nii.gz"])
 def test_train_and_evaluate_refuse_with_the_same_sentence(project, name, capsys):
     root, sentences = project
@@ -127,6 +128,7 @@ def test_train_and_evaluate_refuse_with_the_same_sentence(project, name, capsys)
     assert len(lines) == 1 and lines[0].endswith(sentences[name]), lines
 
 
+@pytest.mark.slow  # trains a run through the CLI
 def test_predict_skips_with_the_same_sentence(project, capsys):
     root, sentences = project
     run = root / "run"

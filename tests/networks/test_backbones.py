@@ -187,6 +187,7 @@ def test_biomedclip_without_its_vocabulary_names_the_download(tmp_path):
     assert "hf download microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" in msg and msg.count("\n") == 0
 
 
+@pytest.mark.slow  # builds the full-size towers (about 200 M parameters)
 def test_biomedclip_architecture_builds_at_full_size_with_a_stand_in_vocabulary(tmp_path):
     """BiomedCLIP's open_clip_config.json facts, random weights, offline; the real vocabulary is not here."""
     config = open_clip.get_model_config(BIOMEDCLIP_ARCHITECTURE)
