@@ -143,7 +143,11 @@ def write_report(configs: list[str], overrides: dict, run_dir: Path, report_dir:
 
 #: the loggers through which MONAI's StatsHandler and Ignite's evaluator log a failure (with its traceback) before
 #: raising it: the command says it in one sentence instead (``--debug`` shows the traceback)
-_ENGINE_LOGGERS = ("monai.handlers.StatsHandler", "ignite.engine.engine.SupervisedEvaluator")
+_ENGINE_LOGGERS = (
+    "monai.handlers.StatsHandler",
+    "ignite.engine.engine.SupervisedEvaluator",
+    "ignite.engine.engine.ShardedEvaluator",  # evaluate.json's evaluator (it shards the test set over processes)
+)
 
 
 def _no_failure_logs(record: logging.LogRecord) -> bool:
