@@ -301,6 +301,21 @@ def _search_validation(
     return items, search
 
 
+def _save_searched_state(network: Any, directory: Path) -> None:
+    """Write the network as the search left it into the cell's final checkpoint: the trainer saved it before the
+    search chose ``alpha``/``beta``, so a run rebuilt from the folder (``evaluate``, ``predict``) would otherwise
+    not be the network this cell evaluated."""
+    from monai_cilmp.engines import atomic_torch_save, load_checkpoint
+    from monai_cilmp.engines.distributed import rank_and_world_size
+
+    final = directory / "checkpoints" / "final.pt"
+    if rank_and_world_size()[0] != 0 or not final.is_file():
+        return
+    state = load_checkpoint(final)
+    state["network"] = {k: v.detach().cpu() for k, v in network.trainable_state_dict().items()}
+    atomic_torch_save(state, final)
+
+
 def _search_on_validation(
     network: Any, items: Sequence[Mapping[str, Any]], search: Mapping[str, Any], batch_size: int, context: CellContext
 ) -> dict[str, float]:
@@ -374,6 +389,7 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         trainer.run()
         if search_items and callable(getattr(network, "search_alpha_beta", None)):
             extra_search = _search_on_validation(network, search_items, search, recipe.batch_size, context)
+            _save_searched_state(network, directory)
         train_seconds = time.perf_counter() - start
         n_params = network.num_trainable_parameters()  # a method may size its parameters from the training set
     rank, world_size = rank_and_world_size()

@@ -12,7 +12,7 @@ from monai_cilmp.cli import main
 from monai_cilmp.compare import Cell
 from monai_cilmp.compare.benchmarks import benchmark_markdown, benchmark_settings, list_benchmarks, load_benchmarks
 from monai_cilmp.data import get_dataset
-from monai_cilmp.engines import TrainingRecipe
+from monai_cilmp.engines import TrainingRecipe, load_checkpoint
 from monai_cilmp.networks.nets import LinearProbe, LPPlusPlus, TipAdapter, get_method
 
 LABEL = "CILMP-Tiny (random)"
@@ -100,6 +100,9 @@ def test_compare_applies_a_benchmark_and_lists_it_in_the_report(tiny_data, tmp_p
     assert adapter["recipe"]["lr"] == 0.01 and adapter["recipe"]["momentum"] == 0.0
     tip = json.loads(Cell("tip-adapter", 2, 1, LABEL).record_path(tmp_path).read_text())
     assert set(tip["alpha_beta_search"]) == {"alpha", "beta", "accuracy"}  # searched on the validation split
+    final = load_checkpoint(Cell("tip-adapter", 2, 1, LABEL).directory(tmp_path) / "checkpoints" / "final.pt")
+    searched = [tip["alpha_beta_search"]["alpha"], tip["alpha_beta_search"]["beta"]]
+    assert final["network"]["alpha_beta"].tolist() == pytest.approx(searched)  # the run folder holds what was evaluated
     probe = json.loads(Cell("linear-probe", 2, 1, LABEL).record_path(tmp_path).read_text())
     fit = probe["fit_summary"]  # BiomedCoOp's C search on K validation images per class, recorded with the cell
     assert len(fit["trace"]) == 7 + 2 * 8 and fit["C"] in {t["C"] for t in fit["trace"][-2:]}
