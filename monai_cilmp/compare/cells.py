@@ -34,7 +34,14 @@ import torch
 from monai.utils import StrEnum
 
 from monai_cilmp.data import few_shot_datalist
-from monai_cilmp.engines import cached_feature_loader, create_trainer, evaluate_split, reseed
+from monai_cilmp.engines import (
+    atomic_torch_save,
+    cached_feature_loader,
+    create_trainer,
+    evaluate_split,
+    load_checkpoint,
+    reseed,
+)
 from monai_cilmp.engines.distributed import end_process_group, per_process_batch, rank_and_world_size
 from monai_cilmp.knowledge import KnowledgeBank
 from monai_cilmp.metrics import save_metrics
@@ -305,8 +312,6 @@ def _save_searched_state(network: Any, directory: Path) -> None:
     """Write the network as the search left it into the cell's final checkpoint: the trainer saved it before the
     search chose ``alpha``/``beta``, so a run rebuilt from the folder (``evaluate``, ``predict``) would otherwise
     not be the network this cell evaluated."""
-    from monai_cilmp.engines import atomic_torch_save, load_checkpoint
-    from monai_cilmp.engines.distributed import rank_and_world_size
 
     final = directory / "checkpoints" / "final.pt"
     if rank_and_world_size()[0] != 0 or not final.is_file():
