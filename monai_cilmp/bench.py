@@ -31,6 +31,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_cilmp.bench_options import LEVERS, SHARED_PREFIX_SETTINGS, add_arguments
+from monai_cilmp.engines import TrainingRecipe, create_trainer
+from monai_cilmp.knowledge import KnowledgeBank
+from monai_cilmp.networks import CILMP, load_backbone
 from monai_cilmp.networks.blocks.fused_block import shared_prefix_pays
 
 __all__ = ["LEVERS", "README_MARKERS", "main", "markdown_table", "matmul_peak_gflops", "run_benchmark", "update_readme"]
@@ -115,8 +118,6 @@ def _variants(args: argparse.Namespace, device: torch.device) -> dict[str, dict[
 
 def _build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """One CILMP per variant; variants that keep frozen weights in different dtypes get their own backbone."""
-    from monai_cilmp.knowledge import KnowledgeBank
-    from monai_cilmp.networks import CILMP, load_backbone
 
     generator = torch.Generator().manual_seed(0)
     classes = [f"disease number {i}" for i in range(args.classes)]
@@ -234,8 +235,6 @@ def _engine_iteration_s(step: _Steps, args: argparse.Namespace, device: torch.de
     timed between consecutive completions, so loading, the host-device copy and the handlers all count.
     """
     from ignite.engine import Events
-
-    from monai_cilmp.engines import TrainingRecipe, create_trainer
 
     iterations = args.steps + 3
     size = step.net.image_size

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_cilmp import __version__
+
 __all__ = ["COMMANDS", "DefaultsHelpFormatter", "UserError", "build_parser", "main", "plain_text", "user_message"]
 
 #: module name under monai_cilmp.cli -> one line for ``monai-cilmp --help``, in the order they are listed
@@ -67,7 +69,6 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``commands`` (default: all) get their full sub-parser, the others a stub."""
-    from monai_cilmp import __version__
 
     parser = argparse.ArgumentParser(
         prog="monai-cilmp",
@@ -117,6 +118,7 @@ def user_message(error: BaseException) -> tuple[str, bool]:
     "Failed to evaluate ..."); the sentence is that of the innermost exception raised by this package, else of the
     innermost exception at all.
     """
+    # heavy: loaded only when an error is reported (`--help` and the parser load neither torch nor MONAI)
     from monai_cilmp.transforms.readers import ImageReadError, reader_error
 
     image = reader_error(error)  # an image the readers refused, also from inside a DataLoader worker

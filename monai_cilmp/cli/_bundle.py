@@ -64,6 +64,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def apply_runtime(args: argparse.Namespace) -> dict[str, Any]:
     """Set torch's threads for ``args`` and return the bundle overrides of its device and loader workers."""
+    # lazy imports here and below, even of light modules (logging alone costs ~5 ms): `--help` and argument errors
+    # load neither torch nor MONAI and stay fast
     from monai_cilmp.utils.runtime import configure_runtime
 
     for option in ("threads", "workers"):
@@ -207,7 +209,7 @@ def from_run_configs(preset: str) -> list[str]:
     """The bundle configs that predict with a run folder: ``inference.json``, the overlay of the run's modality preset
     (its listed transforms, ``presets/<preset>.json``; the name is looked up among the presets, never used as given)
     and ``from_run.json``."""
-    from monai_cilmp.transforms import get_preset  # the command line imports what a command needs when it runs
+    from monai_cilmp.transforms import get_preset
 
     return ["inference.json", f"presets/{get_preset(preset).name}.json", "from_run.json"]
 

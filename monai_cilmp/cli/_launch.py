@@ -109,6 +109,7 @@ def relaunch(args: argparse.Namespace, argv: Sequence[str], global_batch: int | 
             "on every node."
         )
     if global_batch is not None:
+        # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
         from monai_cilmp.engines.distributed import per_process_batch
 
         per_process_batch(global_batch, nproc * nnodes)

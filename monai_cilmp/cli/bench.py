@@ -19,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp import bench  # lazy: torch and open_clip load only when the command runs
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
+    from monai_cilmp import bench
 
     return bench._run(args)

@@ -24,6 +24,7 @@ class ListMethods(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
+        # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
         from monai_cilmp.networks.nets import get_method, list_methods
 
         for name in list_methods():
@@ -135,7 +136,7 @@ def cluster_executor(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.cli.train import warn_random_weights
+    from monai_cilmp.cli.train import warn_random_weights  # lazy too: cli.train loads subprocess (via _launch)
     from monai_cilmp.compare import base_recipe, run_comparison
 
     runtime = apply_runtime(args)

@@ -6,9 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from monai_cilmp.cli import DefaultsHelpFormatter
+from monai_cilmp.cli import DefaultsHelpFormatter, UserError, _chain
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, run_bundle
 from monai_cilmp.cli._launch import add_launch_arguments, relaunch, torchrun_process
+from monai_cilmp.utils.files import staged_folder
 
 CHECKPOINTS = ("final", "best", "last")
 
@@ -58,7 +59,8 @@ def run_configs(method: str | None, preset: str | None = None) -> list[str]:
     modality preset it recorded (``configs/presets/<preset>.json``), the overlay of the method it recorded
     (``configs/methods/<method>.json``; none for runs from before methods were recorded: CILMP), ``evaluate.json``.
     """
-    from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
+    from monai_cilmp.transforms import get_preset
 
     presets = [f"presets/{get_preset(preset).name}.json"] if preset else []
     return ["train.json", *presets, *([f"methods/{method}.json"] if method else []), "evaluate.json"]
@@ -113,9 +115,7 @@ def write_report(configs: list[str], overrides: dict, run_dir: Path, report_dir:
     and nothing of the new report is kept (a previous report stays whole)."""
     import shutil
 
-    from monai_cilmp.cli import UserError
     from monai_cilmp.engines.bundle_metadata import RUN_METADATA
-    from monai_cilmp.utils.files import staged_folder
 
     staging: Path | None = None
     failure: str | None = None
@@ -158,8 +158,6 @@ def _write_failure(error: BaseException, staging: Path | None, run_dir: Path, re
     """The sentence for a report that could not be written (``None``: ``error`` is another failure)."""
     import errno
     import os
-
-    from monai_cilmp.cli import _chain
 
     codes = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM)
     cause = next((c for c in _chain(error) if isinstance(c, OSError) and c.errno in codes), None)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, from_run_configs, parse_bundle
 from monai_cilmp.cli.evaluate import CHECKPOINTS
+from monai_cilmp.cli.predict import collect_images, warn_if_learned_nothing
+from monai_cilmp.utils import write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,10 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai_cilmp.cli.predict import collect_images, warn_if_learned_nothing
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
     from monai_cilmp.engines import load_calibration, load_run
     from monai_cilmp.explain import explain_images, format_explanation
-    from monai_cilmp.utils import write_json
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}.")

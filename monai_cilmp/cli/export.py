@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from monai.utils import optional_import
 
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
     from monai_cilmp.engines.export import export_parity, export_run, run_test_images
 
     if args.check < 0:

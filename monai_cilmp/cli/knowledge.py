@@ -114,6 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _descriptions(args: argparse.Namespace) -> tuple[list[str], Mapping[str, Any] | None]:
     """The class names and their descriptions (``None`` when the model is to write them)."""
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
     from monai_cilmp.knowledge import describe, load_description_file
 
     if args.descriptions and (args.dataset or args.classes):

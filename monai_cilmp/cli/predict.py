@@ -11,6 +11,7 @@ from monai_cilmp.cli import DefaultsHelpFormatter
 from monai_cilmp.cli._bundle import add_runtime_arguments, apply_runtime, from_run_configs, parse_bundle
 from monai_cilmp.cli._launch import add_launch_arguments, relaunch, torchrun_process
 from monai_cilmp.cli.evaluate import CHECKPOINTS
+from monai_cilmp.utils import atomic_write
 
 _SKIP = {".json", ".csv", ".txt", ".md", ".safetensors", ".pt", ".log", ".lock"}
 
@@ -64,6 +65,7 @@ def collect_images(inputs: list[str]) -> list[str]:
 def warn_if_learned_nothing(probabilities: list, class_names: list[str], calibration: object | None) -> None:
     """Print to stderr what :func:`~monai_cilmp.metrics.learning_warnings` says of these predictions and the run's
     calibration (``predict`` and ``explain``)."""
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
     from monai_cilmp.metrics import learning_warnings
 
     fitted = calibration is not None
@@ -82,7 +84,6 @@ def warn_if_learned_nothing(probabilities: list, class_names: list[str], calibra
 
 def run(args: argparse.Namespace) -> int:
     from monai_cilmp.engines import load_calibration, load_run, predict_images
-    from monai_cilmp.utils import atomic_write
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}.")

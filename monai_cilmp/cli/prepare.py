@@ -136,6 +136,7 @@ def _report(datalist: dict[str, Any], out: str) -> int:
 
 def _write(datalist: dict[str, Any], args: argparse.Namespace, source: str) -> int:
     if args.check:
+        # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
         from monai_cilmp.data import raise_for_unreadable
 
         raise_for_unreadable(datalist, source)

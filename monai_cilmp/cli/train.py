@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monai_cilmp.cli import DefaultsHelpFormatter
+from monai_cilmp.cli import DefaultsHelpFormatter, _chain
 from monai_cilmp.cli._bundle import (
     add_backbone_arguments,
     add_config_arguments,
@@ -74,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def check_inputs(datalist: str, knowledge: str, class_names: list[str] | None) -> tuple[list[str], str]:
     """Fail early, in one sentence, on a missing or mismatched datalist or knowledge bank; return the classes and
     the datalist's modality preset (dermoscopy when it names none, as train.json)."""
+    # lazy imports here and below: `--help` and argument errors load neither torch nor MONAI
     from monai_cilmp.data import load_datalist
     from monai_cilmp.knowledge import KnowledgeBank
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     say = print if process is None or process.main else (lambda *a, **k: None)
     overrides = class_overrides(args)
     names, preset = check_inputs(args.datalist, args.knowledge, overrides.get("class_names"))
-    from monai_cilmp.transforms import get_preset  # lazy: `--help` loads neither torch nor MONAI
+    from monai_cilmp.transforms import get_preset
 
     preset = str(get_preset(overrides.get("preset") or preset).name)  # its overlay lists the modality's transforms
     pretrained = args.pretrained
@@ -156,7 +157,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_bundle([configs[0], f"presets/{preset}.json", *configs[1:]], {**overrides, **settings}, existing=settings)
     except Exception as e:
-        from monai_cilmp.cli import _chain
         from monai_cilmp.engines.runs import RunFinished
 
         finished = next((cause for cause in _chain(e) if isinstance(cause, RunFinished)), None)

@@ -33,6 +33,19 @@ from typing import Any
 import torch
 from monai.utils import StrEnum
 
+from monai_cilmp.data import few_shot_datalist
+from monai_cilmp.engines import (
+    atomic_torch_save,
+    cached_feature_loader,
+    create_trainer,
+    evaluate_split,
+    load_checkpoint,
+    reseed,
+)
+from monai_cilmp.engines.distributed import end_process_group, per_process_batch, rank_and_world_size
+from monai_cilmp.knowledge import KnowledgeBank
+from monai_cilmp.metrics import save_metrics
+from monai_cilmp.networks.nets import build_method, extract_features, get_method, knowledge_prompts
 from monai_cilmp.utils.files import read_json
 
 __all__ = [
@@ -210,7 +223,6 @@ class CellContext:
 
     def build(self, method: str, class_names: Sequence[str]):
         """The network of ``method`` for ``class_names`` on the shared backbone (knowledge bank restricted to them)."""
-        from monai_cilmp.networks.nets import build_method, get_method, knowledge_prompts
 
         spec, kwargs = get_method(method), dict(self.method_kwargs.get(method, {}))
         if self.prompt_names and not spec.needs_knowledge:  # the benchmark's spelling of the class names
@@ -220,8 +232,6 @@ class CellContext:
             class_names = [self.prompt_names.get(n, n) for n in class_names]
         bank = self.knowledge
         if bank is not None and list(bank.class_names) != list(class_names):
-            from monai_cilmp.knowledge import KnowledgeBank
-
             keep = {k: v for k, v in bank.metadata.items() if k not in ("class_names", "lengths", "dim")}
             bank = KnowledgeBank({name: bank[name] for name in class_names}, keep)
         return build_method(
@@ -237,7 +247,6 @@ class CellContext:
     def recipe_for(self, method: str, seed: int, shots: int | None = None):
         """The training recipe of ``method``: base, then the registry's overrides, then ``method_recipes``, then
         ``shot_recipes`` for ``shots`` images per class."""
-        from monai_cilmp.networks.nets import get_method
 
         overrides = {**get_method(method).recipe_overrides, **self.method_recipes.get(method, {})}
         overrides.update(self.shot_recipes.get(method, {}).get(str(shots), {}))
@@ -250,8 +259,6 @@ def _loader(
     """A loader of ``items``; a training loader (``shuffle``) of a multi-GPU cell gives this rank's share of each
     global batch of ``batch_size``."""
     from monai.data import CacheDataset, DataLoader, DistributedSampler
-
-    from monai_cilmp.engines.distributed import per_process_batch, rank_and_world_size
 
     # the deterministic head of the transforms (reading, resizing) is cached; random augmentation still runs
     dataset = CacheDataset(list(items), transform, progress=False)
@@ -290,7 +297,6 @@ def _search_validation(
 ) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
     """The validation items a search runs on (reduced to ``search["val_shots"]`` per class when given) and the
     search's other keywords."""
-    from monai_cilmp.data import few_shot_datalist
 
     search = dict(search)
     val_shots = search.pop("val_shots", None)
@@ -306,8 +312,6 @@ def _save_searched_state(network: Any, directory: Path) -> None:
     """Write the network as the search left it into the cell's final checkpoint: the trainer saved it before the
     search chose ``alpha``/``beta``, so a run rebuilt from the folder (``evaluate``, ``predict``) would otherwise
     not be the network this cell evaluated."""
-    from monai_cilmp.engines import atomic_torch_save, load_checkpoint
-    from monai_cilmp.engines.distributed import rank_and_world_size
 
     final = directory / "checkpoints" / "final.pt"
     if rank_and_world_size()[0] != 0 or not final.is_file():
@@ -322,7 +326,6 @@ def _search_on_validation(
 ) -> dict[str, float]:
     """Tip-Adapter's alpha/beta search on the validation split's features (evaluation transforms), as the authors'
     code does; sets the network's ``alpha`` and ``beta`` and returns the chosen pair."""
-    from monai_cilmp.networks.nets import extract_features
 
     images = _loader(items, context.eval_transforms, batch_size, False, context.num_workers)
     features, labels = extract_features(network, images, device=context.device)
@@ -346,11 +349,6 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
     Returns:
         the cell record (also written to ``cell.record_path(out)``).
     """
-    from monai_cilmp.data import few_shot_datalist
-    from monai_cilmp.engines import cached_feature_loader, create_trainer, evaluate_split, reseed
-    from monai_cilmp.engines.distributed import end_process_group, per_process_batch, rank_and_world_size
-    from monai_cilmp.metrics import save_metrics
-    from monai_cilmp.networks.nets import get_method
 
     spec = get_method(cell.method)
     directory = cell.directory(out)
@@ -379,7 +377,6 @@ def run_cell(cell: Cell, out: str | os.PathLike, context: CellContext) -> dict[s
         start = time.perf_counter()
         if search_items and callable(getattr(network, "set_validation_features", None)):
             # a probe's logistic fit searches C on these (LP++'s loop keeps its best epoch) when the engine fits it
-            from monai_cilmp.networks.nets import extract_features
 
             images = _loader(search_items, context.eval_transforms, recipe.batch_size, False, context.num_workers)
             network.set_validation_features(*extract_features(network, images, device=context.device), **search)

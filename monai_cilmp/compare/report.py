@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_cilmp.networks.nets import get_method
 from monai_cilmp.utils.files import atomic_write
 
 from .cells import FULL, Protocol, harmonic_mean, shots_label
@@ -107,7 +108,6 @@ def _pct(mean: float, std: float | None = None) -> str:
 
 
 def _markdown(rows: list[dict], method_rows: list[dict], shots: Sequence[int], title: str, plot: str) -> str:
-    from monai_cilmp.networks.nets import get_method
 
     b2n = any("hm" in r for r in rows)
     lines = [f"# {title}", "", "Mean ± standard deviation over seeds, in %, on the test split.", ""]
@@ -178,8 +178,6 @@ def accuracy_figure(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from monai_cilmp.networks.nets import get_method
 
     b2n = any("hm" in r for r in rows)
     order = sorted(shots, key=lambda k: (k == FULL, k))

@@ -17,8 +17,15 @@ from typing import Any
 import torch
 from monai.utils import look_up_option
 
+from monai_cilmp.data import FewShotSampler, get_dataset, load_datalist, subsample_classes
+from monai_cilmp.engines import TrainingRecipe, default_device, end_process_group
+from monai_cilmp.knowledge import KnowledgeBank
+from monai_cilmp.networks import load_backbone
+from monai_cilmp.networks.nets import get_method
+from monai_cilmp.transforms import get_preset
 from monai_cilmp.utils.files import read_json, write_json
 
+from .benchmarks import benchmark_markdown, benchmark_settings
 from .cells import (
     CELL_FILE,
     FULL,
@@ -187,10 +194,6 @@ def run_comparison(
         preset=preset, ordinal=ordinal, device=device, num_workers=num_workers, protocol=protocol, sampler=sampler,
         benchmark=benchmark, recipe_given=list(recipe_given),
     )  # fmt: skip
-    from monai_cilmp.data import FewShotSampler, get_dataset, load_datalist, subsample_classes
-    from monai_cilmp.engines import TrainingRecipe, default_device
-    from monai_cilmp.networks import load_backbone
-    from monai_cilmp.networks.nets import get_method
 
     out = Path(out).expanduser().resolve()
     specs = [get_method(m) for m in dict.fromkeys(methods)]
@@ -228,7 +231,6 @@ def run_comparison(
     if needing:
         if knowledge is None:
             raise ValueError(f"{', '.join(needing)} need a knowledge bank: pass --knowledge (monai-cilmp knowledge).")
-        from monai_cilmp.knowledge import KnowledgeBank
 
         bank = KnowledgeBank.load(knowledge)
         bank.check_classes(names)
@@ -237,8 +239,6 @@ def run_comparison(
     bench: dict[str, Any] | None = None
     shot_recipes: dict[str, dict[str, dict[str, Any]]] = {}
     if benchmark:
-        from .benchmarks import benchmark_settings
-
         bench = benchmark_settings(benchmark, methods, dataset, names)
         for method, applied in bench["methods"].items():
             given = set(recipe_given) | set(method_recipes.get(method, {}))  # what the caller set wins
@@ -291,8 +291,6 @@ def run_comparison(
         _run_on(executor, arguments, to_run, records, out, log)
         to_run = [c for c in cells if c not in records]  # the zero-shot cells that copy their method's first one
     if to_run:
-        from monai_cilmp.transforms import get_preset
-
         preset = preset or data.get("preset") or "dermoscopy"
         with torch.random.fork_rng():
             if pretrained is None:  # random weights from a fixed seed: the same backbone in every process of a grid
@@ -372,8 +370,6 @@ def run_comparison(
     everything = sorted(ordered + _other_backbones(out, label, methods), key=lambda r: _position(backbones, r))
     files = write_report(out, everything, methods, shot_list)
     if bench:
-        from .benchmarks import benchmark_markdown
-
         given = {k: getattr(recipe, k) for k in recipe_given}
         section = benchmark_markdown(bench, given)
         with open(files["markdown"], "a", encoding="utf-8") as markdown:
@@ -404,8 +400,6 @@ def run_cell_task(arguments: Mapping[str, Any], cell: Cell) -> str:
             dist.destroy_process_group()  # no barrier: the other ranks may never reach one
         raise
     if environment is not None:
-        from monai_cilmp.engines import end_process_group
-
         end_process_group()
     return str(cell.record_path(arguments["out"]))
 
@@ -420,7 +414,6 @@ def _run_on(
 ) -> None:
     """Run ``to_run`` as a job array of ``executor`` and read their records into ``records``: each zero-shot method
     runs its first cell only (the others copy it, as in a serial run)."""
-    from monai_cilmp.networks.nets import get_method
 
     firsts: set[str] = {c.method for c in records}
     dispatched = []
@@ -449,6 +442,5 @@ def _pct(value: float | None) -> str:
 
 def base_recipe(**fields: Any):
     """A :class:`~monai_cilmp.engines.TrainingRecipe` with ``fields`` set (``None`` values keep the default)."""
-    from monai_cilmp.engines import TrainingRecipe
 
     return dataclasses.replace(TrainingRecipe(), **{k: v for k, v in fields.items() if v is not None})

@@ -132,6 +132,7 @@ def make_datalist(
         datalist["name"] = name
     datalist["class_names"] = [str(c) for c in class_names]
     if preset:
+        # lazy: monai_cilmp.data stays free of torch/MONAI for `monai-cilmp prepare --help` (it lists the datasets)
         from monai_cilmp.transforms.presets import get_preset
 
         datalist["preset"] = str(get_preset(preset).name)  # validates it and stores the name, not an alias

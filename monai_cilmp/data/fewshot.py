@@ -17,6 +17,7 @@ import numpy as np
 from monai_cilmp.utils.enums import StrEnum
 
 from .datalist import SPLITS, validate_datalist
+from .splits import dassl_few_shot
 
 __all__ = [
     "COMMON_SHOTS",
@@ -109,8 +110,6 @@ def few_shot_datalist(
                 val_pool = [item for item in data["validation"] if int(item["label"]) == label]
                 validation += _sample(val_pool, min(int(val_shots), len(val_pool)), seed, label)
     if sampler == FewShotSampler.DASSL:
-        from .splits import dassl_few_shot
-
         val_shots = min(shots, 4) if val_shots is None else int(val_shots)
         rng = random.Random(int(seed))  # Dassl seeds Python's generator once, then draws train, then val
         label_of = lambda item: int(item["label"])  # noqa: E731

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from monai_cilmp.utils.files import read_json
 
 from .datalist import make_datalist, missing_images_error, normalise_class_name
+from .registry import get_dataset
 
 __all__ = [
     "SPLIT_FILE_KEYS",
@@ -117,7 +118,6 @@ def _file_class_names(split: dict[str, list[tuple[str, int, str]]], source: str)
 
 def _registry_names(file_names: Sequence[str], dataset: str, source: str) -> list[str]:
     """The registry's spelling of each of the file's class names (file order kept)."""
-    from .registry import get_dataset
 
     spec = get_dataset(dataset)
     ours = {normalise_class_name(n): n for n in spec.class_names}
@@ -179,8 +179,6 @@ def datalist_from_split_file(
         )
     name, preset, extra = path.stem.removeprefix("split_"), None, {}
     if dataset is not None:
-        from .registry import get_dataset
-
         spec = get_dataset(dataset)
         class_names = _registry_names(class_names, spec.name, source)
         name, preset, extra = spec.name, spec.preset, {"modality": spec.modality}

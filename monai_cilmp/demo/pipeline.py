@@ -20,7 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monai_cilmp.networks.backbones import TINY_BACKBONE
+from monai_cilmp.data import load_datalist
+from monai_cilmp.engines import format_trust_summary, predict
+from monai_cilmp.knowledge import extract_knowledge, load_description_file
+from monai_cilmp.networks import load_backbone
+from monai_cilmp.networks.backbones import TINY_BACKBONE, keep_project_pretrained
+from monai_cilmp.networks.nets import ZeroShotCLIP
+from monai_cilmp.transforms import get_preset
 from monai_cilmp.utils.files import read_json, write_json
 
 from .pretrain import DEFAULT_STEPS, pretrain_tiny_clip
@@ -59,8 +65,6 @@ def prepare_demo(
         paths of ``"datalist"``, ``"descriptions"``, ``"backbone"`` and ``"knowledge"``.
     """
     import torch
-
-    from monai_cilmp.knowledge import extract_knowledge, load_description_file
 
     root = Path(dataset_dir).expanduser().resolve()
     settings = {
@@ -121,7 +125,6 @@ def prepare_demo(
 def keep_backbone(path: str | os.PathLike) -> Path:
     """Keep the demo's pre-trained tiny CLIP as the named weights ``--backbone CILMP-Tiny --pretrained synthetic``
     (in :func:`~monai_cilmp.networks.backbones.project_weights_dir`), for training on your own data offline."""
-    from monai_cilmp.networks.backbones import keep_project_pretrained
 
     # stored by content (never rewritten): runs trained on earlier weights of the name keep theirs
     target = keep_project_pretrained(TINY_BACKBONE, "synthetic", path)
@@ -143,13 +146,6 @@ def zero_shot_baselines(
         with ``"a photo of a <class>."`` and with each class's description text.
     """
     from monai.data import DataLoader, Dataset
-
-    from monai_cilmp.data import load_datalist
-    from monai_cilmp.engines import predict
-    from monai_cilmp.knowledge import load_description_file
-    from monai_cilmp.networks import load_backbone
-    from monai_cilmp.networks.nets import ZeroShotCLIP
-    from monai_cilmp.transforms import get_preset
 
     backbone = load_backbone(TINY_BACKBONE, str(pretrained))
     datalist = load_datalist(datalist_file)
@@ -198,7 +194,6 @@ def demo_report(
         f1_text = f"{f1:10.3f}" if f1 is not None else f"{'':10s}"
         auc_text = f"{auc:8.3f}" if auc is not None else ""
         print(f"  {name:34s}{acc:10.3f}{f1_text}{auc_text}")
-    from monai_cilmp.engines import format_trust_summary
 
     print("\nCan its probabilities be trusted? (temperature and conformal sets fitted on the validation split)")
     print("\n".join("  " + line for line in format_trust_summary(dict(metrics)).splitlines()))

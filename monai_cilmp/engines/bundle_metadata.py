@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+import monai_cilmp
 from monai_cilmp.utils.bundle import bundle_config
 from monai_cilmp.utils.files import write_json
 
@@ -66,7 +67,6 @@ def _version(distribution: str) -> str | None:
 
 def _source_version() -> str:
     """The version of this package when it runs from a source checkout that is not installed."""
-    import monai_cilmp
 
     return str(getattr(monai_cilmp, "__version__", "unknown"))
 

@@ -21,6 +21,11 @@ import torch
 from monai.utils import look_up_option
 from torch import nn
 
+from monai_cilmp.data import load_datalist
+from monai_cilmp.engines.bundle_metadata import RUN_METADATA, bundle_metadata
+from monai_cilmp.engines.runs import load_run, run_lock
+from monai_cilmp.transforms import get_preset
+
 __all__ = [
     "EXPORT_FORMATS",
     "OUTPUTS",
@@ -196,8 +201,6 @@ def export_run(
         the file written and the eager module it was traced from. A TorchScript file holds the run's bundle metadata
         (its ``configs/metadata.json``, with the output type of this export).
     """
-    from monai_cilmp.engines.bundle_metadata import RUN_METADATA, bundle_metadata
-    from monai_cilmp.engines.runs import load_run, run_lock
 
     fmt = look_up_option(fmt, tuple(EXPORT_FORMATS))
     trained = load_run(run_dir, checkpoint)
@@ -217,9 +220,6 @@ def run_test_images(
     """Up to ``limit`` images of the test split of the datalist a run recorded, preprocessed as its evaluation does
     for ``network`` (the run's; its image size and normalisation), or ``None`` when the run recorded no datalist, it
     is gone, or its test split is empty."""
-    from monai_cilmp.data import load_datalist
-    from monai_cilmp.engines.runs import load_run
-    from monai_cilmp.transforms import get_preset
 
     trained = load_run(run_dir, checkpoint)
     meta = trained.metadata

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from monai_cilmp.engines.distributed import gather_in_dataset_order
+from monai_cilmp.engines.recipe import TrainingRecipe
 from monai_cilmp.networks.nets.base import as_plain_tensor
 from monai_cilmp.networks.nets.linear_probe import extract_features, feature_items
 
@@ -68,8 +69,6 @@ def cached_feature_loader(
     items = feature_items(features, labels)
     if torch.distributed.is_available() and torch.distributed.is_initialized():  # one process of torchrun included
         from monai.data import DistributedSampler
-
-        from monai_cilmp.engines.recipe import TrainingRecipe
 
         seed = TrainingRecipe().seed if seed is None else int(seed)
         sampler = DistributedSampler(items, even_divisible=True, shuffle=shuffle, seed=seed)

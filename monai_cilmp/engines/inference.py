@@ -12,6 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from monai_cilmp.data import IMAGE_EXTENSIONS
+from monai_cilmp.data.custom import _ignored, list_images
+from monai_cilmp.engines.distributed import ShardSampler, rank_and_world_size
+from monai_cilmp.engines.run_setup import amp_options
+from monai_cilmp.transforms.readers import reader_error
+
 __all__ = ["ImagePredictions", "inference_images", "predict_images"]
 
 LOGGER = logging.getLogger(__name__)
@@ -31,8 +37,6 @@ class _ItemsOrErrors(torch.utils.data.Dataset):
         try:
             image = torch.as_tensor(self.transform({self.key: path})[self.key]).float()
         except Exception as e:  # any failure of this one file is reported, and the others go on
-            from monai_cilmp.transforms.readers import reader_error
-
             cause = reader_error(e) or e  # the reader's sentence, not MONAI's "applying transform <...>" wrapper
             message = " ".join(str(cause).split()) or type(cause).__name__
             return index, None, message if path in message else f"'{path}': {message}"
@@ -90,8 +94,6 @@ def predict_images(
     Returns:
         the predictions (see :class:`ImagePredictions`).
     """
-    from monai_cilmp.engines.distributed import ShardSampler, rank_and_world_size
-    from monai_cilmp.engines.run_setup import amp_options
 
     device = torch.device(device) if device is not None else next(network.parameters()).device
     use_amp, amp_kwargs = amp_options(device, None)
@@ -148,8 +150,6 @@ def inference_images(input_dir: str | os.PathLike, shown: int = 5) -> list[str]:
         FileNotFoundError: ``input_dir`` is not a folder.
         ValueError: it holds no image.
     """
-    from monai_cilmp.data import IMAGE_EXTENSIONS
-    from monai_cilmp.data.custom import _ignored, list_images
 
     folder = Path(input_dir)
     if not folder.is_dir():

@@ -26,7 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_cilmp.engines.bundle_metadata import RUN_METADATA, bundle_metadata
+from monai_cilmp.engines.checkpoint import atomic_torch_save
+from monai_cilmp.engines.runs import KNOWLEDGE_COPY, file_sha256, load_run
 from monai_cilmp.transforms import get_preset
+from monai_cilmp.utils.config import config_literal
 from monai_cilmp.utils.files import atomic_write, write_json
 
 __all__ = [
@@ -102,7 +106,6 @@ def _bundle_path_expression(name: str) -> str:
 
 def _plain_or_literal(value: Any) -> Any:
     """``value`` as written in a config: plain when MONAI's parser reads it back unchanged, else a literal."""
-    from monai_cilmp.utils.config import config_literal
 
     def plain(v: Any) -> bool:
         if isinstance(v, str):
@@ -144,9 +147,6 @@ def pack_run(
     Raises:
         ModelZooError: the run's backbone is not an open_clip model name, or a file name cannot be written.
     """
-    from monai_cilmp.engines.bundle_metadata import RUN_METADATA, bundle_metadata
-    from monai_cilmp.engines.checkpoint import atomic_torch_save
-    from monai_cilmp.engines.runs import KNOWLEDGE_COPY, load_run
 
     trained = load_run(run_dir, checkpoint)
     meta = trained.metadata
@@ -261,7 +261,6 @@ def _read_large_files(path: Path) -> list[dict[str, Any]]:
 
 
 def _sha256(path: Path) -> str:
-    from monai_cilmp.engines.runs import file_sha256
 
     return file_sha256(path)
 

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from ignite.handlers import ProgressBar
 
+from monai_cilmp.engines.outputs import scores_and_labels
+from monai_cilmp.metrics.collapse import learning_warnings
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
@@ -85,7 +88,6 @@ class EpochSummary:
         self._scores, self._labels = [], []
 
     def _collect_predictions(self, evaluator: Engine) -> None:
-        from monai_cilmp.engines.outputs import scores_and_labels
 
         try:
             scores, labels = scores_and_labels(evaluator.state.output)
@@ -97,7 +99,6 @@ class EpochSummary:
     def _learning_warnings(self, engine: Engine) -> list[str]:
         if not self._scores or self.evaluator is None or self.evaluator.state.epoch != engine.state.epoch:
             return []
-        from monai_cilmp.metrics.collapse import learning_warnings
 
         names = getattr(getattr(engine, "network", None), "class_names", None)
         return learning_warnings(np.concatenate(self._scores), np.concatenate(self._labels), names, "validation")

@@ -29,6 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monai_cilmp.data import list_datasets
+from monai_cilmp.engines.checkpoint import load_checkpoint
+from monai_cilmp.networks.backbones import DEFAULT_INIT_SEED, project_pretrained_file
+from monai_cilmp.networks.nets import build_method, list_methods
+from monai_cilmp.transforms import list_presets
 from monai_cilmp.utils.files import atomic_write, write_json
 
 __all__ = [
@@ -162,7 +167,6 @@ def record_run_inputs(metadata: Mapping[str, Any], directory: str | os.PathLike)
       made by :func:`prepare_run_folder`), with ``knowledge_sha256``;
     - ``datalist``: absolute, with ``datalist_sha256``.
     """
-    from monai_cilmp.networks.backbones import DEFAULT_INIT_SEED, project_pretrained_file
 
     directory = Path(directory)
     meta = dict(metadata)
@@ -241,7 +245,6 @@ def _remove_temporaries(directory: Path) -> None:
 
 def trained_epochs(directory: str | os.PathLike) -> int | None:
     """The epochs the run in ``directory`` has completed (from ``checkpoints/last.pt``; ``None``: no checkpoint)."""
-    from monai_cilmp.engines.checkpoint import load_checkpoint
 
     path = Path(directory) / "checkpoints" / "last.pt"
     if not path.is_file():
@@ -386,9 +389,6 @@ class TrainedRun:
             device: where to put it (default: the CPU).
             load_weights: load the checkpoint's trainable state.
         """
-        from monai_cilmp.data import list_datasets
-        from monai_cilmp.engines.checkpoint import load_checkpoint
-        from monai_cilmp.networks.nets import build_method
 
         meta = self.metadata
         dataset = meta.get("dataset_name")
@@ -441,9 +441,6 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "final") -> TrainedRu
     """
     from monai.utils import look_up_option
 
-    from monai_cilmp.engines.checkpoint import load_checkpoint
-    from monai_cilmp.transforms import list_presets
-
     directory = Path(run_dir).expanduser().resolve()
     if not directory.is_dir():
         raise FileNotFoundError(f"Run folder '{directory}' does not exist: give a folder written by monai-cilmp train.")
@@ -477,11 +474,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "final") -> TrainedRu
     if bad:
         raise _fail(path, "network", f"values of {bad} are not plain numbers, strings, lists or mappings")
     method = meta.get("method")
-    if method is not None:
-        from monai_cilmp.networks.nets import list_methods
-
-        if not isinstance(method, str) or method not in list_methods():
-            raise _fail(path, "method", "not a registered method")
+    if method is not None and (not isinstance(method, str) or method not in list_methods()):
+        raise _fail(path, "method", "not a registered method")
     if not isinstance(meta.get("ordinal", False), bool):
         raise _fail(path, "ordinal", "not true/false")
     _check_weights(meta, path)

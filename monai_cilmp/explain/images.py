@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from monai_cilmp.engines.evaluation import prediction_set_names
+from monai_cilmp.metrics.temperature import softmax
 from monai_cilmp.utils.files import atomic_write
 
 from .knowledge import knowledge_attributions, save_knowledge_plot
@@ -139,8 +141,6 @@ def explain_images(
         ``saliency`` (``(H, W)`` array at the network's input size), ``saliency_empty`` (no patch raised the score),
         ``files`` and ``knowledge`` (class -> top words with scores, or ``None``).
     """
-    from monai_cilmp.engines.evaluation import prediction_set_names
-    from monai_cilmp.metrics.temperature import softmax
 
     class_names = list(network.class_names)
     if target_class is not None and target_class not in class_names:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
 from monai_cilmp.utils.files import atomic_write
 
 __all__ = ["KnowledgeAttribution", "group_words", "knowledge_attributions", "save_knowledge_plot"]
@@ -101,7 +102,6 @@ def knowledge_attributions(network: nn.Module, image: torch.Tensor) -> list[Know
         one :class:`KnowledgeAttribution` per class, in label order; ``None`` when the network has no knowledge
         tokens (the baselines).
     """
-    from monai_cilmp.networks.blocks.knowledge_prompt import KnowledgePrompt
 
     prompt = getattr(network, "knowledge", None)
     if not isinstance(prompt, KnowledgePrompt):

@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from monai_cilmp.engines.distributed import gather_in_dataset_order, rank_and_world_size
+from monai_cilmp.engines.evaluation import calibration_logits, write_evaluation_report
+from monai_cilmp.engines.outputs import scores_and_labels
+from monai_cilmp.handlers.nonfinite import batch_files
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
@@ -18,7 +23,6 @@ __all__ = ["EvaluationReport", "item_files"]
 def item_files(batch: Any, key: str = "image") -> list[str | None]:
     """The source file of every item of a batch (decollated list or collated dict), from MONAI's metadata (the
     ``MetaTensor``'s ``meta`` or ``<key>_meta_dict``); ``None`` where unknown."""
-    from monai_cilmp.handlers.nonfinite import batch_files
 
     if isinstance(batch, dict):
         return list(batch_files(batch, key))
@@ -113,8 +117,6 @@ class EvaluationReport:
 
     def collect(self, engine: Engine) -> None:
         if self.output_transform is None:
-            from monai_cilmp.engines.outputs import scores_and_labels
-
             self.output_transform = scores_and_labels
         logits, labels = self.output_transform(engine.state.output)
         self._logits.append(torch.as_tensor(logits).detach().float().cpu().numpy())
@@ -123,8 +125,6 @@ class EvaluationReport:
         self._files += files if len(files) == len(self._labels[-1]) else [None] * len(self._labels[-1])
 
     def write(self, engine: Engine) -> None:
-        from monai_cilmp.engines.distributed import gather_in_dataset_order, rank_and_world_size
-        from monai_cilmp.engines.evaluation import calibration_logits, write_evaluation_report
 
         classes = len(self.class_names)
         logits = np.concatenate(self._logits) if self._logits else np.zeros((0, classes), np.float32)

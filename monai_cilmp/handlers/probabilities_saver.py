@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from monai_cilmp.engines.evaluation import write_predictions
 from monai_cilmp.handlers.evaluation_report import item_files
 
 if TYPE_CHECKING:
@@ -73,7 +74,6 @@ class ProbabilitiesSaver:
             self._rows.append((name, row, members))
 
     def write(self, engine: Engine | None = None) -> Path:
-        from monai_cilmp.engines.evaluation import write_predictions
 
         with_sets = bool(self._rows) and all(members is not None for _, _, members in self._rows)
         return write_predictions(

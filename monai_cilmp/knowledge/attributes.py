@@ -30,6 +30,8 @@ from monai.utils import StrEnum, look_up_option
 
 from monai_cilmp.utils.files import read_json, write_json
 
+from .loading import load_pretrained
+
 __all__ = [
     "ATTRIBUTES",
     "ATTRIBUTE_PROMPTS_FORMAT",
@@ -226,8 +228,6 @@ class MaskedLMAttributes:
             FileNotFoundError: the model cannot be found or downloaded.
         """
         from transformers import AutoModelForMaskedLM
-
-        from .loading import load_pretrained
 
         model, tokenizer, provenance = load_pretrained(
             name_or_path,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_cilmp import __version__
 from monai_cilmp.utils.files import atomic_write
 
 __all__ = ["KnowledgeBank", "KnowledgeClassMismatchError"]
@@ -24,7 +25,6 @@ class KnowledgeClassMismatchError(ValueError):
 
 
 def _package_version() -> str:
-    from monai_cilmp import __version__
 
     return __version__
 

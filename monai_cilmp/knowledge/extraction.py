@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, look_up_option
 
+from monai_cilmp.data.registry import get_dataset
+
 from .bank import KnowledgeBank
 from .context import CLIP_CONTEXT_LENGTH, DEFAULT_N_CTX, clip_tokenizer, knowledge_length_cap
 from .descriptions import ClassDescription, describe
@@ -496,7 +498,6 @@ def extract_knowledge(
             of :meth:`KnowledgeExtractor.extract`.
         FileNotFoundError: the model cannot be found.
     """
-    from monai_cilmp.data.registry import get_dataset
 
     if descriptions is not None and (generate or dataset is not None or class_names is not None):
         raise ValueError("Give either descriptions or class names/dataset (optionally with generate), not both.")

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, look_up_option, version_geq
 
+from monai_cilmp import __version__
+
 from .embedded import (
     EMBEDDED_DISTRIBUTION,
     EMBEDDED_MODEL_ID,
@@ -87,8 +89,6 @@ def library_versions() -> dict[str, str]:
     import monai
     import tokenizers
     import transformers
-
-    from monai_cilmp import __version__
 
     return {
         "python": platform.python_version(),

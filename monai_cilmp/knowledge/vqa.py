@@ -25,6 +25,7 @@ from monai_cilmp.utils.files import write_json
 
 from .attributes import Attribute, AttributeValue
 from .embedded import sha256_file
+from .loading import load_pretrained
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -188,8 +189,6 @@ class VQAAttributes:
             FileNotFoundError: the model cannot be found or downloaded.
         """
         from transformers import AutoModelForVisualQuestionAnswering
-
-        from .loading import load_pretrained
 
         model, processor, provenance = load_pretrained(
             name_or_path,

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from monai_cilmp.knowledge import ClassDescription, describe, load_description_file, zero_shot_prompts
+from monai_cilmp.knowledge.attributes import ATTRIBUTE_PROMPTS_FORMAT
 from monai_cilmp.networks.backbone_spec import BackboneLike
 from monai_cilmp.networks.backbones import Backbone
 from monai_cilmp.networks.blocks.towers import build_text_tower, build_vision_tower
@@ -146,8 +148,6 @@ def knowledge_prompts(
     Raises:
         ValueError: a class without texts, an unknown ``kind``, an unreadable file.
     """
-    from monai_cilmp.knowledge import ClassDescription, describe, load_description_file, zero_shot_prompts
-    from monai_cilmp.knowledge.attributes import ATTRIBUTE_PROMPTS_FORMAT
 
     kind = look_up(kind, KnowledgeText)
     names = [str(n) for n in class_names]
